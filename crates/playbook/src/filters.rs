@@ -1,0 +1,188 @@
+//! Filters and tests that security engineers reach for in templates.
+//!
+//! | name | kind | example |
+//! |---|---|---|
+//! | `in_cidr` | filter and test | `trigger.ip is in_cidr(["10.0.0.0/8"])` |
+//! | `private_ip` | test (`is_private_ip` filter) | `trigger.ip is private_ip` |
+//! | `ip_address` | test | `value is ip_address` |
+//! | `defang` / `refang` | filters | `"http://evil.com" \| defang` → `hxxp://evil[.]com` |
+//! | `sha256`, `sha1`, `md5` | filters | `trigger.body \| sha256` |
+//! | `regex_match` | filter and test | `trigger.user is regex_match("^svc-")` |
+//! | `regex_search`, `regex_findall`, `regex_replace` | filters | `text \| regex_findall("\\d+")` |
+//! | `tojson` (built in), `fromjson` | filters | `trigger.raw \| fromjson` |
+//! | `b64encode`, `b64decode` | filters | `"user:pass" \| b64encode` |
+
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use ipnet::IpNet;
+use minijinja::value::Value;
+use minijinja::{Environment, Error, ErrorKind};
+use regex::{Regex, RegexBuilder};
+use sha2::Digest;
+
+pub(crate) fn register(env: &mut Environment<'static>) {
+    env.add_filter("in_cidr", in_cidr);
+    env.add_test("in_cidr", in_cidr);
+    env.add_filter("is_private_ip", is_private_ip);
+    env.add_test("private_ip", is_private_ip);
+    env.add_test("ip_address", |value: &str| parse_ip(value).is_ok());
+    env.add_filter("defang", defang);
+    env.add_filter("refang", refang);
+    env.add_filter("sha256", |value: &str| hex_digest(sha2::Sha256::digest(value)));
+    env.add_filter("sha1", |value: &str| hex_digest(sha1::Sha1::digest(value)));
+    env.add_filter("md5", |value: &str| hex_digest(md5::Md5::digest(value)));
+    env.add_filter("regex_match", regex_match);
+    env.add_test("regex_match", regex_match);
+    env.add_filter("regex_search", regex_search);
+    env.add_filter("regex_findall", regex_findall);
+    env.add_filter("regex_replace", regex_replace);
+    env.add_filter("fromjson", fromjson);
+    env.add_filter("b64encode", |value: &str| {
+        base64::engine::general_purpose::STANDARD.encode(value)
+    });
+    env.add_filter("b64decode", b64decode);
+}
+
+/// Is an IP address private, loopback, link-local, carrier-grade NAT, unique-local or unspecified?
+/// Such addresses belong to the organisation, so automation must never treat them as external.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+fn is_private_ip(value: &str) -> Result<bool, Error> {
+    parse_ip(value).map(is_private)
+}
+
+fn in_cidr(value: &str, networks: Value) -> Result<bool, Error> {
+    let ip = parse_ip(value)?;
+    let list: Vec<String> = if let Some(text) = networks.as_str() {
+        vec![text.to_owned()]
+    } else {
+        networks
+            .try_iter()?
+            .map(|item| item.as_str().map(str::to_owned).ok_or_else(|| invalid("CIDR ranges must be strings")))
+            .collect::<Result<_, _>>()?
+    };
+    for network in list {
+        let net: IpNet = network
+            .trim()
+            .parse()
+            .or_else(|_| network.trim().parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| invalid(format!("`{network}` is not a CIDR range")))?;
+        if net.contains(&ip) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn parse_ip(value: &str) -> Result<IpAddr, Error> {
+    refang(value)
+        .trim()
+        .parse()
+        .map_err(|_| invalid(format!("`{value}` is not an IP address")))
+}
+
+/// Makes an indicator safe to paste into chat or a ticket: nothing will link or resolve it.
+fn defang(value: &str) -> String {
+    value
+        .replace("https://", "hxxps://")
+        .replace("http://", "hxxp://")
+        .replace("ftp://", "fxp://")
+        .replace('.', "[.]")
+        .replace('@', "[@]")
+}
+
+/// Reverses [`defang`] and the common variants analysts and feeds use.
+fn refang(value: &str) -> String {
+    value
+        .replace("[.]", ".")
+        .replace("(.)", ".")
+        .replace("{.}", ".")
+        .replace("[dot]", ".")
+        .replace("(dot)", ".")
+        .replace("[@]", "@")
+        .replace("[at]", "@")
+        .replace("[:]", ":")
+        .replace("hxxps://", "https://")
+        .replace("hxxp://", "http://")
+        .replace("fxp://", "ftp://")
+}
+
+fn hex_digest(bytes: impl AsRef<[u8]>) -> String {
+    bytes.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn compile(pattern: &str) -> Result<Regex, Error> {
+    // Bounded so a pathological pattern cannot exhaust memory; the regex crate runs in linear time.
+    RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|error| invalid(format!("invalid regular expression: {error}")))
+}
+
+fn regex_match(value: &str, pattern: &str) -> Result<bool, Error> {
+    compile(pattern).map(|re| re.is_match(value))
+}
+
+fn regex_search(value: &str, pattern: &str) -> Result<Value, Error> {
+    let re = compile(pattern)?;
+    Ok(match re.captures(value) {
+        Some(captures) if captures.len() > 1 => Value::from(
+            captures
+                .iter()
+                .skip(1)
+                .map(|m| m.map_or(Value::from(()), |m| Value::from(m.as_str())))
+                .collect::<Vec<_>>(),
+        ),
+        Some(captures) => Value::from(captures.get(0).map_or("", |m| m.as_str())),
+        None => Value::from(()),
+    })
+}
+
+fn regex_findall(value: &str, pattern: &str) -> Result<Vec<String>, Error> {
+    let re = compile(pattern)?;
+    Ok(re.find_iter(value).map(|m| m.as_str().to_owned()).collect())
+}
+
+fn regex_replace(value: &str, pattern: &str, replacement: &str) -> Result<String, Error> {
+    compile(pattern).map(|re| re.replace_all(value, replacement).into_owned())
+}
+
+fn fromjson(value: &str) -> Result<Value, Error> {
+    serde_json::from_str::<serde_json::Value>(value)
+        .map(|json| Value::from_serialize(&json))
+        .map_err(|error| invalid(format!("not valid JSON: {error}")))
+}
+
+fn b64decode(value: &str) -> Result<String, Error> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|error| invalid(format!("not valid base64: {error}")))?;
+    String::from_utf8(bytes).map_err(|_| invalid("the decoded bytes are not UTF-8 text"))
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidOperation, message.into())
+}

@@ -1,0 +1,80 @@
+//! The playbook language: YAML in, a checked [`Playbook`] out, with diagnostics people can act on.
+//!
+//! [`compile`] parses a playbook (with a budget against hostile YAML), decodes it and checks it in
+//! one pass that reports *every* problem with its line, column and a hint: unknown fields with
+//! "did you mean", missing and cyclic `needs`, template syntax errors and references to steps,
+//! variables or secrets that do not exist. Templates and conditions are minijinja, sandboxed (see
+//! [`template`]), with filters for security work (see [`filters`]). [`schema`] publishes the format
+//! as JSON Schema for editors.
+//!
+//! This crate does no I/O beyond reading the files it is asked to load, and knows nothing of plugins,
+//! queues or storage: the `runner` crate executes what this crate checked.
+
+mod compile;
+mod diagnostic;
+mod error;
+pub mod filters;
+mod model;
+pub mod schema;
+pub mod template;
+mod yaml;
+
+use std::path::Path;
+
+pub use compile::{
+    APPROVAL_FIELDS, BACKOFF_FIELDS, DEDUPE_FIELDS, FOREACH_FIELDS, ON_FAILURE_FIELDS,
+    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_STEP_TIMEOUT, ERROR_FIELDS, MAX_STEP_TIMEOUT, PLAYBOOK_FIELDS,
+    RETRY_FIELDS, RUN_FIELDS, STEP_FIELDS, STEP_RESULT_FIELDS, TRIGGER_FIELDS, compile,
+};
+pub use diagnostic::{Diagnostic, FileDiagnostics, Position};
+pub use error::Error;
+pub use model::{
+    Approval, ApprovalTimeout, Dedupe, ErrorKind, Foreach, OnFailure, Playbook, PluginRef,
+    RetryPolicy, Step, StepId, Trigger,
+};
+pub use template::{Condition, Input};
+pub use yaml::MAX_PLAYBOOK_BYTES;
+
+/// Reads and checks one playbook file.
+pub fn load(path: &Path) -> Result<Playbook, Error> {
+    let source = read(path)?;
+    compile(&source).map_err(|diagnostics| {
+        Error::Invalid(FileDiagnostics {
+            file: path.display().to_string(),
+            source,
+            diagnostics,
+        })
+    })
+}
+
+/// Checks one playbook file and returns its diagnostics (empty when it is valid).
+pub fn check_file(path: &Path) -> Result<FileDiagnostics, Error> {
+    let source = read(path)?;
+    let diagnostics = compile(&source).err().unwrap_or_default();
+    Ok(FileDiagnostics {
+        file: path.display().to_string(),
+        source,
+        diagnostics,
+    })
+}
+
+fn read(path: &Path) -> Result<String, Error> {
+    let read_error = |source| Error::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let metadata = std::fs::metadata(path).map_err(read_error)?;
+    if metadata.len() > MAX_PLAYBOOK_BYTES as u64 {
+        // Refuse before reading, so a huge file never reaches memory.
+        return Err(Error::Invalid(FileDiagnostics {
+            file: path.display().to_string(),
+            source: String::new(),
+            diagnostics: vec![Diagnostic::error(
+                "too-large",
+                Position::START,
+                format!("the file is {} bytes; playbooks are limited to {MAX_PLAYBOOK_BYTES} bytes", metadata.len()),
+            )],
+        }));
+    }
+    std::fs::read_to_string(path).map_err(read_error)
+}

@@ -1,0 +1,5 @@
+//! Integration tests of the playbook language: golden diagnostics, examples, templates, hostile YAML.
+
+mod filters;
+mod hostile;
+mod ui;

@@ -1,0 +1,68 @@
+//! The `riposte` command: validate playbooks, publish their schema, and run them locally.
+//!
+//! `main` only parses flags and hands each subcommand to its module; everything it does is in the
+//! `playbook` and `runner` crates.
+
+mod local_run;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "riposte", version, about = "Open-source SOAR: YAML playbooks of sandboxed WebAssembly plugins.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check playbooks and print every problem with file, line, column and a hint.
+    Validate {
+        /// Playbook files, or directories searched for `*.yaml` and `*.yml`.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print diagnostics for people (`text`) or tools (`json`).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print the JSON Schema of the playbook format, for editors.
+    Schema,
+    /// Run a playbook locally for one event, showing each step as it happens.
+    Run(local_run::RunArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("RIPOSTE_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Validate { paths, format } => validate::validate(&paths, format),
+        Command::Schema => print_schema(),
+        Command::Run(args) => local_run::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_schema() -> anyhow::Result<ExitCode> {
+    let schema = serde_json::to_string_pretty(&playbook::schema::playbook_schema())?;
+    println!("{schema}");
+    Ok(ExitCode::SUCCESS)
+}

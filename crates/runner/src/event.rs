@@ -1,0 +1,381 @@
+//! Run events and the run state they add up to.
+//!
+//! Every state change of a run is a [`RunEvent`]. The runner appends each event to a
+//! [`crate::Journal`] *before* acting on it, and [`RunState`] is nothing but the fold of those events
+//! ([`RunState::apply`]). So the audit trail and the checkpoint are the same record: a crashed run is
+//! resumed by folding its journal, and a step whose success was recorded is never run again.
+
+use std::collections::BTreeMap;
+
+use playbook::ErrorKind;
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// Something that happened in a run. Serialized with a `type` tag, e.g. `{"type":"step_started",…}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunEvent {
+    RunStarted {
+        run_id: String,
+        playbook: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        playbook_version: Option<String>,
+        event: serde_json::Value,
+        incident: serde_json::Map<String, serde_json::Value>,
+        at: Millis,
+    },
+    StepStarted {
+        step: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<usize>,
+        /// The rendered input, with secrets redacted.
+        input: serde_json::Value,
+        at: Millis,
+    },
+    StepRetrying {
+        step: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<usize>,
+        error: StepError,
+        delay_ms: u64,
+        at: Millis,
+    },
+    StepSucceeded {
+        step: String,
+        output: serde_json::Value,
+        attempts: u32,
+        duration_ms: u64,
+        at: Millis,
+    },
+    StepFailed {
+        step: String,
+        error: StepError,
+        attempts: u32,
+        duration_ms: u64,
+        at: Millis,
+    },
+    StepSkipped {
+        step: String,
+        reason: String,
+        at: Millis,
+    },
+    ApprovalRequested {
+        step: String,
+        approvers: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        deadline: Millis,
+        at: Millis,
+    },
+    ApprovalDecided {
+        step: String,
+        decision: Decision,
+        at: Millis,
+    },
+    RunFinished {
+        status: RunStatus,
+        outputs: serde_json::Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        at: Millis,
+    },
+}
+
+impl RunEvent {
+    /// The step this event is about, if any.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            RunEvent::StepStarted { step, .. }
+            | RunEvent::StepRetrying { step, .. }
+            | RunEvent::StepSucceeded { step, .. }
+            | RunEvent::StepFailed { step, .. }
+            | RunEvent::StepSkipped { step, .. }
+            | RunEvent::ApprovalRequested { step, .. }
+            | RunEvent::ApprovalDecided { step, .. } => Some(step),
+            RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => None,
+        }
+    }
+}
+
+/// Why a plugin call failed: typed, so the runner can tell what to retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct StepError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// For `rate_limited`: how long the upstream asked us to wait, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl StepError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        StepError {
+            kind,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// A human's (or the clock's) answer to an approval request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    Approved {
+        by: String,
+    },
+    Denied {
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Nobody decided before the deadline; the step's `on_timeout` applies.
+    TimedOut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    /// Nothing can progress until an approval is decided or times out.
+    WaitingForApproval,
+    Succeeded,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    WaitingForApproval,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl StepStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::WaitingForApproval => "waiting_for_approval",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// An approval's lifecycle within a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalState {
+    pub approvers: Vec<String>,
+    pub requested_at: Millis,
+    pub deadline: Millis,
+    pub decision: Option<Decision>,
+}
+
+/// What is known about one step (or failure handler) of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<StepError>,
+    pub skip_reason: Option<String>,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub approval: Option<ApprovalState>,
+}
+
+impl Default for StepRecord {
+    fn default() -> Self {
+        StepRecord {
+            status: StepStatus::Pending,
+            attempts: 0,
+            output: None,
+            error: None,
+            skip_reason: None,
+            started_at: None,
+            finished_at: None,
+            approval: None,
+        }
+    }
+}
+
+/// Everything known about a run: the fold of its events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub run_id: String,
+    pub playbook: String,
+    pub event: serde_json::Value,
+    pub incident: serde_json::Map<String, serde_json::Value>,
+    pub started_at: Millis,
+    pub status: RunStatus,
+    pub steps: BTreeMap<String, StepRecord>,
+    pub outputs: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub finished_at: Option<Millis>,
+}
+
+impl RunState {
+    /// Rebuilds a run from its journal. Returns `None` if the first event is not `RunStarted`.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a RunEvent>) -> Option<RunState> {
+        let mut events = events.into_iter();
+        let mut state = match events.next()? {
+            RunEvent::RunStarted {
+                run_id,
+                playbook,
+                event,
+                incident,
+                at,
+                ..
+            } => RunState {
+                run_id: run_id.clone(),
+                playbook: playbook.clone(),
+                event: event.clone(),
+                incident: incident.clone(),
+                started_at: *at,
+                status: RunStatus::Running,
+                steps: BTreeMap::new(),
+                outputs: None,
+                error: None,
+                finished_at: None,
+            },
+            _ => return None,
+        };
+        for event in events {
+            state.apply(event);
+        }
+        Some(state)
+    }
+
+    pub fn step(&self, id: &str) -> Option<&StepRecord> {
+        self.steps.get(id)
+    }
+
+    pub fn step_status(&self, id: &str) -> StepStatus {
+        self.steps
+            .get(id)
+            .map_or(StepStatus::Pending, |record| record.status)
+    }
+
+    /// The earliest approval deadline still open: when the run must be looked at again.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.steps
+            .values()
+            .filter_map(|record| record.approval.as_ref())
+            .filter(|approval| approval.decision.is_none())
+            .map(|approval| approval.deadline)
+            .min()
+    }
+
+    /// Applies one event. Unknown combinations are applied as literally as possible: the journal
+    /// is the truth and the fold must never refuse it.
+    pub fn apply(&mut self, event: &RunEvent) {
+        match event {
+            RunEvent::RunStarted { .. } => {}
+            RunEvent::StepStarted {
+                step, attempt, at, ..
+            } => {
+                let record = self.steps.entry(step.clone()).or_default();
+                record.status = StepStatus::Running;
+                record.attempts = record.attempts.max(*attempt);
+                record.started_at.get_or_insert(*at);
+            }
+            RunEvent::StepRetrying { .. } => {}
+            RunEvent::StepSucceeded {
+                step,
+                output,
+                attempts,
+                at,
+                ..
+            } => {
+                let record = self.steps.entry(step.clone()).or_default();
+                record.status = StepStatus::Succeeded;
+                record.output = Some(output.clone());
+                record.error = None;
+                record.attempts = *attempts;
+                record.finished_at = Some(*at);
+            }
+            RunEvent::StepFailed {
+                step,
+                error,
+                attempts,
+                at,
+                ..
+            } => {
+                let record = self.steps.entry(step.clone()).or_default();
+                record.status = StepStatus::Failed;
+                record.error = Some(error.clone());
+                record.attempts = *attempts;
+                record.finished_at = Some(*at);
+            }
+            RunEvent::StepSkipped { step, reason, at } => {
+                let record = self.steps.entry(step.clone()).or_default();
+                record.status = StepStatus::Skipped;
+                record.skip_reason = Some(reason.clone());
+                record.finished_at = Some(*at);
+            }
+            RunEvent::ApprovalRequested {
+                step,
+                approvers,
+                deadline,
+                at,
+                ..
+            } => {
+                let record = self.steps.entry(step.clone()).or_default();
+                record.status = StepStatus::WaitingForApproval;
+                record.approval = Some(ApprovalState {
+                    approvers: approvers.clone(),
+                    requested_at: *at,
+                    deadline: *deadline,
+                    decision: None,
+                });
+                self.status = RunStatus::WaitingForApproval;
+            }
+            RunEvent::ApprovalDecided { step, decision, .. } => {
+                let record = self.steps.entry(step.clone()).or_default();
+                if let Some(approval) = record.approval.as_mut() {
+                    approval.decision = Some(decision.clone());
+                }
+                if record.status == StepStatus::WaitingForApproval {
+                    record.status = StepStatus::Pending;
+                }
+                if self.status == RunStatus::WaitingForApproval {
+                    self.status = RunStatus::Running;
+                }
+            }
+            RunEvent::RunFinished {
+                status,
+                outputs,
+                error,
+                at,
+            } => {
+                self.status = *status;
+                self.outputs = Some(outputs.clone());
+                self.error = error.clone();
+                self.finished_at = Some(*at);
+            }
+        }
+    }
+}

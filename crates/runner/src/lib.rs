@@ -1,0 +1,35 @@
+//! The runner executes one checked playbook for one event.
+//!
+//! It orders steps by their `needs` and runs independent ones in parallel, evaluates `if`
+//! conditions, loops over `foreach` lists with a concurrency limit, retries with exponential backoff
+//! and jitter, enforces per-attempt timeouts, runs failure handlers, and pauses at approval gates.
+//!
+//! Two seams keep it free of infrastructure: a [`StepExecutor`] performs plugin calls (the WASM
+//! plugin host in production, [`DryRunExecutor`] for rehearsals), and a [`Journal`] durably stores
+//! every [`RunEvent`] before the runner acts on it. The events are the audit trail *and* the
+//! checkpoint: [`RunState`] is their fold, so [`Runner::resume`] continues a crashed run without
+//! repeating a step whose success was recorded. The runner knows nothing of Redis, HTTP or wasmtime.
+
+mod dry_run;
+mod error;
+mod event;
+mod executor;
+mod journal;
+mod redact;
+mod run;
+
+pub use dry_run::DryRunExecutor;
+pub use error::Error;
+pub use event::{
+    ApprovalState, Decision, Millis, RunEvent, RunState, RunStatus, StepError, StepRecord,
+    StepStatus,
+};
+pub use executor::{StepCall, StepExecutor};
+pub use journal::{Journal, MemoryJournal};
+pub use redact::{REDACTED, Redactor};
+pub use run::{Runner, Screening, Secrets, screen};
+
+/// A new, time-ordered run id.
+pub fn new_run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,824 @@
+//! The engine: drives one run of a checked playbook to completion, or to a pause for approval.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::{self, FuturesUnordered, StreamExt};
+use playbook::{ApprovalTimeout, ErrorKind, OnFailure, Playbook, RetryPolicy, Step};
+use tracing::{info, instrument, warn};
+
+use crate::error::Error;
+use crate::event::{Decision, Millis, RunEvent, RunState, RunStatus, StepError, StepStatus};
+use crate::executor::{StepCall, StepExecutor};
+use crate::journal::Journal;
+use crate::redact::Redactor;
+
+/// Executes playbooks: one per process is enough, runs are independent.
+pub struct Runner {
+    executor: Arc<dyn StepExecutor>,
+    journal: Arc<dyn Journal>,
+    clock: Clock,
+}
+
+/// Secret values a run may use, by name. Never printed.
+#[derive(Clone, Default)]
+pub struct Secrets(BTreeMap<String, String>);
+
+impl Secrets {
+    pub fn new(values: BTreeMap<String, String>) -> Self {
+        Secrets(values)
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+/// What the trigger makes of an event before any run starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Screening {
+    /// False when the trigger's `filter` rejects the event.
+    pub matched: bool,
+    /// The rendered `dedupe` key, if the trigger has one.
+    pub dedupe_key: Option<String>,
+}
+
+/// Evaluates a trigger's `filter` and `dedupe` key for an incoming event.
+pub fn screen(playbook: &Playbook, event: &serde_json::Value) -> Result<Screening, playbook::Error> {
+    let context = minijinja::context! {
+        trigger => minijinja::Value::from_serialize(event),
+        vars => minijinja::Value::from_serialize(&playbook.vars),
+    };
+    let matched = match &playbook.trigger.filter {
+        Some(filter) => filter.evaluate(&context)?,
+        None => true,
+    };
+    let dedupe_key = match (&playbook.trigger.dedupe, matched) {
+        (Some(dedupe), true) => Some(match dedupe.key.render(&context)? {
+            serde_json::Value::String(key) => key,
+            other => other.to_string(),
+        }),
+        _ => None,
+    };
+    Ok(Screening {
+        matched,
+        dedupe_key,
+    })
+}
+
+impl Runner {
+    pub fn new(executor: Arc<dyn StepExecutor>, journal: Arc<dyn Journal>) -> Self {
+        Runner {
+            executor,
+            journal,
+            clock: Clock::new(),
+        }
+    }
+
+    /// Milliseconds since the epoch, by the runner's clock (which follows tokio's, so tests can
+    /// pause and advance it).
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// Starts a new run of `playbook` for `event` and drives it as far as it can go.
+    #[instrument(skip_all, fields(run_id = %run_id, playbook = %playbook.name))]
+    pub async fn start(
+        &self,
+        playbook: &Playbook,
+        run_id: &str,
+        event: serde_json::Value,
+        secrets: &Secrets,
+    ) -> Result<RunState, Error> {
+        let now = self.now();
+        let run = run_context(run_id, &playbook.name, now);
+        let context = minijinja::context! {
+            trigger => minijinja::Value::from_serialize(&event),
+            vars => minijinja::Value::from_serialize(&playbook.vars),
+            run => minijinja::Value::from_serialize(&run),
+        };
+        let mut incident = serde_json::Map::new();
+        let mut incident_error = None;
+        for (field, input) in &playbook.incident {
+            match input.render(&context) {
+                Ok(value) => {
+                    incident.insert(field.clone(), value);
+                }
+                Err(error) => {
+                    incident_error.get_or_insert(format!("incident.{field}: {error}"));
+                }
+            }
+        }
+        let started = RunEvent::RunStarted {
+            run_id: run_id.to_owned(),
+            playbook: playbook.name.clone(),
+            playbook_version: playbook.version.clone(),
+            event,
+            incident,
+            at: now,
+        };
+        self.journal.append(run_id, &started).await?;
+        let mut state = RunState::from_events([&started]).ok_or_else(|| Error::Resume {
+            run_id: run_id.to_owned(),
+            reason: "the run could not be started".into(),
+        })?;
+        info!("Run started.");
+        if let Some(error) = incident_error {
+            let finished = RunEvent::RunFinished {
+                status: RunStatus::Failed,
+                outputs: serde_json::Value::Object(Default::default()),
+                error: Some(error),
+                at: self.now(),
+            };
+            self.journal.append(run_id, &finished).await?;
+            state.apply(&finished);
+            return Ok(state);
+        }
+        self.resume(playbook, state, secrets).await
+    }
+
+    /// Continues a run from its recorded state: completed steps are not repeated; a step that was
+    /// running when the previous process died runs again with the same idempotency key.
+    #[instrument(skip_all, fields(run_id = %state.run_id, playbook = %playbook.name))]
+    pub async fn resume(
+        &self,
+        playbook: &Playbook,
+        state: RunState,
+        secrets: &Secrets,
+    ) -> Result<RunState, Error> {
+        if state.playbook != playbook.name {
+            return Err(Error::Resume {
+                run_id: state.run_id,
+                reason: format!("it belongs to playbook `{}`, not `{}`", state.playbook, playbook.name),
+            });
+        }
+        if state.status.is_terminal() {
+            return Ok(state);
+        }
+        let drive = Drive::new(self, playbook, state, secrets);
+        drive.run().await?;
+        drive.into_state()
+    }
+
+    /// Records a decision on a step that waits for approval. Call [`Runner::resume`] afterwards.
+    pub async fn decide(
+        &self,
+        state: &mut RunState,
+        step: &str,
+        decision: Decision,
+    ) -> Result<(), Error> {
+        let waiting = state
+            .step(step)
+            .and_then(|record| record.approval.as_ref())
+            .is_some_and(|approval| approval.decision.is_none());
+        if !waiting {
+            return Err(Error::NotWaiting {
+                run_id: state.run_id.clone(),
+                step: step.to_owned(),
+            });
+        }
+        let event = RunEvent::ApprovalDecided {
+            step: step.to_owned(),
+            decision,
+            at: self.now(),
+        };
+        self.journal.append(&state.run_id, &event).await?;
+        state.apply(&event);
+        Ok(())
+    }
+}
+
+/// The wall clock as tokio sees it: real in production, virtual under `tokio::time::pause`.
+struct Clock {
+    system_at_start: Millis,
+    instant_at_start: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let system_at_start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as Millis)
+            .unwrap_or(0);
+        Clock {
+            system_at_start,
+            instant_at_start: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Millis {
+        self.system_at_start + self.instant_at_start.elapsed().as_millis() as Millis
+    }
+}
+
+/// How a step ended, as the scheduler needs to know.
+enum StepOutcome {
+    Succeeded,
+    Failed(StepError),
+    Skipped,
+    /// Waiting for an approval: the step stays parked until a decision or its deadline.
+    Waiting,
+}
+
+/// Whether a step can start now.
+enum Readiness {
+    Done,
+    Blocked,
+    Parked,
+    Skip(String),
+    Run,
+}
+
+/// The state of one run while it is being driven.
+struct Drive<'a> {
+    runner: &'a Runner,
+    playbook: &'a Playbook,
+    state: Mutex<RunState>,
+    redactor: Redactor,
+    secrets: minijinja::Value,
+    /// Parts of the template context that do not change during the run.
+    trigger: minijinja::Value,
+    vars: minijinja::Value,
+    run: minijinja::Value,
+    incident: minijinja::Value,
+}
+
+impl<'a> Drive<'a> {
+    fn new(runner: &'a Runner, playbook: &'a Playbook, state: RunState, secrets: &Secrets) -> Self {
+        let granted: BTreeMap<&str, &str> = playbook
+            .secrets
+            .iter()
+            .filter_map(|name| secrets.0.get(name).map(|value| (name.as_str(), value.as_str())))
+            .collect();
+        Drive {
+            runner,
+            playbook,
+            redactor: Redactor::new(secrets.0.values().map(String::as_str)),
+            secrets: minijinja::Value::from_serialize(&granted),
+            trigger: minijinja::Value::from_serialize(&state.event),
+            vars: minijinja::Value::from_serialize(&playbook.vars),
+            run: minijinja::Value::from_serialize(run_context(
+                &state.run_id,
+                &playbook.name,
+                state.started_at,
+            )),
+            incident: minijinja::Value::from_serialize(&state.incident),
+            state: Mutex::new(state),
+        }
+    }
+
+    fn into_state(self) -> Result<RunState, Error> {
+        self.state
+            .into_inner()
+            .map_err(|_| Error::Journal("the run state lock is poisoned".into()))
+    }
+
+    fn snapshot(&self) -> Result<RunState, Error> {
+        self.state
+            .lock()
+            .map(|state| state.clone())
+            .map_err(|_| Error::Journal("the run state lock is poisoned".into()))
+    }
+
+    fn run_id(&self) -> Result<String, Error> {
+        self.state
+            .lock()
+            .map(|state| state.run_id.clone())
+            .map_err(|_| Error::Journal("the run state lock is poisoned".into()))
+    }
+
+    /// Appends an event to the journal, then applies it: nothing happens that is not on record.
+    async fn emit(&self, event: RunEvent) -> Result<(), Error> {
+        let run_id = self.run_id()?;
+        self.runner.journal.append(&run_id, &event).await?;
+        self.state
+            .lock()
+            .map_err(|_| Error::Journal("the run state lock is poisoned".into()))?
+            .apply(&event);
+        Ok(())
+    }
+
+    async fn run(&self) -> Result<(), Error> {
+        let mut in_flight = FuturesUnordered::new();
+        let mut running: HashSet<usize> = HashSet::new();
+        let mut failure = self.recover_failures().await?;
+        loop {
+            if failure.is_none() {
+                for &index in self.playbook.order() {
+                    if running.contains(&index) {
+                        continue;
+                    }
+                    let step = &self.playbook.steps[index];
+                    match self.readiness(step)? {
+                        Readiness::Done | Readiness::Blocked | Readiness::Parked => {}
+                        Readiness::Skip(reason) => {
+                            self.emit(RunEvent::StepSkipped {
+                                step: step.id.to_string(),
+                                reason,
+                                at: self.runner.now(),
+                            })
+                            .await?;
+                        }
+                        Readiness::Run => {
+                            running.insert(index);
+                            in_flight.push(async move { (index, self.run_step(step, None).await) });
+                        }
+                    }
+                }
+            }
+            let Some((index, outcome)) = in_flight.next().await else {
+                break;
+            };
+            running.remove(&index);
+            let step = &self.playbook.steps[index];
+            if let StepOutcome::Failed(error) = outcome?
+                && let Some(reason) = self.handle_failure(step, &error).await?
+            {
+                failure.get_or_insert(reason);
+            }
+        }
+        self.finish(failure).await
+    }
+
+    /// Applies a failed step's `on_failure`; returns why the run fails, if it does.
+    async fn handle_failure(&self, step: &Step, error: &StepError) -> Result<Option<String>, Error> {
+        let reason = format!("step `{}` failed: {error}", step.id);
+        match &step.on_failure {
+            OnFailure::Fail => Ok(Some(reason)),
+            OnFailure::Continue => Ok(None),
+            OnFailure::Handle {
+                handlers,
+                then_continue,
+            } => {
+                self.run_handlers(step, error, handlers).await?;
+                Ok((!then_continue).then_some(reason))
+            }
+        }
+    }
+
+    /// After a crash, failures already on record still decide the run, and their handlers that
+    /// had not finished run now.
+    async fn recover_failures(&self) -> Result<Option<String>, Error> {
+        let state = self.snapshot()?;
+        let mut failure = None;
+        for step in &self.playbook.steps {
+            let record = state.step(step.id.as_str());
+            if let Some(error) = record.filter(|r| r.status == StepStatus::Failed).and_then(|r| r.error.clone())
+                && let Some(reason) = self.handle_failure(step, &error).await?
+            {
+                failure.get_or_insert(reason);
+            }
+        }
+        Ok(failure)
+    }
+
+    fn readiness(&self, step: &Step) -> Result<Readiness, Error> {
+        let state = self.snapshot()?;
+        let record = state.step(step.id.as_str());
+        match record.map(|r| r.status) {
+            Some(status) if status.is_terminal() => return Ok(Readiness::Done),
+            Some(StepStatus::WaitingForApproval) => {
+                let open = record
+                    .and_then(|r| r.approval.as_ref())
+                    .filter(|a| a.decision.is_none());
+                if let Some(approval) = open
+                    && self.runner.now() < approval.deadline
+                {
+                    return Ok(Readiness::Parked);
+                }
+            }
+            _ => {}
+        }
+        for need in &step.needs {
+            match state.step_status(need.as_str()) {
+                StepStatus::Succeeded => {}
+                StepStatus::Failed => {
+                    return Ok(Readiness::Skip(format!("it needs `{need}`, which failed")));
+                }
+                StepStatus::Skipped => {
+                    return Ok(Readiness::Skip(format!("it needs `{need}`, which was skipped")));
+                }
+                _ => return Ok(Readiness::Blocked),
+            }
+        }
+        Ok(Readiness::Run)
+    }
+
+    /// The template context: trigger, vars, run, incident, the results of steps so far, and extras.
+    fn context(&self, extra: &[(&str, minijinja::Value)]) -> Result<minijinja::Value, Error> {
+        let state = self.snapshot()?;
+        let steps: BTreeMap<&str, serde_json::Value> = self
+            .playbook
+            .steps
+            .iter()
+            .map(|step| {
+                let record = state.step(step.id.as_str());
+                let result = serde_json::json!({
+                    "status": record.map_or(StepStatus::Pending, |r| r.status).as_str(),
+                    "output": record.and_then(|r| r.output.clone()),
+                    "attempts": record.map_or(0, |r| r.attempts),
+                    "error": record.and_then(|r| r.error.as_ref()).map(|e| serde_json::json!({
+                        "kind": e.kind,
+                        "message": e.message,
+                    })),
+                });
+                (step.id.as_str(), result)
+            })
+            .collect();
+        let base = minijinja::context! {
+            trigger => self.trigger.clone(),
+            vars => self.vars.clone(),
+            run => self.run.clone(),
+            incident => self.incident.clone(),
+            steps => minijinja::Value::from_serialize(&steps),
+        };
+        let extra: BTreeMap<&str, minijinja::Value> = extra.iter().cloned().collect();
+        Ok(minijinja::context! { ..minijinja::Value::from(extra), ..base })
+    }
+
+    async fn run_handlers(
+        &self,
+        failed: &Step,
+        error: &StepError,
+        handlers: &[playbook::StepId],
+    ) -> Result<(), Error> {
+        let error_context = minijinja::Value::from_serialize(serde_json::json!({
+            "step": failed.id.as_str(),
+            "kind": error.kind,
+            "message": error.message,
+        }));
+        for id in handlers {
+            let Some(handler) = self.playbook.handler(id.as_str()) else {
+                continue;
+            };
+            let status = self.snapshot()?.step_status(id.as_str());
+            if status.is_terminal() {
+                continue;
+            }
+            if let StepOutcome::Failed(handler_error) =
+                self.run_step(handler, Some(error_context.clone())).await?
+            {
+                warn!(handler = %id, error = %handler_error, "Failure handler failed.");
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, failure: Option<String>) -> Result<(), Error> {
+        let state = self.snapshot()?;
+        let now = self.runner.now();
+        if let Some(reason) = failure {
+            for step in &self.playbook.steps {
+                if !state.step_status(step.id.as_str()).is_terminal() {
+                    self.emit(RunEvent::StepSkipped {
+                        step: step.id.to_string(),
+                        reason: "not started: the run had already failed".into(),
+                        at: now,
+                    })
+                    .await?;
+                }
+            }
+            let outputs = self.render_outputs().unwrap_or_default();
+            return self
+                .emit(RunEvent::RunFinished {
+                    status: RunStatus::Failed,
+                    outputs: serde_json::Value::Object(outputs),
+                    error: Some(reason),
+                    at: now,
+                })
+                .await;
+        }
+        let waiting = self
+            .playbook
+            .steps
+            .iter()
+            .any(|step| state.step_status(step.id.as_str()) == StepStatus::WaitingForApproval);
+        if waiting {
+            info!("Run waits for approval.");
+            return Ok(());
+        }
+        let (status, outputs, error) = match self.render_outputs() {
+            Ok(outputs) => (RunStatus::Succeeded, outputs, None),
+            Err(error) => (RunStatus::Failed, Default::default(), Some(error)),
+        };
+        info!(?status, "Run finished.");
+        self.emit(RunEvent::RunFinished {
+            status,
+            outputs: serde_json::Value::Object(outputs),
+            error,
+            at: now,
+        })
+        .await
+    }
+
+    fn render_outputs(&self) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let context = self.context(&[]).map_err(|e| e.to_string())?;
+        self.playbook
+            .outputs
+            .iter()
+            .map(|(name, input)| {
+                input
+                    .render(&context)
+                    .map(|value| (name.clone(), self.redactor.redact(&value)))
+                    .map_err(|error| format!("output `{name}`: {error}"))
+            })
+            .collect()
+    }
+
+    /// Runs one step (or handler): condition, approval, inputs, attempts.
+    #[instrument(skip_all, fields(step = %step.id))]
+    async fn run_step(
+        &self,
+        step: &Step,
+        error_context: Option<minijinja::Value>,
+    ) -> Result<StepOutcome, Error> {
+        let started = self.runner.now();
+        let mut extra = Vec::new();
+        if let Some(error) = error_context {
+            extra.push(("error", error));
+        }
+        let context = self.context(&extra)?;
+        if let Some(condition) = &step.condition {
+            match condition.evaluate(&context) {
+                Ok(true) => {}
+                Ok(false) => return self.skip(step, "its `if` condition is false".into()).await,
+                Err(error) => {
+                    let error = StepError::new(ErrorKind::InvalidInput, format!("`if`: {error}"));
+                    return self.fail(step, error, 0, started).await;
+                }
+            }
+        }
+        if let Some(approval) = &step.approval {
+            let record = self.snapshot()?.step(step.id.as_str()).cloned().unwrap_or_default();
+            let decision = match record.approval {
+                None => {
+                    let message = approval
+                        .message
+                        .as_ref()
+                        .and_then(|m| m.render(&context).ok())
+                        .map(|m| match m {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        });
+                    self.emit(RunEvent::ApprovalRequested {
+                        step: step.id.to_string(),
+                        approvers: approval.approvers.clone(),
+                        message,
+                        deadline: started + approval.timeout.as_millis() as Millis,
+                        at: started,
+                    })
+                    .await?;
+                    return Ok(StepOutcome::Waiting);
+                }
+                Some(pending) => match pending.decision {
+                    Some(decision) => decision,
+                    None if started < pending.deadline => return Ok(StepOutcome::Waiting),
+                    None => {
+                        self.emit(RunEvent::ApprovalDecided {
+                            step: step.id.to_string(),
+                            decision: Decision::TimedOut,
+                            at: started,
+                        })
+                        .await?;
+                        Decision::TimedOut
+                    }
+                },
+            };
+            match (decision, approval.on_timeout) {
+                (Decision::Approved { .. }, _) | (Decision::TimedOut, ApprovalTimeout::Approve) => {}
+                (Decision::Denied { by, .. }, _) => {
+                    return self.skip(step, format!("approval was denied by {by}")).await;
+                }
+                (Decision::TimedOut, ApprovalTimeout::Deny) => {
+                    return self.skip(step, "nobody approved it in time".into()).await;
+                }
+                (Decision::TimedOut, ApprovalTimeout::Fail) => {
+                    let error = StepError::new(ErrorKind::Timeout, "nobody approved it in time");
+                    return self.fail(step, error, 0, started).await;
+                }
+            }
+        }
+
+        let with_secrets = {
+            let mut extra = extra.clone();
+            extra.push(("secrets", self.secrets.clone()));
+            self.context(&extra)?
+        };
+        // Attempts already made by a process that crashed during this step keep their numbers.
+        let earlier = self.snapshot()?.step(step.id.as_str()).map_or(0, |r| r.attempts);
+        let result = match &step.foreach {
+            None => match step.with.render(&with_secrets) {
+                Ok(input) => self.attempts(step, input, None, earlier).await?,
+                Err(error) => Err((StepError::new(ErrorKind::InvalidInput, format!("`with`: {error}")), 0)),
+            },
+            Some(foreach) => self.each(step, foreach, &extra, &context, earlier).await?,
+        };
+        match result {
+            Ok((output, attempts)) => {
+                let finished = self.runner.now();
+                self.emit(RunEvent::StepSucceeded {
+                    step: step.id.to_string(),
+                    output: self.redactor.redact(&output),
+                    attempts,
+                    duration_ms: finished.saturating_sub(started),
+                    at: finished,
+                })
+                .await?;
+                Ok(StepOutcome::Succeeded)
+            }
+            Err((error, attempts)) => self.fail(step, error, attempts, started).await,
+        }
+    }
+
+    /// Runs a `foreach` step: every item, `concurrency` at a time; the output is the list of outputs.
+    async fn each(
+        &self,
+        step: &Step,
+        foreach: &playbook::Foreach,
+        extra: &[(&str, minijinja::Value)],
+        context: &minijinja::Value,
+        earlier: u32,
+    ) -> Result<Result<(serde_json::Value, u32), (StepError, u32)>, Error> {
+        let items = match foreach.items.render(context) {
+            Ok(serde_json::Value::Array(items)) => items,
+            Ok(other) => {
+                let error = StepError::new(
+                    ErrorKind::InvalidInput,
+                    format!("`foreach` must yield a list, but it yielded {}", json_kind(&other)),
+                );
+                return Ok(Err((error, 0)));
+            }
+            Err(error) => {
+                let error = StepError::new(ErrorKind::InvalidInput, format!("`foreach`: {error}"));
+                return Ok(Err((error, 0)));
+            }
+        };
+        let results: Vec<_> = stream::iter(items.into_iter().enumerate())
+            .map(|(index, item)| async move {
+                let mut extra = extra.to_vec();
+                extra.push(("secrets", self.secrets.clone()));
+                extra.push((foreach.var.as_str(), minijinja::Value::from_serialize(&item)));
+                match step.with.render(&self.context(&extra)?) {
+                    Ok(input) => self.attempts(step, input, Some(index), earlier).await,
+                    Err(error) => Ok(Err((
+                        StepError::new(ErrorKind::InvalidInput, format!("`with` for item {index}: {error}")),
+                        0,
+                    ))),
+                }
+            })
+            .buffered(foreach.concurrency.max(1))
+            .collect()
+            .await;
+        let mut outputs = Vec::with_capacity(results.len());
+        let mut most_attempts = 0;
+        for (index, result) in results.into_iter().enumerate() {
+            match result? {
+                Ok((output, attempts)) => {
+                    most_attempts = most_attempts.max(attempts);
+                    outputs.push(output);
+                }
+                Err((mut error, attempts)) => {
+                    error.message = format!("item {index}: {}", error.message);
+                    return Ok(Err((error, most_attempts.max(attempts))));
+                }
+            }
+        }
+        Ok(Ok((serde_json::Value::Array(outputs), most_attempts)))
+    }
+
+    /// Calls the plugin until it succeeds, fails for good, or runs out of attempts.
+    async fn attempts(
+        &self,
+        step: &Step,
+        input: serde_json::Value,
+        item: Option<usize>,
+        earlier: u32,
+    ) -> Result<Result<(serde_json::Value, u32), (StepError, u32)>, Error> {
+        let run_id = self.run_id()?;
+        let idempotency_key = match item {
+            Some(index) => format!("{run_id}:{}:{index}", step.id),
+            None => format!("{run_id}:{}", step.id),
+        };
+        let redacted_input = self.redactor.redact(&input);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let attempt = earlier + tries;
+            self.emit(RunEvent::StepStarted {
+                step: step.id.to_string(),
+                attempt,
+                item,
+                input: redacted_input.clone(),
+                at: self.runner.now(),
+            })
+            .await?;
+            let call = StepCall {
+                run_id: run_id.clone(),
+                step_id: step.id.to_string(),
+                uses: step.uses.clone(),
+                input: input.clone(),
+                attempt,
+                item,
+                idempotency_key: idempotency_key.clone(),
+            };
+            let result = match tokio::time::timeout(step.timeout, self.runner.executor.execute(call)).await {
+                Ok(result) => result,
+                Err(_) => Err(StepError::new(
+                    ErrorKind::Timeout,
+                    format!("no answer within {}", humanize(step.timeout)),
+                )),
+            };
+            let mut error = match result {
+                Ok(output) => return Ok(Ok((output, attempt))),
+                Err(error) => error,
+            };
+            error.message = self.redactor.redact_str(&error.message);
+            if tries >= step.retry.max_attempts || !step.retry.retry_on.contains(&error.kind) {
+                return Ok(Err((error, attempt)));
+            }
+            let delay = backoff(&step.retry, tries + 1, &error);
+            warn!(attempt, kind = %error.kind, delay_ms = delay.as_millis() as u64, "Step attempt failed; retrying.");
+            self.emit(RunEvent::StepRetrying {
+                step: step.id.to_string(),
+                attempt,
+                item,
+                error,
+                delay_ms: delay.as_millis() as u64,
+                at: self.runner.now(),
+            })
+            .await?;
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn skip(&self, step: &Step, reason: String) -> Result<StepOutcome, Error> {
+        self.emit(RunEvent::StepSkipped {
+            step: step.id.to_string(),
+            reason,
+            at: self.runner.now(),
+        })
+        .await?;
+        Ok(StepOutcome::Skipped)
+    }
+
+    async fn fail(
+        &self,
+        step: &Step,
+        error: StepError,
+        attempts: u32,
+        started: Millis,
+    ) -> Result<StepOutcome, Error> {
+        let finished = self.runner.now();
+        warn!(error = %error, "Step failed.");
+        self.emit(RunEvent::StepFailed {
+            step: step.id.to_string(),
+            error: error.clone(),
+            attempts,
+            duration_ms: finished.saturating_sub(started),
+            at: finished,
+        })
+        .await?;
+        Ok(StepOutcome::Failed(error))
+    }
+}
+
+/// The delay before attempt `next_attempt`: the policy's exponential delay, raised to the
+/// upstream's `retry-after` when it gave one, capped at the policy's maximum, then jittered
+/// ("equal jitter": between half and all of it) so retries of many runs spread out.
+fn backoff(policy: &RetryPolicy, next_attempt: u32, error: &StepError) -> Duration {
+    let mut delay = policy.delay_before(next_attempt);
+    if let Some(retry_after) = error.retry_after_ms {
+        delay = delay.max(Duration::from_millis(retry_after)).min(policy.max_delay);
+    }
+    if policy.jitter {
+        let half = delay / 2;
+        delay = half + half.mul_f64(rand::random::<f64>());
+    }
+    delay
+}
+
+fn run_context(run_id: &str, playbook: &str, started_at: Millis) -> serde_json::Value {
+    serde_json::json!({ "id": run_id, "playbook": playbook, "started_at": started_at })
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "a mapping",
+    }
+}
+
+fn humanize(duration: Duration) -> String {
+    if duration.as_millis() % 1000 == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
