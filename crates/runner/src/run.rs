@@ -276,18 +276,16 @@ impl<'a> Drive<'a> {
             .map_err(|_| Error::Journal("the run state lock is poisoned".into()))
     }
 
-    fn snapshot(&self) -> Result<RunState, Error> {
+    /// Reads the run state without copying it.
+    fn read<R>(&self, read: impl FnOnce(&RunState) -> R) -> Result<R, Error> {
         self.state
             .lock()
-            .map(|state| state.clone())
+            .map(|state| read(&state))
             .map_err(|_| Error::Journal("the run state lock is poisoned".into()))
     }
 
     fn run_id(&self) -> Result<String, Error> {
-        self.state
-            .lock()
-            .map(|state| state.run_id.clone())
-            .map_err(|_| Error::Journal("the run state lock is poisoned".into()))
+        self.read(|state| state.run_id.clone())
     }
 
     /// Appends an event to the journal, then applies it: nothing happens that is not on record.
@@ -362,7 +360,7 @@ impl<'a> Drive<'a> {
     /// After a crash, failures already on record still decide the run, and their handlers that
     /// had not finished run now.
     async fn recover_failures(&self) -> Result<Option<String>, Error> {
-        let state = self.snapshot()?;
+        let state = self.read(RunState::clone)?;
         let mut failure = None;
         for step in &self.playbook.steps {
             let record = state.step(step.id.as_str());
@@ -376,18 +374,22 @@ impl<'a> Drive<'a> {
     }
 
     fn readiness(&self, step: &Step) -> Result<Readiness, Error> {
-        let state = self.snapshot()?;
+        let now = self.runner.now();
+        self.read(|state| Self::readiness_in(state, step, now))
+    }
+
+    fn readiness_in(state: &RunState, step: &Step, now: Millis) -> Readiness {
         let record = state.step(step.id.as_str());
         match record.map(|r| r.status) {
-            Some(status) if status.is_terminal() => return Ok(Readiness::Done),
+            Some(status) if status.is_terminal() => return Readiness::Done,
             Some(StepStatus::WaitingForApproval) => {
                 let open = record
                     .and_then(|r| r.approval.as_ref())
                     .filter(|a| a.decision.is_none());
                 if let Some(approval) = open
-                    && self.runner.now() < approval.deadline
+                    && now < approval.deadline
                 {
-                    return Ok(Readiness::Parked);
+                    return Readiness::Parked;
                 }
             }
             _ => {}
@@ -396,44 +398,44 @@ impl<'a> Drive<'a> {
             match state.step_status(need.as_str()) {
                 StepStatus::Succeeded => {}
                 StepStatus::Failed => {
-                    return Ok(Readiness::Skip(format!("it needs `{need}`, which failed")));
+                    return Readiness::Skip(format!("it needs `{need}`, which failed"));
                 }
                 StepStatus::Skipped => {
-                    return Ok(Readiness::Skip(format!("it needs `{need}`, which was skipped")));
+                    return Readiness::Skip(format!("it needs `{need}`, which was skipped"));
                 }
-                _ => return Ok(Readiness::Blocked),
+                _ => return Readiness::Blocked,
             }
         }
-        Ok(Readiness::Run)
+        Readiness::Run
     }
 
     /// The template context: trigger, vars, run, incident, the results of steps so far, and extras.
     fn context(&self, extra: &[(&str, minijinja::Value)]) -> Result<minijinja::Value, Error> {
-        let state = self.snapshot()?;
-        let steps: BTreeMap<&str, serde_json::Value> = self
-            .playbook
-            .steps
-            .iter()
-            .map(|step| {
-                let record = state.step(step.id.as_str());
-                let result = serde_json::json!({
-                    "status": record.map_or(StepStatus::Pending, |r| r.status).as_str(),
-                    "output": record.and_then(|r| r.output.clone()),
-                    "attempts": record.map_or(0, |r| r.attempts),
-                    "error": record.and_then(|r| r.error.as_ref()).map(|e| serde_json::json!({
-                        "kind": e.kind,
-                        "message": e.message,
-                    })),
-                });
-                (step.id.as_str(), result)
-            })
-            .collect();
+        let steps = self.read(|state| {
+            self.playbook
+                .steps
+                .iter()
+                .map(|step| {
+                    let record = state.step(step.id.as_str());
+                    let result = minijinja::context! {
+                        status => record.map_or(StepStatus::Pending, |r| r.status).as_str(),
+                        output => minijinja::Value::from_serialize(record.and_then(|r| r.output.as_ref())),
+                        attempts => record.map_or(0, |r| r.attempts),
+                        error => record.and_then(|r| r.error.as_ref()).map(|e| minijinja::context! {
+                            kind => e.kind.as_str(),
+                            message => e.message.as_str(),
+                        }),
+                    };
+                    (step.id.as_str(), result)
+                })
+                .collect::<BTreeMap<&str, minijinja::Value>>()
+        })?;
         let base = minijinja::context! {
             trigger => self.trigger.clone(),
             vars => self.vars.clone(),
             run => self.run.clone(),
             incident => self.incident.clone(),
-            steps => minijinja::Value::from_serialize(&steps),
+            steps => minijinja::Value::from(steps),
         };
         let extra: BTreeMap<&str, minijinja::Value> = extra.iter().cloned().collect();
         Ok(minijinja::context! { ..minijinja::Value::from(extra), ..base })
@@ -454,7 +456,7 @@ impl<'a> Drive<'a> {
             let Some(handler) = self.playbook.handler(id.as_str()) else {
                 continue;
             };
-            let status = self.snapshot()?.step_status(id.as_str());
+            let status = self.read(|state| state.step_status(id.as_str()))?;
             if status.is_terminal() {
                 continue;
             }
@@ -468,7 +470,7 @@ impl<'a> Drive<'a> {
     }
 
     async fn finish(&self, failure: Option<String>) -> Result<(), Error> {
-        let state = self.snapshot()?;
+        let state = self.read(RunState::clone)?;
         let now = self.runner.now();
         if let Some(reason) = failure {
             for step in &self.playbook.steps {
@@ -552,7 +554,7 @@ impl<'a> Drive<'a> {
             }
         }
         if let Some(approval) = &step.approval {
-            let record = self.snapshot()?.step(step.id.as_str()).cloned().unwrap_or_default();
+            let record = self.read(|state| state.step(step.id.as_str()).cloned().unwrap_or_default())?;
             let decision = match record.approval {
                 None => {
                     let message = approval
@@ -608,7 +610,7 @@ impl<'a> Drive<'a> {
             self.context(&extra)?
         };
         // Attempts already made by a process that crashed during this step keep their numbers.
-        let earlier = self.snapshot()?.step(step.id.as_str()).map_or(0, |r| r.attempts);
+        let earlier = self.read(|state| state.step(step.id.as_str()).map_or(0, |r| r.attempts))?;
         let result = match &step.foreach {
             None => match step.with.render(&with_secrets) {
                 Ok(input) => self.attempts(step, input, None, earlier).await?,
