@@ -4,7 +4,7 @@
 //! value, so the rest of the file is still checked. The playbook is returned only if no diagnostic
 //! was recorded.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use crate::diagnostic::{Diagnostic, Position};
@@ -59,11 +59,13 @@ pub const RUN_FIELDS: &[&str] = &["id", "playbook", "started_at"];
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
-const MAX_APPROVAL_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
-const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-const MAX_ATTEMPTS: u64 = 100;
-const MAX_CONCURRENCY: u64 = 256;
-const MAX_STEPS: usize = 1000;
+pub(crate) const MAX_APPROVAL_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+pub(crate) const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+pub(crate) const MAX_ATTEMPTS: u64 = 100;
+/// Attempts of a step whose `retry` mapping does not say `max_attempts`.
+pub(crate) const DEFAULT_ATTEMPTS_WITH_POLICY: u32 = 3;
+pub(crate) const MAX_CONCURRENCY: u64 = 256;
+pub(crate) const MAX_STEPS: usize = 1000;
 
 /// Names people bring from Ansible, GitHub Actions and StackStorm, and what we call them.
 const FAMILIAR_NAMES: &[(&str, &str)] = &[
@@ -99,6 +101,9 @@ pub fn compile(source: &str) -> Result<Playbook, Vec<Diagnostic>> {
     let root = yaml::parse(source).map_err(|d| vec![d])?;
     let mut compiler = Compiler {
         source,
+        line_starts: std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+            .collect(),
         diagnostics: Vec::new(),
         references: Vec::new(),
     };
@@ -127,6 +132,8 @@ enum ReferenceKind {
 
 struct Compiler<'s> {
     source: &'s str,
+    /// Byte offset where each line starts, so a line is found without rescanning the file.
+    line_starts: Vec<usize>,
     diagnostics: Vec<Diagnostic>,
     references: Vec<Reference>,
 }
@@ -165,17 +172,28 @@ impl<'s> Compiler<'s> {
 
     fn playbook(&mut self, root: &Node) -> Option<Playbook> {
         let fields = self.mapping(root, "the playbook", PLAYBOOK_FIELDS)?;
-        let name = self.required(&fields, "name", "the playbook").map(|n| self.name(n));
-        let description = fields.get("description").map(|n| self.string(n, "description"));
-        let version = fields.get("version").map(|n| self.string(n, "version"));
+        let name = self
+            .required(&fields, "name", "the playbook")
+            .map(|n| self.name(n));
+        let description = fields
+            .get("description")
+            .map(|n| self.string(n, "description"));
+        let version = fields.get("version").map(|n| {
+            if let Value::Float(_) = n.value {
+                self.error_with_hint(
+                    "wrong-type",
+                    n.pos,
+                    "`version` must be a string: YAML reads an unquoted `1.10` as the number 1.1",
+                    "quote it: `version: \"1.10\"`",
+                );
+            }
+            self.string(n, "version")
+        });
         let tags = fields
             .get("tags")
             .map(|n| self.string_list(n, "tags"))
             .unwrap_or_default();
-        let vars = fields
-            .get("vars")
-            .map(|n| self.vars(n))
-            .unwrap_or_default();
+        let vars = fields.get("vars").map(|n| self.vars(n)).unwrap_or_default();
         let secrets = fields
             .get("secrets")
             .map(|n| self.secret_names(n))
@@ -203,6 +221,11 @@ impl<'s> Compiler<'s> {
         let order = self.check_graph(&steps, &handlers);
         let context = CheckContext {
             steps: &steps,
+            step_index: steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id.as_str(), i))
+                .collect(),
             handlers: &handlers,
             vars: &vars,
             secrets: &secrets,
@@ -378,14 +401,21 @@ impl<'s> Compiler<'s> {
         };
         match parsed {
             Some(duration) if duration.is_zero() => {
-                self.error("out-of-range", node.pos, format!("`{what}` must be longer than zero"));
+                self.error(
+                    "out-of-range",
+                    node.pos,
+                    format!("`{what}` must be longer than zero"),
+                );
                 Duration::ZERO
             }
             Some(duration) if duration > max => {
                 self.error_with_hint(
                     "out-of-range",
                     node.pos,
-                    format!("`{what}` is longer than the maximum of {}", humantime::format_duration(max)),
+                    format!(
+                        "`{what}` is longer than the maximum of {}",
+                        humantime::format_duration(max)
+                    ),
                     "shorten it",
                 );
                 max
@@ -406,13 +436,13 @@ impl<'s> Compiler<'s> {
     /// Where the text of a string scalar starts: after an opening quote, or on the line after a
     /// block indicator (`|`, `>`).
     fn text_position(&self, node: &Node) -> Position {
-        let Some(line) = self.source.lines().nth(node.pos.line as usize - 1) else {
+        let Some(line) = self.line(node.pos.line) else {
             return node.pos;
         };
         match line.chars().nth(node.pos.column as usize - 1) {
             Some('"' | '\'') => Position::new(node.pos.line, node.pos.column + 1),
             Some('|' | '>') => {
-                let next = self.source.lines().nth(node.pos.line as usize).unwrap_or("");
+                let next = self.line(node.pos.line + 1).unwrap_or("");
                 let indent = next.chars().take_while(|c| *c == ' ').count() as u32;
                 Position::new(node.pos.line + 1, indent + 1)
             }
@@ -420,8 +450,23 @@ impl<'s> Compiler<'s> {
         }
     }
 
+    /// The text of a 1-based line, without its line break.
+    fn line(&self, number: u32) -> Option<&'s str> {
+        let start = *self.line_starts.get(number.checked_sub(1)? as usize)?;
+        let end = self
+            .line_starts
+            .get(number as usize)
+            .map_or(self.source.len(), |next| next - 1);
+        self.source
+            .get(start..end)
+            .map(|l| l.trim_end_matches('\r'))
+    }
+
     /// Any YAML value as an [`Input`]: strings become templates where they contain template tags.
     fn input(&mut self, node: &Node) -> Input {
+        if self.unquoted_template(node) {
+            return Input::Literal(serde_json::Value::Null);
+        }
         match &node.value {
             Value::String(text) => Input::from_text(text, self.text_position(node)),
             Value::Seq(items) => Input::List(items.iter().map(|i| self.input(i)).collect()),
@@ -433,6 +478,26 @@ impl<'s> Compiler<'s> {
             ),
             _ => Input::Literal(node.to_json()),
         }
+    }
+
+    /// `ip: {{ trigger.ip }}` is valid YAML — a mapping whose key is a mapping — and never what
+    /// anyone means. Reports it and returns true.
+    fn unquoted_template(&mut self, node: &Node) -> bool {
+        let Value::Map(entries) = &node.value else {
+            return false;
+        };
+        let nested_key = entries
+            .iter()
+            .any(|(key, _)| matches!(key.value, Value::Map(_) | Value::Seq(_)));
+        if nested_key {
+            self.error_with_hint(
+                "unquoted-template",
+                node.pos,
+                "this looks like a template without quotes; YAML reads `{{ … }}` as a mapping",
+                "put quotes around it: `\"{{ trigger.ip }}\"`",
+            );
+        }
+        nested_key
     }
 
     fn input_map(&mut self, node: &Node, what: &str) -> BTreeMap<String, Input> {
@@ -462,6 +527,9 @@ impl<'s> Compiler<'s> {
     }
 
     fn condition(&mut self, node: &Node, what: &str) -> Condition {
+        if self.unquoted_template(node) {
+            return Condition::from_text("false", node.pos);
+        }
         match &node.value {
             Value::String(text) => Condition::from_text(text, self.text_position(node)),
             Value::Bool(b) => Condition::from_text(&b.to_string(), node.pos),
@@ -492,8 +560,12 @@ impl<'s> Compiler<'s> {
 
     fn secret_names(&mut self, node: &Node) -> Vec<String> {
         let names = self.string_list(node, "secrets");
-        if let Value::Seq(items) = &node.value {
-            for (item, name) in items.iter().zip(&names) {
+        let items: Vec<&Node> = match &node.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        {
+            for (item, name) in items.into_iter().zip(&names) {
                 if !StepId::is_valid(name) {
                     self.error_with_hint(
                         "invalid-name",
@@ -540,7 +612,8 @@ impl<'s> Compiler<'s> {
             .get("public")
             .map(|n| self.boolean(n, "public"))
             .unwrap_or(false);
-        if let (Some(_), true, Some(public)) = (&trigger.auth, trigger.public, fields.get("public")) {
+        if let (Some(_), true, Some(public)) = (&trigger.auth, trigger.public, fields.get("public"))
+        {
             self.error_with_hint(
                 "conflict",
                 public.pos,
@@ -588,10 +661,21 @@ impl<'s> Compiler<'s> {
             return Vec::new();
         };
         if what == "steps" && items.is_empty() {
-            self.error("missing-field", node.pos, "`steps` is empty; a playbook needs at least one step");
+            self.error(
+                "missing-field",
+                node.pos,
+                "`steps` is empty; a playbook needs at least one step",
+            );
         }
         if items.len() > MAX_STEPS {
-            self.error("too-large", node.pos, format!("`{what}` has {} entries; at most {MAX_STEPS} are allowed", items.len()));
+            self.error(
+                "too-large",
+                node.pos,
+                format!(
+                    "`{what}` has {} entries; at most {MAX_STEPS} are allowed",
+                    items.len()
+                ),
+            );
             return Vec::new();
         }
         let is_handler = what == "handlers";
@@ -678,6 +762,14 @@ impl<'s> Compiler<'s> {
             step.on_failure = self.on_failure(on_failure, index);
         }
         step.approval = fields.get("approval").map(|n| self.approval(n));
+        if let (true, Some(approval)) = (is_handler, fields.get("approval")) {
+            self.error_with_hint(
+                "handler-approval",
+                approval.pos,
+                "handlers cannot wait for approval",
+                "handlers respond to a failure as it happens; gate the step that fails instead",
+            );
+        }
         step
     }
 
@@ -739,7 +831,10 @@ impl<'s> Compiler<'s> {
                 self.error(
                     "wrong-type",
                     node.pos,
-                    format!("`{what}` must be a step id or a list of step ids, found {}", node.kind()),
+                    format!(
+                        "`{what}` must be a step id or a list of step ids, found {}",
+                        node.kind()
+                    ),
                 );
                 return Vec::new();
             }
@@ -767,20 +862,25 @@ impl<'s> Compiler<'s> {
             concurrency: 4,
         };
         match &node.value {
-            Value::String(_) | Value::Seq(_) => foreach.items = self.input(node),
+            Value::String(_) | Value::Seq(_) => foreach.items = self.foreach_items(node),
+            Value::Map(_) if self.unquoted_template(node) => {}
             Value::Map(_) => {
                 if let Some(fields) = self.mapping(node, "`foreach`", FOREACH_FIELDS) {
                     if let Some(items) = self.required(&fields, "items", "`foreach`") {
-                        foreach.items = self.input(items);
+                        foreach.items = self.foreach_items(items);
                     }
                     if let Some(var) = fields.get("as") {
                         foreach.var = self.string(var, "as");
-                        if !StepId::is_valid(&foreach.var) || ROOTS.contains(&foreach.var.as_str()) {
+                        if !StepId::is_valid(&foreach.var) || ROOTS.contains(&foreach.var.as_str())
+                        {
                             self.error_with_hint(
                                 "invalid-name",
                                 var.pos,
                                 format!("`{}` cannot name the loop variable", foreach.var),
-                                format!("use a lowercase identifier other than {}", backticked(ROOTS)),
+                                format!(
+                                    "use a lowercase identifier other than {}",
+                                    backticked(ROOTS)
+                                ),
                             );
                         }
                     }
@@ -793,22 +893,42 @@ impl<'s> Compiler<'s> {
             _ => self.error_with_hint(
                 "wrong-type",
                 node.pos,
-                format!("`foreach` must be a list or a template that yields one, found {}", node.kind()),
+                format!(
+                    "`foreach` must be a list or a template that yields one, found {}",
+                    node.kind()
+                ),
                 "e.g. `foreach: \"{{ trigger.iocs }}\"`",
             ),
         }
         foreach
     }
 
+    /// The list a `foreach` walks: a literal list, or a template that yields one. A plain string
+    /// is neither, and is almost always a template missing its `{{ }}`.
+    fn foreach_items(&mut self, node: &Node) -> Input {
+        let items = self.input(node);
+        if let Input::Literal(serde_json::Value::String(text)) = &items {
+            self.error_with_hint(
+                "wrong-type",
+                node.pos,
+                format!("`foreach` needs a list, but `{text}` is plain text"),
+                format!("to loop over a value of the event, write `\"{{{{ {text} }}}}\"`"),
+            );
+        }
+        items
+    }
+
     fn retry(&mut self, node: &Node) -> RetryPolicy {
         let mut retry = RetryPolicy::default();
-        if let Value::Int(_) = node.value {
+        if let Value::Int(_) | Value::Float(_) = node.value {
             retry.max_attempts = self.integer(node, "retry", 1, MAX_ATTEMPTS) as u32;
             return retry;
         }
         let Some(fields) = self.mapping(node, "`retry`", RETRY_FIELDS) else {
             return retry;
         };
+        // Writing a retry policy means wanting retries: without `max_attempts`, three attempts.
+        retry.max_attempts = DEFAULT_ATTEMPTS_WITH_POLICY;
         if let Some(max) = fields.get("max_attempts") {
             retry.max_attempts = self.integer(max, "max_attempts", 1, MAX_ATTEMPTS) as u32;
         }
@@ -817,7 +937,8 @@ impl<'s> Compiler<'s> {
                 Value::Map(_) => {
                     if let Some(b) = self.mapping(backoff, "`backoff`", BACKOFF_FIELDS) {
                         if let Some(initial) = b.get("initial") {
-                            retry.initial_delay = self.duration(initial, "initial", MAX_STEP_TIMEOUT);
+                            retry.initial_delay =
+                                self.duration(initial, "initial", MAX_STEP_TIMEOUT);
                         }
                         if let Some(max) = b.get("max") {
                             retry.max_delay = self.duration(max, "max", MAX_STEP_TIMEOUT);
@@ -827,7 +948,11 @@ impl<'s> Compiler<'s> {
                                 Value::Int(i) if (1..=10).contains(&i) => i as f64,
                                 Value::Float(f) if (1.0..=10.0).contains(&f) => f,
                                 _ => {
-                                    self.error("out-of-range", multiplier.pos, "`multiplier` must be a number from 1 to 10");
+                                    self.error(
+                                        "out-of-range",
+                                        multiplier.pos,
+                                        "`multiplier` must be a number from 1 to 10",
+                                    );
                                     2.0
                                 }
                             };
@@ -836,11 +961,18 @@ impl<'s> Compiler<'s> {
                             retry.jitter = self.boolean(jitter, "jitter");
                         }
                         if retry.initial_delay > retry.max_delay {
-                            self.error("out-of-range", backoff.pos, "the backoff's `initial` delay is longer than its `max`");
+                            self.error(
+                                "out-of-range",
+                                backoff.pos,
+                                "the backoff's `initial` delay is longer than its `max`",
+                            );
                         }
                     }
                 }
-                _ => retry.initial_delay = self.duration(backoff, "backoff", MAX_STEP_TIMEOUT),
+                _ => {
+                    retry.initial_delay = self.duration(backoff, "backoff", MAX_STEP_TIMEOUT);
+                    retry.max_delay = retry.max_delay.max(retry.initial_delay);
+                }
             }
         }
         if let Some(on) = fields.get("on") {
@@ -859,7 +991,12 @@ impl<'s> Compiler<'s> {
                             Some(better) => format!("did you mean `{better}`?"),
                             None => format!("expected one of {}", backticked(&kinds)),
                         };
-                        self.error_with_hint("unknown-error-kind", item.pos, format!("`{text}` is not an error kind"), hint);
+                        self.error_with_hint(
+                            "unknown-error-kind",
+                            item.pos,
+                            format!("`{text}` is not an error kind"),
+                            hint,
+                        );
                     }
                 }
             }
@@ -894,7 +1031,10 @@ impl<'s> Compiler<'s> {
                     },
                     None => false,
                 };
-                OnFailure::Handle { handlers, then_continue }
+                OnFailure::Handle {
+                    handlers,
+                    then_continue,
+                }
             }
             _ => {
                 self.error_with_hint(
@@ -921,7 +1061,11 @@ impl<'s> Compiler<'s> {
         if let Some(approvers) = self.required(&fields, "approvers", "`approval`") {
             approval.approvers = self.string_list(approvers, "approvers");
             if approval.approvers.is_empty() {
-                self.error("missing-field", approvers.pos, "`approvers` is empty; name at least one user or group");
+                self.error(
+                    "missing-field",
+                    approvers.pos,
+                    "`approvers` is empty; name at least one user or group",
+                );
             }
         }
         if let Some(timeout) = fields.get("timeout") {
@@ -933,12 +1077,19 @@ impl<'s> Compiler<'s> {
                 Value::String(t) if t == "approve" => ApprovalTimeout::Approve,
                 Value::String(t) if t == "fail" => ApprovalTimeout::Fail,
                 _ => {
-                    self.error_with_hint("invalid-value", on_timeout.pos, "`on_timeout` must be `deny`, `approve` or `fail`", "`deny` skips the step, `approve` runs it, `fail` fails it");
+                    self.error_with_hint(
+                        "invalid-value",
+                        on_timeout.pos,
+                        "`on_timeout` must be `deny`, `approve` or `fail`",
+                        "`deny` skips the step, `approve` runs it, `fail` fails it",
+                    );
                     ApprovalTimeout::Deny
                 }
             };
         }
-        approval.message = fields.get("message").map(|n| self.template_string(n, "message"));
+        approval.message = fields
+            .get("message")
+            .map(|n| self.template_string(n, "message"));
         approval
     }
 
@@ -947,54 +1098,87 @@ impl<'s> Compiler<'s> {
     /// Resolves `needs` and handler references, and orders steps; `None` if there is a cycle.
     fn check_graph(&mut self, steps: &[Step], handlers: &[Step]) -> Option<Vec<usize>> {
         let mut first_use: HashMap<&str, Position> = HashMap::new();
-        for step in steps.iter().chain(handlers) {
+        for step in steps
+            .iter()
+            .chain(handlers)
+            .filter(|s| !s.id.is_placeholder())
+        {
             if let Some(previous) = first_use.get(step.id.as_str()) {
-                let message = format!("the id `{}` is already used by the step at {previous}", step.id);
-                self.error_with_hint("duplicate-id", step.position, message, "give every step and handler its own id");
+                let message = format!(
+                    "the id `{}` is already used by the step at {previous}",
+                    step.id
+                );
+                self.error_with_hint(
+                    "duplicate-id",
+                    step.position,
+                    message,
+                    "give every step and handler its own id",
+                );
             } else {
                 first_use.insert(step.id.as_str(), step.position);
             }
         }
-        let step_ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
-        let handler_ids: Vec<&str> = handlers.iter().map(|s| s.id.as_str()).collect();
+        let step_ids = distinct_ids(steps);
+        let handler_ids = distinct_ids(handlers);
         let references = std::mem::take(&mut self.references);
+        let all_ids: Vec<&str> = steps
+            .iter()
+            .chain(handlers)
+            .map(|s| s.id.as_str())
+            .collect();
         let mut graph_ok = true;
         for reference in &references {
-            let from = steps
-                .iter()
-                .chain(handlers)
-                .nth(reference.from)
-                .map(|s| s.id.as_str())
-                .unwrap_or("?");
+            let from = all_ids.get(reference.from).copied().unwrap_or("?");
             let target = reference.target.as_str();
             match reference.kind {
                 ReferenceKind::Needs if step_ids.contains(&target) => {
                     if target == from {
-                        self.error("cycle", reference.position, format!("step `{from}` needs itself"));
+                        self.error_with_hint(
+                            "cycle",
+                            reference.position,
+                            format!("step `{from}` needs itself"),
+                            "remove it from its own `needs`",
+                        );
                         graph_ok = false;
                     }
                 }
                 ReferenceKind::Needs => {
                     graph_ok = false;
                     let hint = if handler_ids.contains(&target) {
-                        format!("`{target}` is a handler; handlers run from `on_failure`, not `needs`")
+                        format!(
+                            "`{target}` is a handler; handlers run from `on_failure`, not `needs`"
+                        )
                     } else {
                         suggest(target, &step_ids)
                             .map(|s| format!("did you mean `{s}`?"))
                             .unwrap_or_else(|| format!("steps are {}", backticked(&step_ids)))
                     };
-                    self.error_with_hint("unknown-step", reference.position, format!("step `{from}` needs `{target}`, which does not exist"), hint);
+                    self.error_with_hint(
+                        "unknown-step",
+                        reference.position,
+                        format!("step `{from}` needs `{target}`, which does not exist"),
+                        hint,
+                    );
                 }
                 ReferenceKind::Handler if handler_ids.contains(&target) => {}
                 ReferenceKind::Handler => {
                     let hint = if step_ids.contains(&target) {
-                        format!("`{target}` is a step; move it under `handlers:` to run it on failure")
+                        format!(
+                            "`{target}` is a step; move it under `handlers:` to run it on failure"
+                        )
                     } else {
                         suggest(target, &handler_ids)
                             .map(|s| format!("did you mean `{s}`?"))
-                            .unwrap_or_else(|| "declare it under the top-level `handlers:`".to_owned())
+                            .unwrap_or_else(|| {
+                                "declare it under the top-level `handlers:`".to_owned()
+                            })
                     };
-                    self.error_with_hint("unknown-handler", reference.position, format!("`on_failure` of `{from}` runs `{target}`, which is not a handler"), hint);
+                    self.error_with_hint(
+                        "unknown-handler",
+                        reference.position,
+                        format!("`on_failure` of `{from}` runs `{target}`, which is not a handler"),
+                        hint,
+                    );
                 }
             }
         }
@@ -1002,8 +1186,16 @@ impl<'s> Compiler<'s> {
         if order.len() < steps.len() {
             let cycle = find_cycle(steps);
             let names: Vec<&str> = cycle.iter().map(|&i| steps[i].id.as_str()).collect();
-            let first = cycle.first().map(|&i| steps[i].position).unwrap_or(Position::START);
-            self.error_with_hint("cycle", first, format!("cycle: {}", names.join(" → ")), "remove one of these `needs` so the steps can be ordered");
+            let first = cycle
+                .first()
+                .map(|&i| steps[i].position)
+                .unwrap_or(Position::START);
+            self.error_with_hint(
+                "cycle",
+                first,
+                format!("cycle: {}", names.join(" → ")),
+                "`a → b` reads \"a needs b\"; remove one of these `needs` so the steps can be ordered",
+            );
             return None;
         }
         graph_ok.then_some(order)
@@ -1030,13 +1222,16 @@ impl<'s> Compiler<'s> {
         }
         let ancestors = context.order.map(|order| ancestors(context.steps, order));
         for (index, step) in context.steps.iter().enumerate() {
-            let visible = ancestors.as_ref().map(|a| &a[index]);
+            let visible = ancestors.as_ref().map(|a| a[index].as_slice());
             self.check_step_templates(context, step, visible, false);
         }
         for handler in context.handlers {
             self.check_step_templates(context, handler, None, true);
         }
-        let output_scope = Scope::new(&["trigger", "vars", "run", "incident", "steps"], "`outputs`");
+        let output_scope = Scope::new(
+            &["trigger", "vars", "run", "incident", "steps"],
+            "`outputs`",
+        );
         for value in outputs.values() {
             self.check_input(context, &output_scope, value);
         }
@@ -1046,7 +1241,7 @@ impl<'s> Compiler<'s> {
         &mut self,
         context: &CheckContext<'_>,
         step: &Step,
-        visible: Option<&BTreeSet<String>>,
+        visible: Option<&[bool]>,
         is_handler: bool,
     ) {
         let mut roots = vec!["trigger", "vars", "run", "incident", "steps"];
@@ -1089,24 +1284,32 @@ impl<'s> Compiler<'s> {
         source: &Source,
         kind: Kind,
     ) {
-        if let Some((position, message)) = template::syntax_error(source, kind) {
-            let hint = if message.contains("unexpected end")
-                || message.contains("end of variable block")
-                || message.contains("end of block")
-                || message.contains("unclosed")
-            {
-                "close every `{{` with `}}` and every `{%` with `%}`"
-            } else {
-                "see the template reference in docs/playbooks.md"
-            };
-            let what = match kind {
-                Kind::Expression => "expression",
-                Kind::Template => "template",
-            };
-            self.error_with_hint("template-syntax", position, format!("`{}` — invalid {what}: {message}", source.text.trim()), hint);
-            return;
-        }
-        for path in template::referenced_paths(source, kind) {
+        let paths = match template::analyze(source, kind) {
+            Ok(paths) => paths,
+            Err((position, message)) => {
+                let hint = if message.contains("unexpected end")
+                    || message.contains("end of variable block")
+                    || message.contains("end of block")
+                    || message.contains("unclosed")
+                {
+                    "close every `{{` with `}}` and every `{%` with `%}`"
+                } else {
+                    "see the template reference in docs/playbooks.md"
+                };
+                let what = match kind {
+                    Kind::Expression => "expression",
+                    Kind::Template => "template",
+                };
+                self.error_with_hint(
+                    "template-syntax",
+                    position,
+                    format!("`{}` — invalid {what}: {message}", source.text.trim()),
+                    hint,
+                );
+                return;
+            }
+        };
+        for path in paths {
             if let Err((message, hint)) = check_path(context, scope, &path) {
                 let needle = path.split('.').take(2).collect::<Vec<_>>().join(".");
                 let position = source
@@ -1123,6 +1326,7 @@ impl<'s> Compiler<'s> {
 /// What a playbook declares, for checking template references.
 struct CheckContext<'a> {
     steps: &'a [Step],
+    step_index: HashMap<&'a str, usize>,
     handlers: &'a [Step],
     vars: &'a serde_json::Map<String, serde_json::Value>,
     secrets: &'a [String],
@@ -1137,7 +1341,7 @@ struct Scope<'a> {
     /// The step whose template this is.
     step: Option<&'a str>,
     /// Steps guaranteed to have finished before this template runs; `None` if unknown.
-    visible_steps: Option<&'a BTreeSet<String>>,
+    visible_steps: Option<&'a [bool]>,
 }
 
 impl<'a> Scope<'a> {
@@ -1152,7 +1356,9 @@ impl<'a> Scope<'a> {
 }
 
 /// Every variable a template can ever read.
-const ROOTS: &[&str] = &["trigger", "vars", "secrets", "steps", "run", "incident", "error"];
+pub(crate) const ROOTS: &[&str] = &[
+    "trigger", "vars", "secrets", "steps", "run", "incident", "error",
+];
 
 fn check_path(
     context: &CheckContext<'_>,
@@ -1184,18 +1390,30 @@ fn check_path(
     let Some(second) = second else { return Ok(()) };
     match root {
         "steps" => {
-            let ids: Vec<&str> = context.steps.iter().map(|s| s.id.as_str()).collect();
-            if !ids.contains(&second) {
+            if !context.step_index.contains_key(second) {
+                let ids: Vec<&str> = context
+                    .steps
+                    .iter()
+                    .filter(|s| !s.id.is_placeholder())
+                    .map(|s| s.id.as_str())
+                    .collect();
                 let hint = suggest(second, &ids)
                     .map(|s| format!("did you mean `{s}`?"))
                     .unwrap_or_else(|| format!("steps are {}", backticked(&ids)));
-                return Err((format!("`steps.{second}` refers to a step that does not exist"), hint));
+                return Err((
+                    format!("`steps.{second}` refers to a step that does not exist"),
+                    hint,
+                ));
             }
-            if let (Some(visible), Some(step)) = (scope.visible_steps, scope.step)
-                && !visible.contains(second)
+            let index = context.step_index.get(second).copied();
+            if let (Some(visible), Some(step), Some(index)) =
+                (scope.visible_steps, scope.step, index)
+                && !visible[index]
             {
                 return Err((
-                    format!("step `{step}` reads `steps.{second}` but does not need `{second}`, so it may run first"),
+                    format!(
+                        "step `{step}` reads `steps.{second}` but does not need `{second}`, so it may run first"
+                    ),
                     format!("add `{second}` to the `needs` of `{step}`"),
                 ));
             }
@@ -1204,16 +1422,30 @@ fn check_path(
             {
                 let hint = suggest(field, STEP_RESULT_FIELDS)
                     .map(|s| format!("did you mean `steps.{second}.{s}`?"))
-                    .unwrap_or_else(|| format!("a step result has {}", backticked(STEP_RESULT_FIELDS)));
+                    .unwrap_or_else(|| {
+                        format!("a step result has {}", backticked(STEP_RESULT_FIELDS))
+                    });
                 return Err((format!("`steps.{second}` has no field `{field}`"), hint));
             }
             Ok(())
         }
         "vars" => known_key(second, context.vars.keys().map(String::as_str), "vars"),
-        "secrets" => known_key(second, context.secrets.iter().map(String::as_str), "secrets").map_err(|(m, _)| {
-            (m, format!("declare it in the top-level `secrets:` list, e.g. `secrets: [{second}]`"))
+        "secrets" => known_key(
+            second,
+            context.secrets.iter().map(String::as_str),
+            "secrets",
+        )
+        .map_err(|(m, _)| {
+            (
+                m,
+                format!("declare it in the top-level `secrets:` list, e.g. `secrets: [{second}]`"),
+            )
         }),
-        "incident" => known_key(second, context.incident.keys().map(String::as_str), "incident"),
+        "incident" => known_key(
+            second,
+            context.incident.keys().map(String::as_str),
+            "incident",
+        ),
         "run" => known_key(second, RUN_FIELDS.iter().copied(), "run"),
         "error" => known_key(second, ERROR_FIELDS.iter().copied(), "error"),
         _ => Ok(()),
@@ -1241,26 +1473,35 @@ fn known_key<'k>(
     Err((format!("`{root}.{key}` is not declared"), hint))
 }
 
-/// Kahn's algorithm, keeping declaration order among steps that are ready together.
+/// Kahn's algorithm; among steps that are ready together, the one declared first goes first.
 fn topological_order(steps: &[Step]) -> Vec<usize> {
-    let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
-    let mut remaining: Vec<usize> = steps
+    let index: HashMap<&str, usize> = steps
         .iter()
-        .map(|s| s.needs.iter().filter(|n| index.contains_key(n.as_str())).count())
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
+    let mut remaining: Vec<usize> = vec![0; steps.len()];
+    for (i, step) in steps.iter().enumerate() {
+        for need in &step.needs {
+            // A step that needs itself is reported on its own, not as a cycle.
+            if let Some(&j) = index.get(need.as_str()).filter(|&&j| j != i) {
+                dependents[j].push(i);
+                remaining[i] += 1;
+            }
+        }
+    }
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..steps.len())
+        .filter(|&i| remaining[i] == 0)
+        .map(std::cmp::Reverse)
         .collect();
     let mut order = Vec::with_capacity(steps.len());
-    let mut placed = vec![false; steps.len()];
-    loop {
-        let ready: Vec<usize> = (0..steps.len()).filter(|&i| !placed[i] && remaining[i] == 0).collect();
-        if ready.is_empty() {
-            break;
-        }
-        for i in ready {
-            placed[i] = true;
-            order.push(i);
-            for (j, step) in steps.iter().enumerate() {
-                let needs_i = step.needs.iter().filter(|n| index.get(n.as_str()) == Some(&i)).count();
-                remaining[j] = remaining[j].saturating_sub(needs_i);
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &j in &dependents[i] {
+            remaining[j] -= 1;
+            if remaining[j] == 0 {
+                ready.push(std::cmp::Reverse(j));
             }
         }
     }
@@ -1269,20 +1510,31 @@ fn topological_order(steps: &[Step]) -> Vec<usize> {
 
 /// A cycle among `steps`, as a path that starts and ends at the same step.
 fn find_cycle(steps: &[Step]) -> Vec<usize> {
-    let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
     // 0 = unvisited, 1 = on the current path, 2 = done.
     let mut state = vec![0u8; steps.len()];
     let mut path = Vec::new();
-    fn visit(i: usize, steps: &[Step], index: &HashMap<&str, usize>, state: &mut [u8], path: &mut Vec<usize>) -> Option<Vec<usize>> {
+    fn visit(
+        i: usize,
+        steps: &[Step],
+        index: &HashMap<&str, usize>,
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
         state[i] = 1;
         path.push(i);
         for need in &steps[i].needs {
-            let Some(&j) = index.get(need.as_str()) else { continue };
+            let Some(&j) = index.get(need.as_str()).filter(|&&j| j != i) else {
+                continue;
+            };
             if state[j] == 1 {
                 let start = path.iter().position(|&p| p == j).unwrap_or(0);
                 let mut cycle: Vec<usize> = path[start..].to_vec();
-                cycle.reverse();
-                cycle.insert(0, j);
+                cycle.push(j);
                 return Some(cycle);
             }
             if state[j] == 0
@@ -1305,20 +1557,42 @@ fn find_cycle(steps: &[Step]) -> Vec<usize> {
     Vec::new()
 }
 
-/// For each step, the ids of every step it transitively needs.
-fn ancestors(steps: &[Step], order: &[usize]) -> Vec<BTreeSet<String>> {
-    let mut result: Vec<BTreeSet<String>> = vec![BTreeSet::new(); steps.len()];
+/// For each step, which steps (by index) it transitively needs.
+fn ancestors(steps: &[Step], order: &[usize]) -> Vec<Vec<bool>> {
+    let index: HashMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let mut result = vec![vec![false; steps.len()]; steps.len()];
     for &i in order {
-        let mut set = BTreeSet::new();
         for need in &steps[i].needs {
-            set.insert(need.to_string());
-            if let Some(j) = steps.iter().position(|s| &s.id == need) {
-                set.extend(result[j].iter().cloned());
+            if let Some(&j) = index.get(need.as_str()) {
+                let inherited = result[j].clone();
+                let own = &mut result[i];
+                own[j] = true;
+                for (mine, theirs) in own.iter_mut().zip(inherited) {
+                    *mine |= theirs;
+                }
             }
         }
-        result[i] = set;
     }
     result
+}
+
+/// The real ids of `steps`, each once, for hint lists.
+fn distinct_ids(steps: &[Step]) -> Vec<&str> {
+    let mut ids: Vec<&str> = Vec::new();
+    for id in steps
+        .iter()
+        .filter(|s| !s.id.is_placeholder())
+        .map(|s| s.id.as_str())
+    {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
 }
 
 /// The closest known name, for "did you mean" hints.
@@ -1349,5 +1623,9 @@ fn suggest_id(text: &str) -> String {
 }
 
 fn backticked(names: &[&str]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -59,10 +59,10 @@ impl Diagnostic {
     pub fn render(&self, file: &str, source: &str) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "error[{}]: {}", self.code, self.message);
-        let _ = writeln!(out, "  --> {file}:{}", self.position);
+        let number = self.position.line.to_string();
+        let gutter = " ".repeat(number.len());
+        let _ = writeln!(out, "{gutter}--> {file}:{}", self.position);
         if let Some(line) = source.lines().nth(self.position.line as usize - 1) {
-            let number = self.position.line.to_string();
-            let gutter = " ".repeat(number.len());
             let caret_pad: String = line
                 .chars()
                 .take(self.position.column as usize - 1)
@@ -73,7 +73,7 @@ impl Diagnostic {
             let _ = writeln!(out, "{gutter} | {caret_pad}^");
         }
         if let Some(hint) = &self.hint {
-            let _ = writeln!(out, "  = help: {hint}");
+            let _ = writeln!(out, "{gutter} = help: {hint}");
         }
         out
     }

@@ -29,7 +29,9 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_test("ip_address", |value: &str| parse_ip(value).is_ok());
     env.add_filter("defang", defang);
     env.add_filter("refang", refang);
-    env.add_filter("sha256", |value: &str| hex_digest(sha2::Sha256::digest(value)));
+    env.add_filter("sha256", |value: &str| {
+        hex_digest(sha2::Sha256::digest(value))
+    });
     env.add_filter("sha1", |value: &str| hex_digest(sha1::Sha1::digest(value)));
     env.add_filter("md5", |value: &str| hex_digest(md5::Md5::digest(value)));
     env.add_filter("regex_match", regex_match);
@@ -81,7 +83,11 @@ fn in_cidr(value: &str, networks: Value) -> Result<bool, Error> {
     } else {
         networks
             .try_iter()?
-            .map(|item| item.as_str().map(str::to_owned).ok_or_else(|| invalid("CIDR ranges must be strings")))
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid("CIDR ranges must be strings"))
+            })
             .collect::<Result<_, _>>()?
     };
     for network in list {

@@ -22,8 +22,8 @@ mod yaml;
 use std::path::Path;
 
 pub use compile::{
-    APPROVAL_FIELDS, BACKOFF_FIELDS, DEDUPE_FIELDS, FOREACH_FIELDS, ON_FAILURE_FIELDS,
-    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_STEP_TIMEOUT, ERROR_FIELDS, MAX_STEP_TIMEOUT, PLAYBOOK_FIELDS,
+    APPROVAL_FIELDS, BACKOFF_FIELDS, DEDUPE_FIELDS, DEFAULT_APPROVAL_TIMEOUT, DEFAULT_STEP_TIMEOUT,
+    ERROR_FIELDS, FOREACH_FIELDS, MAX_STEP_TIMEOUT, ON_FAILURE_FIELDS, PLAYBOOK_FIELDS,
     RETRY_FIELDS, RUN_FIELDS, STEP_FIELDS, STEP_RESULT_FIELDS, TRIGGER_FIELDS, compile,
 };
 pub use diagnostic::{Diagnostic, FileDiagnostics, Position};
@@ -72,7 +72,10 @@ fn read(path: &Path) -> Result<String, Error> {
             diagnostics: vec![Diagnostic::error(
                 "too-large",
                 Position::START,
-                format!("the file is {} bytes; playbooks are limited to {MAX_PLAYBOOK_BYTES} bytes", metadata.len()),
+                format!(
+                    "the file is {} bytes; playbooks are limited to {MAX_PLAYBOOK_BYTES} bytes",
+                    metadata.len()
+                ),
             )],
         }));
     }

@@ -82,7 +82,12 @@ impl StepId {
 
     /// Stands in for a missing or invalid id while the rest of the step is still checked.
     pub(crate) fn placeholder(index: usize) -> StepId {
-        StepId(format!("step_{index}"))
+        StepId(format!("#{index}"))
+    }
+
+    /// Whether this id stands in for one that was missing or invalid (and already reported).
+    pub(crate) fn is_placeholder(&self) -> bool {
+        self.0.starts_with('#')
     }
 
     pub(crate) fn is_valid(candidate: &str) -> bool {

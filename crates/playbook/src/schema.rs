@@ -1,2 +1,446 @@
-//! placeholder
-pub fn playbook_schema() -> serde_json::Value { serde_json::Value::Null }
+//! The playbook format as a JSON Schema (draft 2020-12), so editors can complete fields, show what
+//! each one means and underline mistakes before `riposte validate` runs.
+//!
+//! The schema describes the *shape* the compiler accepts: which fields exist, their types, ranges
+//! and patterns. It cannot see what needs the whole file or a template parser (`needs` naming real
+//! steps, cycles, unique ids, references inside templates), so `riposte validate` remains the
+//! authority. Field names come from the lists in `compile.rs` and the unit tests hold every object
+//! here to them, so the schema and the compiler cannot drift apart.
+//!
+//! Where the compiler expects text it also takes a number and uses its text (`version: 2`), so the
+//! schema allows numbers there too.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::compile::{
+    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_STEP_TIMEOUT, MAX_APPROVAL_TIMEOUT, MAX_ATTEMPTS,
+    MAX_CONCURRENCY, MAX_DEDUPE_WINDOW, MAX_STEP_TIMEOUT, MAX_STEPS, ROOTS,
+};
+use crate::model::{ErrorKind, RetryPolicy};
+
+/// The schema's identity, and where it is published.
+pub const SCHEMA_ID: &str = "https://riposte.dev/schema/playbook-v1.json";
+
+/// The JSON Schema of a playbook file.
+pub fn playbook_schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "Riposte playbook",
+        "description": "A Riposte playbook: a webhook trigger, then steps that call plugin actions, ordered by their `needs`. Reference: docs/playbooks.md.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["name", "trigger", "steps"],
+        "properties": playbook_properties(),
+        "$defs": {
+            "trigger": trigger(),
+            "dedupe": dedupe(),
+            "step": step(),
+            "handler": handler(),
+            "foreach": foreach(),
+            "retry": retry(),
+            "backoff": backoff(),
+            "on_failure": on_failure(),
+            "approval": approval(),
+            "step_id": {
+                "description": "A step id: lowercase letters, digits and `_`, not starting with a digit, at most 64 characters.",
+                "type": "string",
+                "pattern": ID_PATTERN,
+                "maxLength": 64,
+            },
+            "condition": {
+                "description": "An expression such as `trigger.severity == 'high'`, optionally wrapped in `{{ }}`, or `true`/`false`. Jinja truthiness applies: empty lists, `0` and `none` are false.",
+                "type": ["string", "boolean"],
+                "examples": ["trigger.severity in ['high', 'critical']"],
+            },
+        },
+    })
+}
+
+/// A step id; secret names and the `foreach` variable follow the same rule.
+const ID_PATTERN: &str = "^[a-z_][a-z0-9_]*$";
+/// Playbook names appear in URLs and logs.
+const NAME_PATTERN: &str = "^[A-Za-z0-9._-]+$";
+/// Webhooks are served at `/hooks/<webhook>`.
+const WEBHOOK_PATTERN: &str = "^[a-z0-9_-]+$";
+/// `<plugin>/<action>[@<version>]`.
+const USES_PATTERN: &str = "^[a-z][a-z0-9_-]*/[a-z][a-z0-9_-]*(@[A-Za-z0-9.+-]+)?$";
+/// What `humantime` parses: numbers (decimals allowed) each followed by a unit, spaces optional.
+const DURATION_PATTERN: &str = r"^\s*(\d+(\.\d+)?\s*(nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\s*)+$";
+/// `foreach.concurrency` when it is not given (see `Compiler::foreach`).
+const DEFAULT_CONCURRENCY: u64 = 4;
+/// `dedupe.window` when it is not given (see `Compiler::dedupe`).
+const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(600);
+
+fn playbook_properties() -> Value {
+    json!({
+        "name": {
+            "description": "The playbook's name, as it appears in URLs, logs and the audit trail: letters, digits, `-`, `_` and `.`, at most 128 characters. Put prose in `description`.",
+            "type": ["string", "number"],
+            "pattern": NAME_PATTERN,
+            "maxLength": 128,
+            "examples": ["block-malicious-ip"],
+        },
+        "description": text("What the playbook is for, for people."),
+        "version": text("The playbook's own version, recorded with every run (quote it: `\"1.10\"`)."),
+        "tags": {
+            "description": "Labels for finding playbooks: a string or a list of strings.",
+            "type": ["string", "array"],
+            "items": { "type": ["string", "number"] },
+        },
+        "incident": {
+            "description": "Incident fields (`title`, `severity`, …) rendered once when a run starts. Values may be any YAML; strings may be templates that read `trigger`, `vars` and `run`. Templates elsewhere read them as `incident.<field>`.",
+            "type": "object",
+        },
+        "vars": {
+            "description": "Constants read by templates as `vars.<name>`: any YAML values (protected ranges, thresholds, channel names). They are not templates themselves.",
+            "type": "object",
+        },
+        "secrets": {
+            "description": "Names of the secrets this playbook may read, as `{{ secrets.<name> }}`, and only inside a step's `with:`. The values live in the server's secret store, never in the playbook.",
+            "type": ["string", "array"],
+            "pattern": ID_PATTERN,
+            "maxLength": 64,
+            "items": { "type": "string", "pattern": ID_PATTERN, "maxLength": 64 },
+        },
+        "trigger": {
+            "$ref": "#/$defs/trigger",
+            "description": "The webhook that starts this playbook, and how incoming events are authenticated, filtered and deduplicated.",
+        },
+        "steps": {
+            "description": format!("The steps, each a plugin call. A step runs once every step in its `needs` has succeeded and its `if` is true; steps without `needs` between them run in parallel. At least one, at most {MAX_STEPS}."),
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_STEPS,
+            "items": { "$ref": "#/$defs/step" },
+        },
+        "handlers": {
+            "description": format!("Failure handlers: steps that run only when a failing step lists them in its `on_failure`, in that order. They can read `error.step`, `error.kind` and `error.message`. At most {MAX_STEPS}."),
+            "type": "array",
+            "maxItems": MAX_STEPS,
+            "items": { "$ref": "#/$defs/handler" },
+        },
+        "outputs": {
+            "description": "What the run reports when it ends, as `name: value` pairs. Strings may be templates that read `trigger`, `vars`, `run`, `incident` and `steps`; never `secrets`.",
+            "type": "object",
+        },
+    })
+}
+
+fn trigger() -> Value {
+    json!({
+        "description": "The webhook that starts this playbook. It needs either `auth` or `public: true`.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["webhook"],
+        "properties": {
+            "webhook": {
+                "description": "The trigger's name: events are posted to `/hooks/<webhook>`. Lowercase letters, digits, `-` and `_`, at most 64 characters.",
+                "type": ["string", "number"],
+                "pattern": WEBHOOK_PATTERN,
+                "maxLength": 64,
+                "examples": ["suricata-alerts"],
+            },
+            "auth": text("The name of an authentication profile in the server configuration that deliveries must pass. It names the profile; it is never a secret itself."),
+            "public": {
+                "description": "Accept unauthenticated deliveries. Required (as `true`) when there is no `auth`; cannot be `true` together with `auth`.",
+                "type": "boolean",
+                "default": false,
+            },
+            "filter": {
+                "$ref": "#/$defs/condition",
+                "description": "Events for which this condition is false are acknowledged and ignored: no run starts. It may read `trigger` and `vars`.",
+            },
+            "dedupe": {
+                "$ref": "#/$defs/dedupe",
+                "description": "Suppress repeated deliveries of the same alert within a time window.",
+            },
+        },
+        // Exactly what the compiler asks: `auth`, or else `public: true`; never both.
+        "if": { "required": ["auth"] },
+        "then": { "properties": { "public": { "const": false } } },
+        "else": { "required": ["public"], "properties": { "public": { "const": true } } },
+    })
+}
+
+fn dedupe() -> Value {
+    json!({
+        "description": "Suppresses repeated deliveries of the same alert within a window.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["key"],
+        "properties": {
+            "key": {
+                "description": "A template rendered for each event; events with a key already seen within `window` are duplicates. It may read `trigger` and `vars`.",
+                "type": "string",
+                "examples": ["{{ trigger.alert_id }}"],
+            },
+            "window": duration(
+                "How long a key is remembered.",
+                MAX_DEDUPE_WINDOW,
+                Some(DEFAULT_DEDUPE_WINDOW),
+            ),
+        },
+    })
+}
+
+fn step() -> Value {
+    json!({
+        "description": "One step: a plugin call with its inputs and policies.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["id", "uses"],
+        "properties": {
+            "id": {
+                "$ref": "#/$defs/step_id",
+                "description": "The step's unique id, read by templates as `steps.<id>`: lowercase letters, digits and `_`, not starting with a digit, at most 64 characters.",
+            },
+            "name": text("The name shown to people in logs and approval requests; the id when absent."),
+            "uses": {
+                "description": "The plugin action to call: `<plugin>/<action>`, optionally pinned as `<plugin>/<action>@<version>`. `core/echo` is built in and returns its input.",
+                "type": "string",
+                "pattern": USES_PATTERN,
+                "examples": ["enrich-ioc/check-ip", "block-ip/ban@1.2.0", "notify-slack/post-message", "http/request", "core/echo"],
+            },
+            "with": {
+                "description": "The action's inputs, as `name: value` pairs of any YAML. Strings may be templates that read `trigger`, `vars`, `secrets`, `run`, `incident`, the `steps` this step needs, the `foreach` variable, and `error` in handlers.",
+                "type": "object",
+            },
+            "if": {
+                "$ref": "#/$defs/condition",
+                "description": "Run the step only when this condition is true; otherwise it is skipped (and so are the steps that need it). It may read `trigger`, `vars`, `run`, `incident` and the `steps` this step needs; never `secrets`.",
+            },
+            "foreach": {
+                "description": "Run the step once per item of a list: a list, a lone expression that yields one (`\"{{ trigger.iocs }}\"`), or `{ items, as, concurrency }`. Each run reads its item as `item` (or the `as` name) in `with:`; the step's output is the list of the items' outputs.",
+                "oneOf": [
+                    { "type": "string", "examples": ["{{ trigger.urls }}"] },
+                    { "type": "array" },
+                    { "$ref": "#/$defs/foreach" },
+                ],
+            },
+            "needs": {
+                "description": "Steps that must succeed before this one starts: a step id or a list of them. If one of them fails or is skipped, this step is skipped.",
+                "oneOf": [
+                    { "$ref": "#/$defs/step_id" },
+                    { "type": "array", "items": { "$ref": "#/$defs/step_id" } },
+                ],
+            },
+            "timeout": duration(
+                "The deadline of one attempt; an attempt that takes longer fails with the error kind `timeout`.",
+                MAX_STEP_TIMEOUT,
+                Some(DEFAULT_STEP_TIMEOUT),
+            ),
+            "retry": {
+                "description": format!("How often to try the step: a number of attempts (the first included, so `1` means no retry; at most {MAX_ATTEMPTS}), or a policy `{{ max_attempts, backoff, on }}`."),
+                "oneOf": [
+                    { "type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS },
+                    { "$ref": "#/$defs/retry" },
+                ],
+            },
+            "on_failure": {
+                "description": "What happens when the step fails for good: `fail` (the default: the run fails), `continue` (steps that need it are skipped, the rest go on), a list of handler ids to run before failing, or `{ run: [handlers], then: fail|continue }`.",
+                "default": "fail",
+                "oneOf": [
+                    { "enum": ["fail", "continue"] },
+                    { "type": "array", "items": { "$ref": "#/$defs/step_id" } },
+                    { "$ref": "#/$defs/on_failure" },
+                ],
+            },
+            "approval": {
+                "$ref": "#/$defs/approval",
+                "description": "A human gate: the run waits for one of `approvers` to approve or deny before the step runs.",
+            },
+        },
+    })
+}
+
+/// A handler is a step without `needs`: it runs when a failing step names it in `on_failure`.
+fn handler() -> Value {
+    let mut handler = step();
+    if let Some(properties) = handler["properties"].as_object_mut() {
+        properties.remove("needs");
+    }
+    handler["properties"]["if"]["description"] = json!(
+        "Run the handler only when this condition is true. It may read `trigger`, `vars`, `run`, `incident`, `steps` and `error`; never `secrets`."
+    );
+    handler["description"] = json!(
+        "A failure handler: a step that runs only when a failing step names it in `on_failure`. It has no `needs`, and its templates can also read `error.step`, `error.kind` and `error.message`."
+    );
+    handler
+}
+
+fn foreach() -> Value {
+    json!({
+        "description": "The long form of `foreach`.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["items"],
+        "properties": {
+            "items": {
+                "description": "The list: a YAML list, or a lone expression that yields one. It may read what `if` may read.",
+                "type": ["string", "array"],
+            },
+            "as": {
+                "description": "The name each item has in `with:`.",
+                "type": "string",
+                "pattern": ID_PATTERN,
+                "maxLength": 64,
+                "not": { "enum": ROOTS },
+                "default": "item",
+            },
+            "concurrency": {
+                "description": "How many items run at the same time.",
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_CONCURRENCY,
+                "default": DEFAULT_CONCURRENCY,
+            },
+        },
+    })
+}
+
+fn retry() -> Value {
+    let defaults = RetryPolicy::default();
+    let kinds: Vec<&str> = ErrorKind::ALL.iter().map(|kind| kind.as_str()).collect();
+    let default_kinds: Vec<&str> = defaults.retry_on.iter().map(|kind| kind.as_str()).collect();
+    json!({
+        "description": "The long form of `retry`.",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "max_attempts": {
+                "description": "Total attempts, the first included; `1` means no retry.",
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_ATTEMPTS,
+                "default": defaults.max_attempts,
+            },
+            "backoff": {
+                "description": "The delay before the first retry (a duration), or `{ initial, max, multiplier, jitter }`. Each later delay is the previous one times `multiplier`, capped at `max`.",
+                "oneOf": [
+                    duration_value(MAX_STEP_TIMEOUT),
+                    { "$ref": "#/$defs/backoff" },
+                ],
+            },
+            "on": {
+                "description": "The error kinds that are retried, one or a list; other errors fail at once.",
+                "default": default_kinds,
+                "oneOf": [
+                    { "enum": kinds },
+                    { "type": "array", "items": { "enum": kinds } },
+                ],
+            },
+        },
+    })
+}
+
+fn backoff() -> Value {
+    let defaults = RetryPolicy::default();
+    json!({
+        "description": "Exponential backoff between attempts.",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "initial": duration("The delay before the first retry.", MAX_STEP_TIMEOUT, Some(defaults.initial_delay)),
+            "max": duration("The longest delay between two attempts; `initial` may not be longer.", MAX_STEP_TIMEOUT, Some(defaults.max_delay)),
+            "multiplier": {
+                "description": "Each delay is the previous one times this, from 1 to 10.",
+                "type": "number",
+                "minimum": 1,
+                "maximum": 10,
+                "default": defaults.multiplier,
+            },
+            "jitter": {
+                "description": "Randomise each delay so that the retries of many runs do not hit a recovering service at the same moment.",
+                "type": "boolean",
+                "default": defaults.jitter,
+            },
+        },
+    })
+}
+
+fn on_failure() -> Value {
+    json!({
+        "description": "Run failure handlers, then fail or continue.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["run"],
+        "properties": {
+            "run": {
+                "description": "The handlers to run, in order: a handler id or a list of them, declared under the top-level `handlers:`.",
+                "oneOf": [
+                    { "$ref": "#/$defs/step_id" },
+                    { "type": "array", "items": { "$ref": "#/$defs/step_id" } },
+                ],
+            },
+            "then": {
+                "description": "After the handlers: `fail` ends the run; `continue` goes on with the steps that do not need this one.",
+                "enum": ["fail", "continue"],
+                "default": "fail",
+            },
+        },
+    })
+}
+
+fn approval() -> Value {
+    json!({
+        "description": "A human gate before a step runs.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["approvers"],
+        "properties": {
+            "approvers": {
+                "description": "Users or groups who may decide, as names the server knows: one or a non-empty list.",
+                "type": ["string", "number", "array"],
+                "minItems": 1,
+                "items": { "type": ["string", "number"] },
+            },
+            "timeout": duration(
+                "How long to wait for a decision.",
+                MAX_APPROVAL_TIMEOUT,
+                Some(DEFAULT_APPROVAL_TIMEOUT),
+            ),
+            "on_timeout": {
+                "description": "What silence means when `timeout` passes: `deny` skips the step, `approve` runs it, `fail` fails it (and its `on_failure` applies).",
+                "enum": ["deny", "approve", "fail"],
+                "default": "deny",
+            },
+            "message": {
+                "description": "Shown to approvers. A template that may read what `if` may read.",
+                "type": "string",
+            },
+        },
+    })
+}
+
+/// A free-text field; numbers are accepted and read as their text.
+fn text(description: &str) -> Value {
+    json!({ "description": description, "type": ["string", "number"] })
+}
+
+/// A duration field with its description, maximum and default.
+fn duration(description: &str, max: Duration, default: Option<Duration>) -> Value {
+    let mut schema = duration_value(max);
+    schema["description"] = json!(format!(
+        "{description} A duration such as `30s`, `5m` or `1h 30m`, or a whole number of seconds; at most {}.",
+        humantime::format_duration(max)
+    ));
+    if let Some(default) = default {
+        schema["default"] = json!(humantime::format_duration(default).to_string());
+    }
+    schema
+}
+
+fn duration_value(max: Duration) -> Value {
+    json!({
+        "oneOf": [
+            { "type": "string", "pattern": DURATION_PATTERN },
+            { "type": "integer", "minimum": 1, "maximum": max.as_secs() },
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests;

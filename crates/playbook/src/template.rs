@@ -149,22 +149,9 @@ pub(crate) fn is_global_function(name: &str) -> bool {
     engine().globals().any(|(global, _)| global == name)
 }
 
-/// The syntax error of a template or expression, if any, with its position in the file.
-pub(crate) fn syntax_error(source: &Source, kind: Kind) -> Option<(Position, String)> {
-    let result = match kind {
-        Kind::Expression => engine().compile_expression(&source.text).map(drop),
-        Kind::Template => engine().template_from_str(&source.text).map(drop),
-    };
-    let error = result.err()?;
-    let position = error
-        .range()
-        .map(|range| position_in(source, range.start))
-        .unwrap_or(source.position);
-    Some((position, describe(&error)))
-}
-
-/// Dotted variable paths a template reads (`steps.enrich.output.score`), for reference checks.
-pub(crate) fn referenced_paths(source: &Source, kind: Kind) -> BTreeSet<String> {
+/// Parses a template or expression once: the dotted variable paths it reads
+/// (`steps.enrich.output.score`), for reference checks, or its syntax error and where it is.
+pub(crate) fn analyze(source: &Source, kind: Kind) -> Result<BTreeSet<String>, (Position, String)> {
     let paths = match kind {
         Kind::Expression => engine()
             .compile_expression(&source.text)
@@ -173,13 +160,16 @@ pub(crate) fn referenced_paths(source: &Source, kind: Kind) -> BTreeSet<String> 
             .template_from_str(&source.text)
             .map(|template| template.undeclared_variables(true)),
     };
-    paths.map(|set| set.into_iter().collect()).unwrap_or_default()
+    paths.map(|set| set.into_iter().collect()).map_err(|error| {
+        let position = error
+            .range()
+            .map(|range| position_in(source, range.start))
+            .unwrap_or(source.position);
+        (position, describe(&error))
+    })
 }
 
-fn eval_expression(
-    source: &Source,
-    context: &minijinja::Value,
-) -> Result<minijinja::Value, Error> {
+fn eval_expression(source: &Source, context: &minijinja::Value) -> Result<minijinja::Value, Error> {
     let value = engine()
         .compile_expression(&source.text)
         .and_then(|expr| expr.eval(context))
@@ -227,7 +217,9 @@ fn to_json(value: &minijinja::Value, source: &Source) -> Result<serde_json::Valu
         return Err(Error::Template {
             position: source.position,
             expression: source.text.clone(),
-            message: format!("evaluated to {size} bytes, more than the {MAX_RENDERED_BYTES} allowed"),
+            message: format!(
+                "evaluated to {size} bytes, more than the {MAX_RENDERED_BYTES} allowed"
+            ),
         });
     }
     Ok(json)
@@ -263,9 +255,16 @@ pub(crate) fn position_in(source: &Source, offset: usize) -> Position {
         .map(|s| s.chars().count())
         .unwrap_or(0) as u32;
     if line_in_template == 0 {
-        Position::new(source.position.line, source.position.column + column_in_line)
+        Position::new(
+            source.position.line,
+            source.position.column + column_in_line,
+        )
     } else {
-        Position::new(source.position.line + line_in_template, column_in_line + 1)
+        // Later lines of a block scalar share the indentation of its first line.
+        Position::new(
+            source.position.line + line_in_template,
+            source.position.column + column_in_line,
+        )
     }
 }
 

@@ -142,19 +142,25 @@ fn yaml_message(raw: &str) -> String {
         Some(index) => &without_location[..index],
         None => without_location,
     };
-    without_advice.trim_end_matches(['.', ',']).to_string()
+    let message = without_advice.trim_end_matches(['.', ',']);
+    if message.contains("Depth") || message.contains("recursion limit") {
+        return "the document nests too deeply".to_owned();
+    }
+    message.to_string()
 }
 
 /// Advice for the parser errors people actually hit.
 fn yaml_hint(message: &str) -> Option<&'static str> {
     if message.contains("alias") {
         Some("anchors and aliases expand to too many nodes; this looks like an alias bomb")
-    } else if message.contains("recursion limit") || message.contains("depth") {
+    } else if message.contains("nests too deeply") {
         Some("playbooks nest at most 48 levels deep")
     } else if message.contains("duplicate") {
         Some("each key may appear once in a mapping; remove or rename one of them")
     } else if message.contains("budget") {
         Some("the document is too large or complex for a playbook")
+    } else if message.contains("tab") {
+        Some("indent with spaces; YAML does not allow tabs for indentation")
     } else if message.contains("indicator") || message.contains("mapping values") {
         Some("check the indentation and quote values that contain `: ` or start with `{`")
     } else {

@@ -1,8 +1,8 @@
 //! `riposte run`: one playbook, one event, on this machine, with every step shown as it happens.
 //!
 //! `--dry-run` calls nothing: each step prints the plugin call it would make, and answers with the
-//! output given by `--mock <step>=<file.json>` (or `null`), so a playbook can be rehearsed end to
-//! end before it touches production. Without `--dry-run`, steps run on the built-in `core` plugin;
+//! output given by `--mock <step>=<file.json>` or `--mocks <dir>` (or `null`), so a playbook can be
+//! rehearsed end to end before it touches production. Approval gates are assumed approved. Without `--dry-run`, steps run on the built-in `core` plugin;
 //! other plugins need the WASM plugin host, which this build does not have yet.
 //!
 //! With `--journal <file>`, every run event is appended to that file as a JSON line; running again
@@ -39,6 +39,9 @@ pub(crate) struct RunArgs {
     /// Sample output of a step for dry runs, as `<step>=<file.json>`. Repeatable.
     #[arg(long = "mock", value_name = "STEP=FILE")]
     mocks: Vec<String>,
+    /// A directory of sample outputs for dry runs: `<step>.json` per step.
+    #[arg(long = "mocks", value_name = "DIR")]
+    mock_dir: Option<PathBuf>,
     /// Approve this step's approval gate without asking. Repeatable; `all` approves every gate.
     #[arg(long = "approve", value_name = "STEP")]
     approve: Vec<String>,
@@ -75,11 +78,10 @@ async fn run_async(
     playbook: Playbook,
     event: serde_json::Value,
 ) -> anyhow::Result<ExitCode> {
-    let screening = runner::screen(&playbook, &event).context("the trigger failed on this event")?;
-    if !args.json {
-        if let Some(key) = &screening.dedupe_key {
-            eprintln!("dedupe key: {key}");
-        }
+    let screening =
+        runner::screen(&playbook, &event).context("the trigger failed on this event")?;
+    if let Some(key) = screening.dedupe_key.as_ref().filter(|_| !args.json) {
+        eprintln!("dedupe key: {key}");
     }
     if !screening.matched {
         eprintln!(
@@ -89,6 +91,19 @@ async fn run_async(
     }
 
     let mut mocks = BTreeMap::new();
+    if let Some(dir) = &args.mock_dir {
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if let (Some(step), Some("json")) = (
+                path.file_stem().and_then(|s| s.to_str()),
+                path.extension().and_then(|e| e.to_str()),
+            ) {
+                mocks.insert(step.to_owned(), read_json(&path)?);
+            }
+        }
+    }
     for mock in &args.mocks {
         let (step, file) = mock
             .split_once('=')
@@ -120,7 +135,11 @@ async fn run_async(
     let mut state = match RunState::from_events(&earlier) {
         Some(state) => {
             if !args.json {
-                eprintln!("Resuming run {} from {} recorded events.", state.run_id, earlier.len());
+                eprintln!(
+                    "Resuming run {} from {} recorded events.",
+                    state.run_id,
+                    earlier.len()
+                );
             }
             runner.resume(&playbook, state, &secrets).await?
         }
@@ -130,7 +149,11 @@ async fn run_async(
                 eprintln!(
                     "Run {run_id} of playbook `{}`{}",
                     playbook.name,
-                    if args.dry_run { " (dry run: nothing is called)" } else { "" }
+                    if args.dry_run {
+                        " (dry run: nothing is called)"
+                    } else {
+                        ""
+                    }
                 );
             }
             runner.start(&playbook, &run_id, event, &secrets).await?
@@ -225,9 +248,13 @@ fn print_summary(state: &RunState) {
     if let Some(error) = &state.error {
         eprintln!("  reason: {error}");
     }
-    if let Some(outputs) = state.outputs.as_ref().filter(|o| o.as_object().is_some_and(|m| !m.is_empty())) {
+    if let Some(outputs) = state
+        .outputs
+        .as_ref()
+        .filter(|o| o.as_object().is_some_and(|m| !m.is_empty()))
+    {
         let text = serde_json::to_string_pretty(outputs).unwrap_or_default();
-        println!("{text}");
+        crate::print_stdout(&text);
     }
 }
 
@@ -271,8 +298,9 @@ impl Journal for Printer {
                 .map_err(|error| runner::Error::Journal(format!("{error:#}")))?;
         }
         if self.json {
-            let line = serde_json::to_string(event).map_err(|e| runner::Error::Journal(e.to_string()))?;
-            println!("{line}");
+            let line =
+                serde_json::to_string(event).map_err(|e| runner::Error::Journal(e.to_string()))?;
+            crate::print_stdout(&line);
         } else if let Some(line) = self.describe(run_id, event) {
             eprintln!("{line}");
         }
@@ -283,7 +311,9 @@ impl Journal for Printer {
 impl Printer {
     fn step_label(&self, id: &str) -> String {
         match self.playbook.step(id).or_else(|| self.playbook.handler(id)) {
-            Some(step) if step.name.is_some() => format!("{id} ({}, {})", step.display_name(), step.uses),
+            Some(step) if step.name.is_some() => {
+                format!("{id} ({}, {})", step.display_name(), step.uses)
+            }
             Some(step) => format!("{id} ({})", step.uses),
             None => id.to_owned(),
         }
@@ -292,7 +322,10 @@ impl Printer {
     fn describe(&self, _run_id: &str, event: &RunEvent) -> Option<String> {
         Some(match event {
             RunEvent::RunStarted { incident, .. } if !incident.is_empty() => {
-                format!("  incident: {}", serde_json::Value::Object(incident.clone()))
+                format!(
+                    "  incident: {}",
+                    serde_json::Value::Object(incident.clone())
+                )
             }
             RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => return None,
             RunEvent::StepStarted {
@@ -322,14 +355,18 @@ impl Printer {
                 duration_ms,
                 output,
                 ..
-            } => format!("✓ {step} succeeded in {duration_ms} ms ({attempts} attempt(s)) → {output}"),
+            } => {
+                format!("✓ {step} succeeded in {duration_ms} ms ({attempts} attempt(s)) → {output}")
+            }
             RunEvent::StepFailed {
                 step,
                 error,
                 attempts,
                 duration_ms,
                 ..
-            } => format!("✗ {step} failed after {attempts} attempt(s) in {duration_ms} ms: {error}"),
+            } => {
+                format!("✗ {step} failed after {attempts} attempt(s) in {duration_ms} ms: {error}")
+            }
             RunEvent::StepSkipped { step, reason, .. } => format!("– {step} skipped: {reason}"),
             RunEvent::ApprovalRequested {
                 step,
@@ -339,7 +376,10 @@ impl Printer {
             } => format!(
                 "⏸ {step} waits for approval by {}{}",
                 approvers.join(", "),
-                message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
+                message
+                    .as_ref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
             ),
             RunEvent::ApprovalDecided { step, decision, .. } => match decision {
                 Decision::Approved { by } => format!("  {step} approved by {by}"),
@@ -362,7 +402,11 @@ impl FileJournal {
         if path.exists() {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the journal {}", path.display()))?;
-            for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            for (number, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
                 let event = serde_json::from_str(line).with_context(|| {
                     format!("{}:{}: not a run event", path.display(), number + 1)
                 })?;
@@ -407,6 +451,7 @@ fn secrets_from_env(playbook: &Playbook, dry_run: bool) -> Secrets {
 }
 
 fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }

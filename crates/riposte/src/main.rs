@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "riposte", version, about = "Open-source SOAR: YAML playbooks of sandboxed WebAssembly plugins.")]
+#[command(
+    name = "riposte",
+    version,
+    about = "Open-source SOAR: YAML playbooks of sandboxed WebAssembly plugins."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,8 +65,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a line to stdout. A closed pipe (`riposte validate … | head`) is not an error worth a
+/// panic: the reader has what it wanted.
+fn print_stdout(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
 fn print_schema() -> anyhow::Result<ExitCode> {
     let schema = serde_json::to_string_pretty(&playbook::schema::playbook_schema())?;
-    println!("{schema}");
+    print_stdout(&schema);
     Ok(ExitCode::SUCCESS)
 }

@@ -28,7 +28,7 @@ pub(crate) fn validate(paths: &[PathBuf], format: Format) -> anyhow::Result<Exit
     let failed = results.iter().filter(|r| r.has_errors()).count();
     let problems: usize = results.iter().map(|r| r.diagnostics.len()).sum();
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+        Format::Json => crate::print_stdout(&serde_json::to_string_pretty(&results)?),
         Format::Text => {
             for result in results.iter().filter(|r| r.has_errors()) {
                 eprintln!("{}", result.render());

@@ -53,7 +53,9 @@ steps:
 fn chain(steps: usize) -> String {
     let mut yaml = String::from("name: chain\ntrigger: { webhook: bench, public: true }\nsteps:\n");
     for i in 0..steps {
-        yaml.push_str(&format!("  - id: s{i}\n    uses: test/noop\n    with: {{ ip: \"{{{{ trigger.ip }}}}\" }}\n"));
+        yaml.push_str(&format!(
+            "  - id: s{i}\n    uses: test/noop\n    with: {{ ip: \"{{{{ trigger.ip }}}}\" }}\n"
+        ));
         if i > 0 {
             yaml.push_str(&format!("    needs: [s{}]\n", i - 1));
         }

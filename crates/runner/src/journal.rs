@@ -49,7 +49,9 @@ impl Journal for MemoryJournal {
             .runs
             .lock()
             .map_err(|_| Error::Journal("the in-memory journal is poisoned".into()))?;
-        runs.entry(run_id.to_owned()).or_default().push(event.clone());
+        runs.entry(run_id.to_owned())
+            .or_default()
+            .push(event.clone());
         Ok(())
     }
 }

@@ -68,7 +68,13 @@ impl Redactor {
 fn hex(bytes: &[u8], upper: bool) -> String {
     bytes
         .iter()
-        .map(|b| if upper { format!("{b:02X}") } else { format!("{b:02x}") })
+        .map(|b| {
+            if upper {
+                format!("{b:02X}")
+            } else {
+                format!("{b:02x}")
+            }
+        })
         .collect()
 }
 

@@ -47,7 +47,10 @@ pub struct Screening {
 }
 
 /// Evaluates a trigger's `filter` and `dedupe` key for an incoming event.
-pub fn screen(playbook: &Playbook, event: &serde_json::Value) -> Result<Screening, playbook::Error> {
+pub fn screen(
+    playbook: &Playbook,
+    event: &serde_json::Value,
+) -> Result<Screening, playbook::Error> {
     let context = minijinja::context! {
         trigger => minijinja::Value::from_serialize(event),
         vars => minijinja::Value::from_serialize(&playbook.vars),
@@ -152,7 +155,10 @@ impl Runner {
         if state.playbook != playbook.name {
             return Err(Error::Resume {
                 run_id: state.run_id,
-                reason: format!("it belongs to playbook `{}`, not `{}`", state.playbook, playbook.name),
+                reason: format!(
+                    "it belongs to playbook `{}`, not `{}`",
+                    state.playbook, playbook.name
+                ),
             });
         }
         if state.status.is_terminal() {
@@ -251,7 +257,12 @@ impl<'a> Drive<'a> {
         let granted: BTreeMap<&str, &str> = playbook
             .secrets
             .iter()
-            .filter_map(|name| secrets.0.get(name).map(|value| (name.as_str(), value.as_str())))
+            .filter_map(|name| {
+                secrets
+                    .0
+                    .get(name)
+                    .map(|value| (name.as_str(), value.as_str()))
+            })
             .collect();
         Drive {
             runner,
@@ -342,7 +353,11 @@ impl<'a> Drive<'a> {
     }
 
     /// Applies a failed step's `on_failure`; returns why the run fails, if it does.
-    async fn handle_failure(&self, step: &Step, error: &StepError) -> Result<Option<String>, Error> {
+    async fn handle_failure(
+        &self,
+        step: &Step,
+        error: &StepError,
+    ) -> Result<Option<String>, Error> {
         let reason = format!("step `{}` failed: {error}", step.id);
         match &step.on_failure {
             OnFailure::Fail => Ok(Some(reason)),
@@ -364,7 +379,9 @@ impl<'a> Drive<'a> {
         let mut failure = None;
         for step in &self.playbook.steps {
             let record = state.step(step.id.as_str());
-            if let Some(error) = record.filter(|r| r.status == StepStatus::Failed).and_then(|r| r.error.clone())
+            if let Some(error) = record
+                .filter(|r| r.status == StepStatus::Failed)
+                .and_then(|r| r.error.clone())
                 && let Some(reason) = self.handle_failure(step, &error).await?
             {
                 failure.get_or_insert(reason);
@@ -554,7 +571,8 @@ impl<'a> Drive<'a> {
             }
         }
         if let Some(approval) = &step.approval {
-            let record = self.read(|state| state.step(step.id.as_str()).cloned().unwrap_or_default())?;
+            let record =
+                self.read(|state| state.step(step.id.as_str()).cloned().unwrap_or_default())?;
             let decision = match record.approval {
                 None => {
                     let message = approval
@@ -590,9 +608,12 @@ impl<'a> Drive<'a> {
                 },
             };
             match (decision, approval.on_timeout) {
-                (Decision::Approved { .. }, _) | (Decision::TimedOut, ApprovalTimeout::Approve) => {}
+                (Decision::Approved { .. }, _) | (Decision::TimedOut, ApprovalTimeout::Approve) => {
+                }
                 (Decision::Denied { by, .. }, _) => {
-                    return self.skip(step, format!("approval was denied by {by}")).await;
+                    return self
+                        .skip(step, format!("approval was denied by {by}"))
+                        .await;
                 }
                 (Decision::TimedOut, ApprovalTimeout::Deny) => {
                     return self.skip(step, "nobody approved it in time".into()).await;
@@ -614,7 +635,10 @@ impl<'a> Drive<'a> {
         let result = match &step.foreach {
             None => match step.with.render(&with_secrets) {
                 Ok(input) => self.attempts(step, input, None, earlier).await?,
-                Err(error) => Err((StepError::new(ErrorKind::InvalidInput, format!("`with`: {error}")), 0)),
+                Err(error) => Err((
+                    StepError::new(ErrorKind::InvalidInput, format!("`with`: {error}")),
+                    0,
+                )),
             },
             Some(foreach) => self.each(step, foreach, &extra, &context, earlier).await?,
         };
@@ -649,7 +673,10 @@ impl<'a> Drive<'a> {
             Ok(other) => {
                 let error = StepError::new(
                     ErrorKind::InvalidInput,
-                    format!("`foreach` must yield a list, but it yielded {}", json_kind(&other)),
+                    format!(
+                        "`foreach` must yield a list, but it yielded {}",
+                        json_kind(&other)
+                    ),
                 );
                 return Ok(Err((error, 0)));
             }
@@ -662,11 +689,17 @@ impl<'a> Drive<'a> {
             .map(|(index, item)| async move {
                 let mut extra = extra.to_vec();
                 extra.push(("secrets", self.secrets.clone()));
-                extra.push((foreach.var.as_str(), minijinja::Value::from_serialize(&item)));
+                extra.push((
+                    foreach.var.as_str(),
+                    minijinja::Value::from_serialize(&item),
+                ));
                 match step.with.render(&self.context(&extra)?) {
                     Ok(input) => self.attempts(step, input, Some(index), earlier).await,
                     Err(error) => Ok(Err((
-                        StepError::new(ErrorKind::InvalidInput, format!("`with` for item {index}: {error}")),
+                        StepError::new(
+                            ErrorKind::InvalidInput,
+                            format!("`with` for item {index}: {error}"),
+                        ),
                         0,
                     ))),
                 }
@@ -726,7 +759,12 @@ impl<'a> Drive<'a> {
                 item,
                 idempotency_key: idempotency_key.clone(),
             };
-            let result = match tokio::time::timeout(step.timeout, self.runner.executor.execute(call)).await {
+            let result = match tokio::time::timeout(
+                step.timeout,
+                self.runner.executor.execute(call),
+            )
+            .await
+            {
                 Ok(result) => result,
                 Err(_) => Err(StepError::new(
                     ErrorKind::Timeout,
@@ -787,17 +825,20 @@ impl<'a> Drive<'a> {
     }
 }
 
-/// The delay before attempt `next_attempt`: the policy's exponential delay, raised to the
-/// upstream's `retry-after` when it gave one, capped at the policy's maximum, then jittered
-/// ("equal jitter": between half and all of it) so retries of many runs spread out.
+/// The delay before attempt `next_attempt`: the policy's exponential delay, jittered ("equal
+/// jitter": between half and all of it) so retries of many runs spread out, then raised to the
+/// upstream's `retry-after` when it gave one — jitter never makes us call back early — within the
+/// policy's maximum.
 fn backoff(policy: &RetryPolicy, next_attempt: u32, error: &StepError) -> Duration {
     let mut delay = policy.delay_before(next_attempt);
-    if let Some(retry_after) = error.retry_after_ms {
-        delay = delay.max(Duration::from_millis(retry_after)).min(policy.max_delay);
-    }
     if policy.jitter {
         let half = delay / 2;
         delay = half + half.mul_f64(rand::random::<f64>());
+    }
+    if let Some(retry_after) = error.retry_after_ms {
+        delay = delay
+            .max(Duration::from_millis(retry_after))
+            .min(policy.max_delay);
     }
     delay
 }
@@ -818,7 +859,7 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 }
 
 fn humanize(duration: Duration) -> String {
-    if duration.as_millis() % 1000 == 0 {
+    if duration.as_millis().is_multiple_of(1000) {
         format!("{}s", duration.as_secs())
     } else {
         format!("{}ms", duration.as_millis())

@@ -11,7 +11,10 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
         .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
         .collect();
     files.sort();
     files
@@ -42,10 +45,18 @@ fn valid_fixtures_compile() {
 #[test]
 fn example_playbooks_are_valid() {
     let files = yaml_files(&workspace_root().join("playbooks"));
-    assert!(files.len() >= 3, "expected at least three example playbooks");
+    assert!(
+        files.len() >= 3,
+        "expected at least three example playbooks"
+    );
     for file in files {
         let checked = playbook::check_file(&file).expect("readable playbook");
-        assert!(!checked.has_errors(), "{} is invalid:\n{}", relative(&file), checked.render());
+        assert!(
+            !checked.has_errors(),
+            "{} is invalid:\n{}",
+            relative(&file),
+            checked.render()
+        );
     }
 }
 

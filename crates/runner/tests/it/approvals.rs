@@ -35,24 +35,47 @@ steps:
 #[tokio::test(start_paused = true)]
 async fn the_run_waits_for_approval_without_calling_the_gated_step() {
     let harness = Harness::new(Scripted::new());
-    let state = harness.start(&playbook(&gated("deny")), json!({"ip": "203.0.113.7"})).await;
+    let state = harness
+        .start(&playbook(&gated("deny")), json!({"ip": "203.0.113.7"}))
+        .await;
 
     assert_eq!(state.status, RunStatus::WaitingForApproval);
     assert_eq!(state.step_status("block"), StepStatus::WaitingForApproval);
-    assert_eq!(state.step_status("unrelated"), StepStatus::Succeeded, "other branches go on");
+    assert_eq!(
+        state.step_status("unrelated"),
+        StepStatus::Succeeded,
+        "other branches go on"
+    );
     assert!(harness.executor.calls_of("block").is_empty());
     let requested = harness.events().into_iter().find_map(|e| match e {
-        RunEvent::ApprovalRequested { approvers, message, deadline, at, .. } => Some((approvers, message, deadline - at)),
+        RunEvent::ApprovalRequested {
+            approvers,
+            message,
+            deadline,
+            at,
+            ..
+        } => Some((approvers, message, deadline - at)),
         _ => None,
     });
     assert_eq!(
         requested,
-        Some((vec!["soc-leads".to_owned()], Some("Block 203.0.113.7?".to_owned()), 30 * 60 * 1000))
+        Some((
+            vec!["soc-leads".to_owned()],
+            Some("Block 203.0.113.7?".to_owned()),
+            30 * 60 * 1000
+        ))
     );
-    assert_eq!(state.next_deadline(), Some(harness.runner.now() + 30 * 60 * 1000));
+    assert_eq!(
+        state.next_deadline(),
+        Some(harness.runner.now() + 30 * 60 * 1000)
+    );
 
     // Resuming without a decision before the deadline changes nothing.
-    let state = harness.runner.resume(&playbook(&gated("deny")), state, &Default::default()).await.expect("resumes");
+    let state = harness
+        .runner
+        .resume(&playbook(&gated("deny")), state, &Default::default())
+        .await
+        .expect("resumes");
     assert_eq!(state.status, RunStatus::WaitingForApproval);
     assert!(harness.executor.calls_of("block").is_empty());
 }
@@ -64,10 +87,18 @@ async fn an_approval_resumes_the_run_and_the_step_runs_once() {
     let mut state = harness.start(&pb, json!({"ip": "203.0.113.7"})).await;
     harness
         .runner
-        .decide(&mut state, "block", Decision::Approved { by: "alice".into() })
+        .decide(
+            &mut state,
+            "block",
+            Decision::Approved { by: "alice".into() },
+        )
         .await
         .expect("decides");
-    let state = harness.runner.resume(&pb, state, &Default::default()).await.expect("resumes");
+    let state = harness
+        .runner
+        .resume(&pb, state, &Default::default())
+        .await
+        .expect("resumes");
 
     assert_eq!(state.status, RunStatus::Succeeded);
     assert_eq!(harness.executor.calls_of("block").len(), 1);
@@ -77,7 +108,10 @@ async fn an_approval_resumes_the_run_and_the_step_runs_once() {
         RunEvent::ApprovalDecided { step, decision: Decision::Approved { by }, .. } if step == "block" && by == "alice")));
     // Deciding again is refused: the gate is closed.
     let mut again = state.clone();
-    let refused = harness.runner.decide(&mut again, "block", Decision::Approved { by: "bob".into() }).await;
+    let refused = harness
+        .runner
+        .decide(&mut again, "block", Decision::Approved { by: "bob".into() })
+        .await;
     assert!(refused.is_err());
 }
 
@@ -88,10 +122,21 @@ async fn a_denial_skips_the_step_and_its_dependents() {
     let mut state = harness.start(&pb, json!({"ip": "203.0.113.7"})).await;
     harness
         .runner
-        .decide(&mut state, "block", Decision::Denied { by: "bob".into(), reason: Some("false positive".into()) })
+        .decide(
+            &mut state,
+            "block",
+            Decision::Denied {
+                by: "bob".into(),
+                reason: Some("false positive".into()),
+            },
+        )
         .await
         .expect("decides");
-    let state = harness.runner.resume(&pb, state, &Default::default()).await.expect("resumes");
+    let state = harness
+        .runner
+        .resume(&pb, state, &Default::default())
+        .await
+        .expect("resumes");
 
     assert_eq!(state.status, RunStatus::Succeeded);
     assert_eq!(state.step_status("block"), StepStatus::Skipped);
@@ -104,7 +149,11 @@ async fn after_timeout(on_timeout: &str) -> (runner::RunState, Harness) {
     let harness = Harness::new(Scripted::new());
     let state = harness.start(&pb, json!({"ip": "203.0.113.7"})).await;
     tokio::time::advance(Duration::from_secs(31 * 60)).await;
-    let state = harness.runner.resume(&pb, state, &Default::default()).await.expect("resumes");
+    let state = harness
+        .runner
+        .resume(&pb, state, &Default::default())
+        .await
+        .expect("resumes");
     (state, harness)
 }
 
@@ -114,7 +163,13 @@ async fn silence_past_the_deadline_denies_by_default() {
     assert_eq!(state.status, RunStatus::Succeeded);
     assert_eq!(state.step_status("block"), StepStatus::Skipped);
     assert!(harness.executor.calls_of("block").is_empty());
-    assert!(harness.events().iter().any(|e| matches!(e, RunEvent::ApprovalDecided { decision: Decision::TimedOut, .. })));
+    assert!(harness.events().iter().any(|e| matches!(
+        e,
+        RunEvent::ApprovalDecided {
+            decision: Decision::TimedOut,
+            ..
+        }
+    )));
 }
 
 #[tokio::test(start_paused = true)]

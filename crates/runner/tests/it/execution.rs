@@ -41,7 +41,12 @@ async fn steps_run_in_dependency_order_and_independent_branches_overlap() {
 
     assert_eq!(state.status, RunStatus::Succeeded);
     let seen = harness.executor.seen();
-    let at = |step: &str| seen.iter().find(|s| s.call.step_id == step).map(|s| s.at).expect("called");
+    let at = |step: &str| {
+        seen.iter()
+            .find(|s| s.call.step_id == step)
+            .map(|s| s.at)
+            .expect("called")
+    };
     assert_eq!(at("a"), Duration::ZERO);
     // b and c both start when a finishes: they run side by side, not one after the other.
     assert_eq!(at("b"), Duration::from_secs(10));
@@ -72,14 +77,19 @@ steps:
     if: "{{ trigger.kind == 'alert' }}"
 "#;
     let harness = Harness::new(Scripted::new().on("check", vec![ok(json!({"score": 10}))]));
-    let state = harness.start(&playbook(yaml), json!({"kind": "alert"})).await;
+    let state = harness
+        .start(&playbook(yaml), json!({"kind": "alert"}))
+        .await;
 
     assert_eq!(state.status, RunStatus::Succeeded);
     assert_eq!(state.step_status("block"), StepStatus::Skipped);
     assert_eq!(state.step_status("notify"), StepStatus::Skipped);
     assert_eq!(state.step_status("always"), StepStatus::Succeeded);
     assert!(harness.executor.calls_of("block").is_empty());
-    let reason = state.step("notify").and_then(|r| r.skip_reason.clone()).unwrap_or_default();
+    let reason = state
+        .step("notify")
+        .and_then(|r| r.skip_reason.clone())
+        .unwrap_or_default();
     assert!(reason.contains("needs `block`"), "{reason}");
 }
 
@@ -96,7 +106,10 @@ steps:
     let harness = Harness::new(Scripted::new());
     let state = harness.start(&playbook(yaml), json!({})).await;
     assert_eq!(state.status, RunStatus::Failed);
-    let error = state.step("s").and_then(|r| r.error.clone()).expect("an error");
+    let error = state
+        .step("s")
+        .and_then(|r| r.error.clone())
+        .expect("an error");
     assert_eq!(error.kind, ErrorKind::InvalidInput);
     assert!(harness.executor.seen().is_empty());
 }
@@ -118,7 +131,9 @@ steps:
 "#;
     let executor = Scripted::new().on(
         "enrich",
-        (0..5).map(|_| Behaviour::Ok(json!("done"), Duration::from_secs(1))).collect(),
+        (0..5)
+            .map(|_| Behaviour::Ok(json!("done"), Duration::from_secs(1)))
+            .collect(),
     );
     let harness = Harness::new(executor);
     let state = harness
@@ -127,12 +142,21 @@ steps:
 
     assert_eq!(state.status, RunStatus::Succeeded);
     let calls = harness.executor.calls_of("enrich");
-    let inputs: Vec<_> = calls.iter().map(|s| s.call.input["value"].clone()).collect();
-    assert_eq!(inputs, vec![json!("A"), json!("B"), json!("C"), json!("D"), json!("E")]);
+    let inputs: Vec<_> = calls
+        .iter()
+        .map(|s| s.call.input["value"].clone())
+        .collect();
+    assert_eq!(
+        inputs,
+        vec![json!("A"), json!("B"), json!("C"), json!("D"), json!("E")]
+    );
     // Two at a time, one second each: items start at 0, 0, 1, 1 and 2 seconds.
     let starts: Vec<u64> = calls.iter().map(|s| s.at.as_secs()).collect();
     assert_eq!(starts, vec![0, 0, 1, 1, 2]);
-    let keys: Vec<_> = calls.iter().map(|s| s.call.idempotency_key.clone()).collect();
+    let keys: Vec<_> = calls
+        .iter()
+        .map(|s| s.call.idempotency_key.clone())
+        .collect();
     assert_eq!(keys[0], "run-1:enrich:0");
     assert_eq!(keys[4], "run-1:enrich:4");
     assert_eq!(
@@ -152,9 +176,18 @@ steps:
     foreach: "{{ trigger.ip }}"
 "#;
     let harness = Harness::new(Scripted::new());
-    let state = harness.start(&playbook(yaml), json!({"ip": "1.2.3.4"})).await;
-    let error = state.step("s").and_then(|r| r.error.clone()).expect("an error");
-    assert!(error.message.contains("must yield a list"), "{}", error.message);
+    let state = harness
+        .start(&playbook(yaml), json!({"ip": "1.2.3.4"}))
+        .await;
+    let error = state
+        .step("s")
+        .and_then(|r| r.error.clone())
+        .expect("an error");
+    assert!(
+        error.message.contains("must yield a list"),
+        "{}",
+        error.message
+    );
     assert!(harness.executor.seen().is_empty());
 }
 
@@ -186,7 +219,12 @@ async fn retries_back_off_exponentially_up_to_the_maximum_delay() {
     assert_eq!(state.status, RunStatus::Succeeded);
     let record = state.step("flaky").expect("recorded");
     assert_eq!(record.attempts, 4);
-    let starts: Vec<u64> = harness.executor.calls_of("flaky").iter().map(|s| s.at.as_secs()).collect();
+    let starts: Vec<u64> = harness
+        .executor
+        .calls_of("flaky")
+        .iter()
+        .map(|s| s.at.as_secs())
+        .collect();
     // Delays 1s, 2s, then 4s capped to 3s.
     assert_eq!(starts, vec![0, 1, 3, 6]);
     let delays: Vec<u64> = harness
@@ -198,10 +236,23 @@ async fn retries_back_off_exponentially_up_to_the_maximum_delay() {
         })
         .collect();
     assert_eq!(delays, vec![1000, 2000, 3000]);
-    let attempts: Vec<u32> = harness.executor.calls_of("flaky").iter().map(|s| s.call.attempt).collect();
+    let attempts: Vec<u32> = harness
+        .executor
+        .calls_of("flaky")
+        .iter()
+        .map(|s| s.call.attempt)
+        .collect();
     assert_eq!(attempts, vec![1, 2, 3, 4]);
-    let keys: Vec<String> = harness.executor.calls_of("flaky").iter().map(|s| s.call.idempotency_key.clone()).collect();
-    assert!(keys.iter().all(|k| k == "run-1:flaky"), "the key must not change between attempts");
+    let keys: Vec<String> = harness
+        .executor
+        .calls_of("flaky")
+        .iter()
+        .map(|s| s.call.idempotency_key.clone())
+        .collect();
+    assert!(
+        keys.iter().all(|k| k == "run-1:flaky"),
+        "the key must not change between attempts"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -216,7 +267,10 @@ steps:
       max_attempts: 6
       backoff: { initial: 8s, multiplier: 1, max: 8s }
 "#;
-    let executor = Scripted::new().on("flaky", (0..5).map(|_| fail(ErrorKind::Upstream, "502")).collect());
+    let executor = Scripted::new().on(
+        "flaky",
+        (0..5).map(|_| fail(ErrorKind::Upstream, "502")).collect(),
+    );
     let harness = Harness::new(executor);
     harness.start(&playbook(yaml), json!({})).await;
     let delays: Vec<u64> = harness
@@ -228,7 +282,10 @@ steps:
         })
         .collect();
     assert_eq!(delays.len(), 5);
-    assert!(delays.iter().all(|d| (4000..=8000).contains(d)), "{delays:?}");
+    assert!(
+        delays.iter().all(|d| (4000..=8000).contains(d)),
+        "{delays:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -251,7 +308,12 @@ async fn a_rate_limit_retry_after_is_honoured_up_to_the_maximum_delay() {
     );
     let harness = Harness::new(executor);
     harness.start(&playbook(RETRYING), json!({})).await;
-    let starts: Vec<Duration> = harness.executor.calls_of("flaky").iter().map(|s| s.at).collect();
+    let starts: Vec<Duration> = harness
+        .executor
+        .calls_of("flaky")
+        .iter()
+        .map(|s| s.at)
+        .collect();
     assert_eq!(starts, vec![Duration::ZERO, Duration::from_millis(2_500)]);
 }
 
@@ -296,7 +358,8 @@ steps:
   - id: independent
     uses: test/act
 "#;
-    let harness = Harness::new(Scripted::new().on("optional", vec![fail(ErrorKind::NotFound, "gone")]));
+    let harness =
+        Harness::new(Scripted::new().on("optional", vec![fail(ErrorKind::NotFound, "gone")]));
     let state = harness.start(&playbook(yaml), json!({})).await;
     assert_eq!(state.status, RunStatus::Succeeded);
     assert_eq!(state.step_status("optional"), StepStatus::Failed);
@@ -324,7 +387,13 @@ steps:
     let harness = Harness::new(executor);
     let state = harness.start(&playbook(yaml), json!({})).await;
     assert_eq!(state.status, RunStatus::Failed);
-    assert!(state.error.as_deref().unwrap_or_default().contains("step `first` failed"));
+    assert!(
+        state
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("step `first` failed")
+    );
     assert_eq!(state.step_status("second"), StepStatus::Skipped);
     // A step already running when the run fails is allowed to finish and is recorded.
     assert_eq!(state.step_status("slow_sibling"), StepStatus::Succeeded);
@@ -353,13 +422,24 @@ handlers:
 
 #[tokio::test(start_paused = true)]
 async fn failure_handlers_run_in_order_with_the_error_and_then_fail_the_run() {
-    let harness = Harness::new(Scripted::new().on("block", vec![fail(ErrorKind::Upstream, "crowdsec down")]));
-    let state = harness.start(&playbook(&WITH_HANDLERS.replace("THEN", "fail")), json!({})).await;
+    let harness =
+        Harness::new(Scripted::new().on("block", vec![fail(ErrorKind::Upstream, "crowdsec down")]));
+    let state = harness
+        .start(&playbook(&WITH_HANDLERS.replace("THEN", "fail")), json!({}))
+        .await;
     assert_eq!(state.status, RunStatus::Failed);
     let page = harness.executor.calls_of("page");
     assert_eq!(page.len(), 1);
-    assert_eq!(page[0].call.input["text"], json!("block failed: upstream crowdsec down"));
-    let order: Vec<String> = harness.executor.seen().iter().map(|s| s.call.step_id.clone()).collect();
+    assert_eq!(
+        page[0].call.input["text"],
+        json!("block failed: upstream crowdsec down")
+    );
+    let order: Vec<String> = harness
+        .executor
+        .seen()
+        .iter()
+        .map(|s| s.call.step_id.clone())
+        .collect();
     let page_at = order.iter().position(|s| s == "page");
     let ticket_at = order.iter().position(|s| s == "ticket");
     assert!(page_at < ticket_at, "{order:?}");
@@ -367,8 +447,14 @@ async fn failure_handlers_run_in_order_with_the_error_and_then_fail_the_run() {
 
 #[tokio::test(start_paused = true)]
 async fn failure_handlers_then_continue_lets_the_run_succeed() {
-    let harness = Harness::new(Scripted::new().on("block", vec![fail(ErrorKind::Upstream, "down")]));
-    let state = harness.start(&playbook(&WITH_HANDLERS.replace("THEN", "continue")), json!({})).await;
+    let harness =
+        Harness::new(Scripted::new().on("block", vec![fail(ErrorKind::Upstream, "down")]));
+    let state = harness
+        .start(
+            &playbook(&WITH_HANDLERS.replace("THEN", "continue")),
+            json!({}),
+        )
+        .await;
     assert_eq!(state.status, RunStatus::Succeeded);
     assert_eq!(state.step_status("page"), StepStatus::Succeeded);
     assert_eq!(state.step_status("after"), StepStatus::Succeeded);
@@ -391,9 +477,14 @@ outputs:
   summary: "{{ run.playbook }} handled {{ incident.title }}"
 "#;
     let harness = Harness::new(Scripted::new());
-    let state = harness.start(&playbook(yaml), json!({"user": "alice", "failures": 30})).await;
+    let state = harness
+        .start(&playbook(yaml), json!({"user": "alice", "failures": 30}))
+        .await;
     assert_eq!(state.incident.get("severity"), Some(&json!("high")));
-    assert_eq!(harness.executor.calls_of("s")[0].call.input["severity"], json!("high"));
+    assert_eq!(
+        harness.executor.calls_of("s")[0].call.input["severity"],
+        json!("high")
+    );
     assert_eq!(
         state.outputs,
         Some(json!({"user": "alice", "summary": "outputs handled Suspicious login for alice"}))
@@ -423,7 +514,10 @@ steps:
     let executor = Scripted::new().on(
         "call",
         vec![
-            fail(ErrorKind::Upstream, &format!("upstream rejected key {canary}")),
+            fail(
+                ErrorKind::Upstream,
+                &format!("upstream rejected key {canary}"),
+            ),
             ok(echoed),
         ],
     );
@@ -440,7 +534,10 @@ steps:
     let base64 = "czNjcjN0LWNhbmFyeS05Zjhl";
     let hex: String = canary.bytes().map(|b| format!("{b:02x}")).collect();
     for form in [canary, base64, hex.as_str()] {
-        assert!(!journal.contains(form), "`{form}` leaked into the journal: {journal}");
+        assert!(
+            !journal.contains(form),
+            "`{form}` leaked into the journal: {journal}"
+        );
     }
     assert!(journal.contains("[REDACTED]"));
 }
@@ -459,10 +556,17 @@ steps:
     let harness = Harness::new(Scripted::new());
     // Only `other` is provided; `mine` is declared but missing, so rendering fails loudly.
     let state = harness
-        .start_with_secrets(&playbook(yaml), json!({}), &secrets(&[("other", "value-1234")]))
+        .start_with_secrets(
+            &playbook(yaml),
+            json!({}),
+            &secrets(&[("other", "value-1234")]),
+        )
         .await;
     assert_eq!(state.status, RunStatus::Failed);
-    let error = state.step("s").and_then(|r| r.error.clone()).expect("an error");
+    let error = state
+        .step("s")
+        .and_then(|r| r.error.clone())
+        .expect("an error");
     assert!(error.message.contains("secrets.mine"), "{}", error.message);
     assert!(harness.executor.seen().is_empty());
 }
@@ -481,11 +585,22 @@ steps:
   - { id: s, uses: test/act }
 "#;
     let pb = playbook(yaml);
-    let high = runner::screen(&pb, &json!({"severity": "high", "alert_id": 7, "host": "web1"})).expect("screens");
+    let high = runner::screen(
+        &pb,
+        &json!({"severity": "high", "alert_id": 7, "host": "web1"}),
+    )
+    .expect("screens");
     assert!(high.matched);
     assert_eq!(high.dedupe_key.as_deref(), Some("7-web1"));
-    let low = runner::screen(&pb, &json!({"severity": "low", "alert_id": 8, "host": "web1"})).expect("screens");
+    let low = runner::screen(
+        &pb,
+        &json!({"severity": "low", "alert_id": 8, "host": "web1"}),
+    )
+    .expect("screens");
     assert!(!low.matched);
     assert_eq!(low.dedupe_key, None);
-    assert!(runner::screen(&pb, &json!({})).is_err(), "a missing field is an error, not a silent no");
+    assert!(
+        runner::screen(&pb, &json!({})).is_err(),
+        "a missing field is an error, not a silent no"
+    );
 }

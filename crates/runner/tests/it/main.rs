@@ -11,13 +11,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use playbook::{ErrorKind, Playbook};
-use runner::{MemoryJournal, RunEvent, RunState, Runner, Secrets, StepCall, StepError, StepExecutor};
+use runner::{
+    MemoryJournal, RunEvent, RunState, Runner, Secrets, StepCall, StepError, StepExecutor,
+};
 use tokio::time::Instant;
 
 /// Compiles a playbook, panicking with its diagnostics if it is invalid.
 pub(crate) fn playbook(yaml: &str) -> Playbook {
     playbook::compile(yaml).unwrap_or_else(|diagnostics| {
-        let rendered: Vec<String> = diagnostics.iter().map(|d| d.render("test.yaml", yaml)).collect();
+        let rendered: Vec<String> = diagnostics
+            .iter()
+            .map(|d| d.render("test.yaml", yaml))
+            .collect();
         panic!("invalid test playbook:\n{}", rendered.join("\n"))
     })
 }
@@ -84,7 +89,10 @@ impl Scripted {
     }
 
     pub(crate) fn calls_of(&self, step: &str) -> Vec<Seen> {
-        self.seen().into_iter().filter(|s| s.call.step_id == step).collect()
+        self.seen()
+            .into_iter()
+            .filter(|s| s.call.step_id == step)
+            .collect()
     }
 }
 
@@ -134,7 +142,8 @@ impl Harness {
     }
 
     pub(crate) async fn start(&self, playbook: &Playbook, event: serde_json::Value) -> RunState {
-        self.start_with_secrets(playbook, event, &Secrets::default()).await
+        self.start_with_secrets(playbook, event, &Secrets::default())
+            .await
     }
 
     pub(crate) async fn start_with_secrets(

@@ -23,9 +23,16 @@ steps:
 async fn a_run_killed_mid_step_resumes_without_repeating_finished_steps() {
     let pb = playbook(CHAIN);
     // The first process: `two` never answers, and the process "dies" after 30 seconds.
-    let first = Harness::new(Scripted::new().on("one", vec![ok(json!({"v": 42}))]).on("two", vec![Behaviour::Hang]));
+    let first = Harness::new(
+        Scripted::new()
+            .on("one", vec![ok(json!({"v": 42}))])
+            .on("two", vec![Behaviour::Hang]),
+    );
     let died = tokio::time::timeout(Duration::from_secs(30), first.start(&pb, json!({}))).await;
-    assert!(died.is_err(), "the first process must still be stuck in `two`");
+    assert!(
+        died.is_err(),
+        "the first process must still be stuck in `two`"
+    );
 
     // A new process with a new executor picks the run up from the journal alone.
     let journal_events = first.journal.events("run-1");
@@ -35,15 +42,30 @@ async fn a_run_killed_mid_step_resumes_without_repeating_finished_steps() {
 
     let second_executor = Scripted::new();
     let second = Runner::new(second_executor.clone(), first.journal.clone());
-    let state = second.resume(&pb, recovered, &Default::default()).await.expect("resumes");
+    let state = second
+        .resume(&pb, recovered, &Default::default())
+        .await
+        .expect("resumes");
 
     assert_eq!(state.status, RunStatus::Succeeded);
-    assert!(second_executor.calls_of("one").is_empty(), "`one` succeeded before the crash");
+    assert!(
+        second_executor.calls_of("one").is_empty(),
+        "`one` succeeded before the crash"
+    );
     let two = second_executor.calls_of("two");
     assert_eq!(two.len(), 1);
-    assert_eq!(two[0].call.idempotency_key, "run-1:two", "same key as before the crash");
-    assert_eq!(two[0].call.attempt, 2, "attempt numbers continue across the crash");
-    assert_eq!(second_executor.calls_of("three")[0].call.input, json!({"got": 42}));
+    assert_eq!(
+        two[0].call.idempotency_key, "run-1:two",
+        "same key as before the crash"
+    );
+    assert_eq!(
+        two[0].call.attempt, 2,
+        "attempt numbers continue across the crash"
+    );
+    assert_eq!(
+        second_executor.calls_of("three")[0].call.input,
+        json!({"got": 42})
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -58,14 +80,26 @@ steps:
     let pb = playbook(yaml);
     let journal = Arc::new(MemoryJournal::new());
     // Rebuild a journal as a process would leave it: `one` failed, then the process died.
-    let first = Runner::new(Scripted::new().on("one", vec![fail(ErrorKind::Internal, "boom")]).on("two", vec![Behaviour::Hang]), journal.clone());
-    let _ = tokio::time::timeout(Duration::from_secs(10), first.start(&pb, "run-1", json!({}), &Default::default())).await;
+    let first = Runner::new(
+        Scripted::new()
+            .on("one", vec![fail(ErrorKind::Internal, "boom")])
+            .on("two", vec![Behaviour::Hang]),
+        journal.clone(),
+    );
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        first.start(&pb, "run-1", json!({}), &Default::default()),
+    )
+    .await;
     let state = journal.state("run-1").expect("on record");
     assert_eq!(state.step_status("one"), StepStatus::Failed);
     assert_eq!(state.status, RunStatus::Running);
 
     let second = Runner::new(Scripted::new(), journal.clone());
-    let state = second.resume(&pb, state, &Default::default()).await.expect("resumes");
+    let state = second
+        .resume(&pb, state, &Default::default())
+        .await
+        .expect("resumes");
     assert_eq!(state.status, RunStatus::Failed);
 }
 
@@ -75,7 +109,11 @@ async fn resuming_a_finished_run_does_nothing() {
     let harness = Harness::new(Scripted::new());
     let state = harness.start(&pb, json!({})).await;
     let calls = harness.executor.seen().len();
-    let again = harness.runner.resume(&pb, state.clone(), &Default::default()).await.expect("resumes");
+    let again = harness
+        .runner
+        .resume(&pb, state.clone(), &Default::default())
+        .await
+        .expect("resumes");
     assert_eq!(again, state);
     assert_eq!(harness.executor.seen().len(), calls);
 }
@@ -85,7 +123,13 @@ async fn a_run_cannot_be_resumed_with_another_playbook() {
     let harness = Harness::new(Scripted::new());
     let state = harness.start(&playbook(CHAIN), json!({})).await;
     let other = playbook(&CHAIN.replace("name: chain", "name: other"));
-    assert!(harness.runner.resume(&other, state, &Default::default()).await.is_err());
+    assert!(
+        harness
+            .runner
+            .resume(&other, state, &Default::default())
+            .await
+            .is_err()
+    );
 }
 
 /// A journal that refuses every append after the first `limit`.
@@ -108,10 +152,21 @@ impl Journal for FailingJournal {
 async fn nothing_happens_off_the_record_when_the_journal_fails() {
     let executor = Scripted::new();
     // RunStarted, StepStarted(one), StepSucceeded(one) are accepted; StepStarted(two) is refused.
-    let journal = Arc::new(FailingJournal { inner: MemoryJournal::new(), limit: 3 });
+    let journal = Arc::new(FailingJournal {
+        inner: MemoryJournal::new(),
+        limit: 3,
+    });
     let runner = Runner::new(executor.clone(), journal.clone());
-    let result = runner.start(&playbook(CHAIN), "run-1", json!({}), &Default::default()).await;
-    assert!(matches!(result, Err(runner::Error::Journal(_))), "{result:?}");
+    let result = runner
+        .start(&playbook(CHAIN), "run-1", json!({}), &Default::default())
+        .await;
+    assert!(
+        matches!(result, Err(runner::Error::Journal(_))),
+        "{result:?}"
+    );
     assert_eq!(executor.calls_of("one").len(), 1);
-    assert!(executor.calls_of("two").is_empty(), "a call that could not be recorded must not be made");
+    assert!(
+        executor.calls_of("two").is_empty(),
+        "a call that could not be recorded must not be made"
+    );
 }
