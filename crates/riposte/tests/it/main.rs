@@ -258,7 +258,13 @@ fn every_example_playbook_rehearses_cleanly_on_its_sample_event() {
         let event = format!("playbooks/events/{name}.json");
         let mocks = format!("playbooks/mocks/{name}");
         let playbook = format!("playbooks/{name}.yaml");
-        let mut args = vec!["run", playbook.as_str(), "--event", event.as_str(), "--dry-run"];
+        let mut args = vec![
+            "run",
+            playbook.as_str(),
+            "--event",
+            event.as_str(),
+            "--dry-run",
+        ];
         if root.join(&mocks).is_dir() {
             args.extend(["--mocks", mocks.as_str()]);
         }
