@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::diagnostic::{Diagnostic, Position};
 use crate::model::{
-    Approval, ApprovalTimeout, Dedupe, ErrorKind, Foreach, OnFailure, Playbook, PluginRef,
-    RetryPolicy, Step, StepId, Trigger,
+    Approval, ApprovalTimeout, Dedupe, ErrorKind, Foreach, OnFailure, Playbook, PluginGrant,
+    PluginRef, RetryPolicy, Step, StepId, Trigger,
 };
 use crate::template::{self, Condition, Input, Kind, Source};
 use crate::yaml::{self, Node, Value};
@@ -27,8 +27,11 @@ pub const PLAYBOOK_FIELDS: &[&str] = &[
     "trigger",
     "steps",
     "handlers",
+    "plugins",
     "outputs",
 ];
+/// What a playbook grants one plugin.
+pub const PLUGIN_GRANT_FIELDS: &[&str] = &["hosts", "secrets"];
 pub const TRIGGER_FIELDS: &[&str] = &["webhook", "auth", "public", "filter", "dedupe"];
 pub const DEDUPE_FIELDS: &[&str] = &["key", "window"];
 pub const STEP_FIELDS: &[&str] = &[
@@ -213,6 +216,10 @@ impl<'s> Compiler<'s> {
             Some(node) => self.steps(node, "handlers", steps.len()),
             None => Vec::new(),
         };
+        let plugins = fields
+            .get("plugins")
+            .map(|n| self.plugin_grants(n, &secrets))
+            .unwrap_or_default();
         let outputs = fields
             .get("outputs")
             .map(|n| self.input_map(n, "outputs"))
@@ -246,6 +253,7 @@ impl<'s> Compiler<'s> {
             trigger,
             steps,
             handlers,
+            plugins,
             outputs,
             order: order.unwrap_or_default(),
         })
@@ -577,6 +585,70 @@ impl<'s> Compiler<'s> {
             }
         }
         names
+    }
+
+    fn plugin_grants(
+        &mut self,
+        node: &Node,
+        declared_secrets: &[String],
+    ) -> BTreeMap<String, PluginGrant> {
+        let Value::Map(entries) = &node.value else {
+            self.error_with_hint(
+                "wrong-type",
+                node.pos,
+                format!("`plugins` must be a mapping, found {}", node.kind()),
+                "write `plugins: { <plugin>: { hosts: [...], secrets: [...] } }`",
+            );
+            return BTreeMap::new();
+        };
+        let mut grants = BTreeMap::new();
+        for (key, value) in entries {
+            let name = key.scalar_text();
+            let Some(fields) = self.mapping(
+                value,
+                &format!("the grant of `{name}`"),
+                PLUGIN_GRANT_FIELDS,
+            ) else {
+                continue;
+            };
+            let mut grant = PluginGrant::default();
+            if let Some(hosts) = fields.get("hosts") {
+                grant.hosts = self.string_list(hosts, "hosts");
+                let items: Vec<&Node> = match &hosts.value {
+                    Value::Seq(items) => items.iter().collect(),
+                    _ => vec![hosts],
+                };
+                for (item, host) in items.into_iter().zip(&grant.hosts) {
+                    if !is_host_pattern(host) {
+                        self.error_with_hint(
+                            "invalid-host",
+                            item.pos,
+                            format!("`{host}` is not a host"),
+                            "write a host name, `host:port` or `*.domain`, without a scheme or path",
+                        );
+                    }
+                }
+            }
+            if let Some(secrets) = fields.get("secrets") {
+                grant.secrets = self.string_list(secrets, "secrets");
+                let items: Vec<&Node> = match &secrets.value {
+                    Value::Seq(items) => items.iter().collect(),
+                    _ => vec![secrets],
+                };
+                for (item, secret) in items.into_iter().zip(&grant.secrets) {
+                    if !declared_secrets.contains(secret) {
+                        self.error_with_hint(
+                            "unknown-reference",
+                            item.pos,
+                            format!("`{secret}` is granted to `{name}` but not declared"),
+                            format!("add it to the top-level `secrets:` list, e.g. `secrets: [{secret}]`"),
+                        );
+                    }
+                }
+            }
+            grants.insert(name, grant);
+        }
+        grants
     }
 
     fn trigger(&mut self, node: &Node) -> Trigger {
@@ -1578,6 +1650,21 @@ fn ancestors(steps: &[Step], order: &[usize]) -> Vec<Vec<bool>> {
         }
     }
     result
+}
+
+/// `api.example.com`, `api.example.com:8443` or `*.example.com`.
+fn is_host_pattern(text: &str) -> bool {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    };
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 /// The real ids of `steps`, each once, for hint lists.

@@ -24,13 +24,14 @@ use std::path::Path;
 pub use compile::{
     APPROVAL_FIELDS, BACKOFF_FIELDS, DEDUPE_FIELDS, DEFAULT_APPROVAL_TIMEOUT, DEFAULT_STEP_TIMEOUT,
     ERROR_FIELDS, FOREACH_FIELDS, MAX_STEP_TIMEOUT, ON_FAILURE_FIELDS, PLAYBOOK_FIELDS,
-    RETRY_FIELDS, RUN_FIELDS, STEP_FIELDS, STEP_RESULT_FIELDS, TRIGGER_FIELDS, compile,
+    PLUGIN_GRANT_FIELDS, RETRY_FIELDS, RUN_FIELDS, STEP_FIELDS, STEP_RESULT_FIELDS, TRIGGER_FIELDS,
+    compile,
 };
 pub use diagnostic::{Diagnostic, FileDiagnostics, Position};
 pub use error::Error;
 pub use model::{
-    Approval, ApprovalTimeout, Dedupe, ErrorKind, Foreach, OnFailure, Playbook, PluginRef,
-    RetryPolicy, Step, StepId, Trigger,
+    Approval, ApprovalTimeout, Dedupe, ErrorKind, Foreach, OnFailure, Playbook, PluginGrant,
+    PluginRef, RetryPolicy, Step, StepId, Trigger,
 };
 pub use template::{Condition, Input};
 pub use yaml::MAX_PLAYBOOK_BYTES;

@@ -30,6 +30,8 @@ pub struct Playbook {
     pub steps: Vec<Step>,
     /// Steps that run only when a failing step names them in `on_failure`.
     pub handlers: Vec<Step>,
+    /// What each plugin may do, by plugin name.
+    pub plugins: BTreeMap<String, PluginGrant>,
     pub outputs: BTreeMap<String, Input>,
     pub(crate) order: Vec<usize>,
 }
@@ -47,6 +49,15 @@ impl Playbook {
     pub fn handler(&self, id: &str) -> Option<&Step> {
         self.handlers.iter().find(|s| s.id.as_str() == id)
     }
+}
+
+/// The capabilities a playbook grants one plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginGrant {
+    /// Hosts the plugin may call: `host`, `host:port` or `*.domain`.
+    pub hosts: Vec<String>,
+    /// Names of secrets (declared in the playbook's `secrets`) the plugin may use.
+    pub secrets: Vec<String>,
 }
 
 /// The webhook a playbook answers and how incoming events are screened.

@@ -44,6 +44,7 @@ pub fn playbook_schema() -> Value {
             "backoff": backoff(),
             "on_failure": on_failure(),
             "approval": approval(),
+            "plugin_grant": plugin_grant(),
             "step_id": {
                 "description": "A step id: lowercase letters, digits and `_`, not starting with a digit, at most 64 characters.",
                 "type": "string",
@@ -122,12 +123,42 @@ fn playbook_properties() -> Value {
             "maxItems": MAX_STEPS,
             "items": { "$ref": "#/$defs/handler" },
         },
+        "plugins": {
+            "description": "What each plugin may do, by plugin name: the hosts it may reach and the secrets it may use. A plugin gets nothing that is not granted here.",
+            "type": "object",
+            "additionalProperties": { "$ref": "#/$defs/plugin_grant" },
+        },
         "outputs": {
             "description": "What the run reports when it ends, as `name: value` pairs. Strings may be templates that read `trigger`, `vars`, `run`, `incident` and `steps`; never `secrets`.",
             "type": "object",
         },
     })
 }
+
+fn plugin_grant() -> Value {
+    json!({
+        "description": "The capabilities granted to one plugin.",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "hosts": {
+                "description": "Hosts the plugin may call: `api.example.com` (ports 80 and 443), `api.example.com:8443`, or `*.example.com`. Private and loopback addresses stay refused unless the server allows their range.",
+                "type": ["string", "array"],
+                "items": { "type": "string", "pattern": HOST_PATTERN },
+                "pattern": HOST_PATTERN,
+            },
+            "secrets": {
+                "description": "Secrets the plugin may use, by name; each must be listed in the top-level `secrets`. Secrets the plugin binds to a header are attached by the host and never shown to the plugin.",
+                "type": ["string", "array"],
+                "items": { "type": "string", "pattern": ID_PATTERN },
+                "pattern": ID_PATTERN,
+            },
+        },
+    })
+}
+
+/// `host`, `host:port` or `*.domain`.
+const HOST_PATTERN: &str = r"^(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$";
 
 fn trigger() -> Value {
     json!({
@@ -261,12 +292,13 @@ fn handler() -> Value {
     let mut handler = step();
     if let Some(properties) = handler["properties"].as_object_mut() {
         properties.remove("needs");
+        properties.remove("approval");
     }
     handler["properties"]["if"]["description"] = json!(
         "Run the handler only when this condition is true. It may read `trigger`, `vars`, `run`, `incident`, `steps` and `error`; never `secrets`."
     );
     handler["description"] = json!(
-        "A failure handler: a step that runs only when a failing step names it in `on_failure`. It has no `needs`, and its templates can also read `error.step`, `error.kind` and `error.message`."
+        "A failure handler: a step that runs only when a failing step names it in `on_failure`. It has no `needs` or `approval`, and its templates can also read `error.step`, `error.kind` and `error.message`."
     );
     handler
 }

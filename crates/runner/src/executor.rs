@@ -1,6 +1,9 @@
 //! The seam between the runner and whatever performs a step: the WASM plugin host in production,
 //! a recorder in dry runs and tests.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use playbook::PluginRef;
 
@@ -21,6 +24,28 @@ pub struct StepCall {
     /// Stable across attempts and crashes (`<run>:<step>` or `<run>:<step>:<item>`), so a plugin
     /// can make a retried side effect happen once.
     pub idempotency_key: String,
+    /// The attempt's deadline: the step's `timeout`.
+    pub timeout: Duration,
+    /// What the playbook lets this plugin do.
+    pub grant: Grant,
+}
+
+/// The capabilities a playbook grants one plugin: hosts it may reach, secrets it may use.
+#[derive(Clone, Default, PartialEq)]
+pub struct Grant {
+    /// Host patterns: `api.example.com`, `api.example.com:8443`, `*.example.com`.
+    pub hosts: Vec<String>,
+    /// Secret values by name.
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("hosts", &self.hosts)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// Performs plugin calls. Implementations must be safe to call concurrently.

@@ -24,7 +24,7 @@ pub use event::{
     ApprovalState, Decision, Millis, RunEvent, RunState, RunStatus, StepError, StepRecord,
     StepStatus,
 };
-pub use executor::{StepCall, StepExecutor};
+pub use executor::{Grant, StepCall, StepExecutor};
 pub use journal::{Journal, MemoryJournal};
 pub use redact::{REDACTED, Redactor};
 pub use run::{Runner, Screening, Secrets, screen};

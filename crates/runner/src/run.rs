@@ -10,7 +10,7 @@ use tracing::{info, instrument, warn};
 
 use crate::error::Error;
 use crate::event::{Decision, Millis, RunEvent, RunState, RunStatus, StepError, StepStatus};
-use crate::executor::{StepCall, StepExecutor};
+use crate::executor::{Grant, StepCall, StepExecutor};
 use crate::journal::Journal;
 use crate::redact::Redactor;
 
@@ -245,6 +245,8 @@ struct Drive<'a> {
     state: Mutex<RunState>,
     redactor: Redactor,
     secrets: minijinja::Value,
+    /// Values of the secrets the playbook declares, for building plugin grants.
+    secret_values: BTreeMap<String, String>,
     /// Parts of the template context that do not change during the run.
     trigger: minijinja::Value,
     vars: minijinja::Value,
@@ -269,6 +271,10 @@ impl<'a> Drive<'a> {
             playbook,
             redactor: Redactor::new(secrets.0.values().map(String::as_str)),
             secrets: minijinja::Value::from_serialize(&granted),
+            secret_values: granted
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             trigger: minijinja::Value::from_serialize(&state.event),
             vars: minijinja::Value::from_serialize(&playbook.vars),
             run: minijinja::Value::from_serialize(run_context(
@@ -758,6 +764,8 @@ impl<'a> Drive<'a> {
                 attempt,
                 item,
                 idempotency_key: idempotency_key.clone(),
+                timeout: step.timeout,
+                grant: self.grant(&step.uses.plugin),
             };
             let result = match tokio::time::timeout(
                 step.timeout,
@@ -791,6 +799,25 @@ impl<'a> Drive<'a> {
             })
             .await?;
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// What the playbook grants `plugin`: its hosts, and the values of its secrets.
+    fn grant(&self, plugin: &str) -> Grant {
+        let Some(grant) = self.playbook.plugins.get(plugin) else {
+            return Grant::default();
+        };
+        Grant {
+            hosts: grant.hosts.clone(),
+            secrets: grant
+                .secrets
+                .iter()
+                .filter_map(|name| {
+                    self.secret_values
+                        .get(name)
+                        .map(|v| (name.clone(), v.clone()))
+                })
+                .collect(),
         }
     }
 

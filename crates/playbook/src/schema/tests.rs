@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::*;
 use crate::compile::{
     APPROVAL_FIELDS, BACKOFF_FIELDS, DEDUPE_FIELDS, FOREACH_FIELDS, ON_FAILURE_FIELDS,
-    PLAYBOOK_FIELDS, RETRY_FIELDS, STEP_FIELDS, TRIGGER_FIELDS,
+    PLAYBOOK_FIELDS, PLUGIN_GRANT_FIELDS, RETRY_FIELDS, STEP_FIELDS, TRIGGER_FIELDS,
 };
 use crate::model::{ApprovalTimeout, StepId};
 
@@ -16,7 +16,7 @@ fn objects() -> Vec<(&'static str, Vec<&'static str>)> {
     let handler_fields = STEP_FIELDS
         .iter()
         .copied()
-        .filter(|f| *f != "needs")
+        .filter(|f| *f != "needs" && *f != "approval")
         .collect();
     vec![
         ("", PLAYBOOK_FIELDS.to_vec()),
@@ -29,6 +29,7 @@ fn objects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("/$defs/backoff", BACKOFF_FIELDS.to_vec()),
         ("/$defs/on_failure", ON_FAILURE_FIELDS.to_vec()),
         ("/$defs/approval", APPROVAL_FIELDS.to_vec()),
+        ("/$defs/plugin_grant", PLUGIN_GRANT_FIELDS.to_vec()),
     ]
 }
 

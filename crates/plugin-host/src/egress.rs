@@ -1,0 +1,241 @@
+//! Outbound HTTP on a plugin's behalf, through a policy the plugin cannot bypass.
+//!
+//! Every `wasi:http` request a plugin makes arrives here. It is allowed only to a host the playbook
+//! granted to that plugin; the name is resolved once, every address is checked (private, loopback,
+//! link-local, CGNAT, unique-local, IPv4-mapped and metadata addresses are refused unless the
+//! server's configuration allows their range), and the connection goes to exactly the checked
+//! addresses, so a DNS answer cannot change between the check and the connect. Timeouts and body
+//! sizes are clamped whatever the plugin asks for. Secrets bound to a host are added as headers here,
+//! after the plugin has handed over the request, so the plugin never holds them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use ipnet::IpNet;
+use wasmtime_wasi_http::{Error as HttpError, WasiBody};
+
+/// Limits and exceptions for outbound requests, set by the server's configuration.
+#[derive(Debug, Clone)]
+pub struct EgressPolicy {
+    /// Ranges that are normally refused but allowed here (e.g. `127.0.0.0/8` for local setups and
+    /// tests, or an internal ticketing system's subnet).
+    pub allow_private: Vec<IpNet>,
+    pub connect_timeout: Duration,
+    /// Deadline for the whole response, headers and body.
+    pub response_timeout: Duration,
+    pub max_request_bytes: usize,
+    pub max_response_bytes: usize,
+}
+
+impl Default for EgressPolicy {
+    fn default() -> Self {
+        EgressPolicy {
+            allow_private: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(30),
+            max_request_bytes: 1024 * 1024,
+            max_response_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A secret the host attaches to requests: to these hosts, as this header.
+#[derive(Clone)]
+pub(crate) struct SecretHeader {
+    pub(crate) header: http::HeaderName,
+    pub(crate) value: http::HeaderValue,
+}
+
+/// What one plugin invocation may reach, and the secrets the host adds for it.
+#[derive(Clone, Default)]
+pub(crate) struct Egress {
+    pub(crate) policy: Arc<EgressPolicy>,
+    /// Host patterns granted by the playbook: `api.example.com`, `api.example.com:8443`,
+    /// `*.example.com`.
+    pub(crate) granted_hosts: Vec<String>,
+    pub(crate) secret_headers: Vec<SecretHeader>,
+}
+
+/// Why a request was refused, as the plugin sees it.
+pub(crate) fn denied(message: impl Into<String>) -> HttpError {
+    tracing::warn!(reason = %message.into(), "Outbound request refused.");
+    HttpError::HttpRequestDenied
+}
+
+impl Egress {
+    /// Is `host:port` granted? Default ports are implied: a grant of `api.example.com` covers 80
+    /// and 443.
+    pub(crate) fn is_granted(&self, host: &str, port: u16, default_port: u16) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.granted_hosts.iter().any(|pattern| {
+            let pattern = pattern.to_ascii_lowercase();
+            let (pattern_host, pattern_port) = match pattern.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), p.parse::<u16>().ok()),
+                None => (pattern.clone(), None),
+            };
+            let port_ok = pattern_port.map_or(port == default_port, |p| p == port);
+            let host_ok = match pattern_host.strip_prefix("*.") {
+                Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                None => host == pattern_host,
+            };
+            host_ok && port_ok
+        })
+    }
+
+    /// Resolves `host` once and checks every address; returns the addresses to connect to.
+    pub(crate) async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, HttpError> {
+        let addresses: Vec<SocketAddr> = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::time::timeout(
+                self.policy.connect_timeout,
+                tokio::net::lookup_host((host, port)),
+            )
+            .await
+            .map_err(|_| HttpError::DnsTimeout)?
+            .map_err(|_| HttpError::DnsError {
+                rcode: None,
+                info_code: None,
+            })?
+            .collect(),
+        };
+        if addresses.is_empty() {
+            return Err(HttpError::DestinationNotFound);
+        }
+        for address in &addresses {
+            if let Some(reason) = forbidden_reason(address.ip(), &self.policy.allow_private) {
+                tracing::warn!(%host, address = %address.ip(), reason, "Outbound request refused.");
+                return Err(HttpError::DestinationIpProhibited);
+            }
+        }
+        Ok(addresses)
+    }
+
+    /// Sends a plugin's request after the policy allowed it, and reads the response within limits.
+    pub(crate) async fn send(
+        self,
+        request: http::Request<WasiBody>,
+    ) -> Result<http::Response<WasiBody>, HttpError> {
+        let uri = request.uri().clone();
+        let scheme = uri.scheme_str().unwrap_or("https");
+        let default_port = if scheme == "http" { 80 } else { 443 };
+        let host = uri
+            .host()
+            .ok_or(HttpError::HttpRequestUriInvalid)?
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(default_port);
+        if !self.is_granted(&host, port, default_port) {
+            return Err(denied(format!(
+                "{host}:{port} is not among the hosts the playbook granted to this plugin"
+            )));
+        }
+        let addresses = self.resolve(&host, port).await?;
+
+        let (parts, body) = request.into_parts();
+        let body = Limited::new(body, self.policy.max_request_bytes)
+            .collect()
+            .await
+            .map_err(|_| {
+                HttpError::HttpRequestBodySize(Some(self.policy.max_request_bytes as u64))
+            })?
+            .to_bytes();
+
+        // The client is built per request because the checked addresses are part of its
+        // configuration; this gives up connection reuse across steps, which the policy needs.
+        let pinned = pinned_client(&host, &addresses, &self.policy)?;
+        let mut outgoing = pinned.request(parts.method.clone(), uri.to_string());
+        for (name, value) in &parts.headers {
+            outgoing = outgoing.header(name, value);
+        }
+        for secret in &self.secret_headers {
+            outgoing = outgoing.header(&secret.header, &secret.value);
+        }
+        let response = tokio::time::timeout(self.policy.response_timeout, async {
+            let response = outgoing
+                .body(body)
+                .send()
+                .await
+                .map_err(map_reqwest_error)?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let mut collected = Vec::new();
+            let mut stream = response;
+            while let Some(chunk) = stream.chunk().await.map_err(map_reqwest_error)? {
+                if collected.len() + chunk.len() > self.policy.max_response_bytes {
+                    return Err(HttpError::HttpResponseBodySize(Some(
+                        self.policy.max_response_bytes as u64,
+                    )));
+                }
+                collected.extend_from_slice(&chunk);
+            }
+            Ok((status, headers, collected))
+        })
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)??;
+        let (status, headers, body) = response;
+        let mut builder = http::Response::builder().status(status);
+        for (name, value) in &headers {
+            builder = builder.header(name, value);
+        }
+        let body = Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        builder
+            .body(body)
+            .map_err(|e| HttpError::InternalError(Some(e.to_string())))
+    }
+}
+
+/// A client that connects to exactly `addresses` for `host`.
+fn pinned_client(
+    host: &str,
+    addresses: &[SocketAddr],
+    policy: &EgressPolicy,
+) -> Result<reqwest::Client, HttpError> {
+    reqwest::Client::builder()
+        .resolve_to_addrs(host, addresses)
+        .connect_timeout(policy.connect_timeout)
+        .timeout(policy.response_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| HttpError::InternalError(Some(e.to_string())))
+}
+
+fn map_reqwest_error(error: reqwest::Error) -> HttpError {
+    if error.is_timeout() {
+        HttpError::ConnectionTimeout
+    } else if error.is_connect() {
+        HttpError::ConnectionRefused
+    } else {
+        HttpError::HttpProtocolError
+    }
+}
+
+/// Why a destination address is refused, or `None` if it may be reached.
+pub fn forbidden_reason(ip: IpAddr, allowed: &[IpNet]) -> Option<&'static str> {
+    if allowed.iter().any(|net| net.contains(&ip)) {
+        return None;
+    }
+    if let IpAddr::V6(v6) = ip
+        && let Some(v4) = v6.to_ipv4_mapped()
+    {
+        return forbidden_reason(IpAddr::V4(v4), allowed).map(|_| "an IPv4-mapped private address");
+    }
+    if ip == IpAddr::from([169, 254, 169, 254]) {
+        return Some("the cloud metadata address");
+    }
+    if playbook::filters::is_private(ip) {
+        return Some("a private, loopback, link-local or CGNAT address");
+    }
+    if ip.is_multicast() {
+        return Some("a multicast address");
+    }
+    None
+}

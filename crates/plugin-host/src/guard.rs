@@ -1,0 +1,69 @@
+//! Guardrails for destructive actions: addresses no automation may block, whatever a playbook's
+//! template produced.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// The narrowest networks a destructive action may target: anything broader is refused outright.
+const MIN_PREFIX_V4: u8 = 16;
+const MIN_PREFIX_V6: u8 = 48;
+
+/// Looks through every string in `input` for IP addresses and networks; returns why the first
+/// dangerous one is refused.
+pub(crate) fn check(input: &serde_json::Value, protected: &[IpNet]) -> Result<(), String> {
+    match input {
+        serde_json::Value::String(text) => check_text(text, protected),
+        serde_json::Value::Array(items) => items.iter().try_for_each(|i| check(i, protected)),
+        serde_json::Value::Object(map) => map.values().try_for_each(|v| check(v, protected)),
+        _ => Ok(()),
+    }
+}
+
+fn check_text(text: &str, protected: &[IpNet]) -> Result<(), String> {
+    let text = text.trim();
+    let target = if let Ok(net) = text.parse::<IpNet>() {
+        net
+    } else if let Ok(ip) = text.parse::<IpAddr>() {
+        IpNet::from(ip)
+    } else {
+        return Ok(());
+    };
+    let too_broad = match target {
+        IpNet::V4(net) => net.prefix_len() < MIN_PREFIX_V4,
+        IpNet::V6(net) => net.prefix_len() < MIN_PREFIX_V6,
+    };
+    if too_broad {
+        return Err(format!(
+            "refused: `{text}` is too broad a target for a destructive action (at most /{MIN_PREFIX_V4} for IPv4, /{MIN_PREFIX_V6} for IPv6)"
+        ));
+    }
+    if let Some(range) = protected
+        .iter()
+        .find(|range| range.contains(&target.network()) || target.contains(&range.network()))
+    {
+        return Err(format!(
+            "refused: `{text}` is in the protected range {range}"
+        ));
+    }
+    Ok(())
+}
+
+/// Ranges that belong to every organisation: private, loopback, link-local, CGNAT, unique-local.
+pub fn default_protected_ranges() -> Vec<IpNet> {
+    [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+        "0.0.0.0/8",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    ]
+    .iter()
+    .filter_map(|range| range.parse().ok())
+    .collect()
+}

@@ -1,0 +1,184 @@
+//! Hostile plugins fail their own step, within their limits, and the host stays healthy.
+
+use std::time::{Duration, Instant};
+
+use playbook::ErrorKind;
+use serde_json::json;
+
+use crate::{call, granted, host_with, invoke};
+
+/// After each hostile call, a well-behaved call on the same host must still work.
+async fn still_healthy(host: &plugin_host::PluginHost) {
+    let output = invoke(host, call("testbed", "echo", json!({"ok": 1})))
+        .await
+        .expect("echo works");
+    assert_eq!(output["input"], json!({"ok": 1}));
+}
+
+#[tokio::test]
+async fn an_infinite_loop_is_stopped_at_its_deadline() {
+    let (host, _cache) = host_with(&["testbed"], false).await;
+    let mut spin = call("testbed", "spin", json!({}));
+    spin.timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let error = invoke(&host, spin)
+        .await
+        .expect_err("a spinning plugin must not return");
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    assert!(error.message.contains("deadline"), "{error}");
+    // Bounded: well under the outer safety margin, not minutes.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    still_healthy(&host).await;
+}
+
+#[tokio::test]
+async fn a_spinning_plugin_does_not_starve_other_work() {
+    let (host, _cache) = host_with(&["testbed"], false).await;
+    let mut spin = call("testbed", "spin", json!({}));
+    spin.timeout = Duration::from_secs(2);
+    // On a current-thread runtime, the echo can only finish while the spin runs if the spin yields.
+    let (spun, echoed) = tokio::join!(invoke(&host, spin), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let output = invoke(&host, call("testbed", "echo", json!({}))).await;
+        (output, started.elapsed())
+    });
+    assert_eq!(spun.expect_err("spins").kind, ErrorKind::Timeout);
+    let (output, took) = echoed;
+    assert!(output.is_ok());
+    assert!(
+        took < Duration::from_millis(1500),
+        "the echo waited {took:?} for the spinning plugin"
+    );
+}
+
+#[tokio::test]
+async fn an_allocation_bomb_hits_the_memory_cap() {
+    let (host, _cache) = host_with(&["testbed"], false).await;
+    let error = invoke(&host, call("testbed", "allocate", json!({})))
+        .await
+        .expect_err("cannot allocate forever");
+    assert_eq!(error.kind, ErrorKind::Internal, "{error}");
+    assert!(error.message.contains("memory limit of 32 MiB"), "{error}");
+    still_healthy(&host).await;
+}
+
+#[tokio::test]
+async fn a_trap_fails_the_step_with_a_clear_error() {
+    let (host, _cache) = host_with(&["testbed"], false).await;
+    let error = invoke(&host, call("testbed", "trap", json!({})))
+        .await
+        .expect_err("traps");
+    assert_eq!(error.kind, ErrorKind::Internal);
+    assert!(error.message.starts_with("the plugin crashed"), "{error}");
+    still_healthy(&host).await;
+}
+
+#[tokio::test]
+async fn a_huge_output_is_refused() {
+    let (host, _cache) = host_with(&["testbed"], false).await;
+    let error = invoke(
+        &host,
+        call("testbed", "huge-output", json!({"megabytes": 4})),
+    )
+    .await
+    .expect_err("too big");
+    assert_eq!(error.kind, ErrorKind::Internal);
+    assert!(
+        error
+            .message
+            .contains("passed more data to the host than it allows"),
+        "{error}"
+    );
+    still_healthy(&host).await;
+}
+
+#[tokio::test]
+async fn requests_to_hosts_the_playbook_did_not_grant_are_refused() {
+    let (host, _cache) = host_with(&["testbed"], true).await;
+    let fetch = call("testbed", "fetch", json!({"url": "http://example.com/"}));
+    let error = invoke(&host, granted(fetch, &["api.other.test"], &[]))
+        .await
+        .expect_err("not granted");
+    assert_eq!(error.kind, ErrorKind::InvalidInput, "{error}");
+    assert!(
+        error.message.contains("does not grant this host"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn the_metadata_address_is_refused_even_when_granted() {
+    let (host, _cache) = host_with(&["testbed"], true).await;
+    let fetch = call(
+        "testbed",
+        "fetch",
+        json!({"url": "http://169.254.169.254/latest/meta-data/"}),
+    );
+    let error = invoke(&host, granted(fetch, &["169.254.169.254"], &[]))
+        .await
+        .expect_err("metadata");
+    assert!(
+        error
+            .message
+            .contains("private, loopback, link-local or a metadata address"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_name_that_resolves_to_loopback_is_refused_unless_loopback_is_allowed() {
+    let (addr, seen) =
+        crate::serve(axum::Router::new().route("/", axum::routing::get(|| async { "hi" }))).await;
+    let url = format!("http://localhost:{}/", addr.port());
+    let host_pattern = format!("localhost:{}", addr.port());
+
+    let (strict, _cache) = host_with(&["testbed"], false).await;
+    let fetch = granted(
+        call("testbed", "fetch", json!({ "url": url })),
+        &[&host_pattern],
+        &[],
+    );
+    let error = invoke(&strict, fetch.clone())
+        .await
+        .expect_err("loopback is private");
+    assert!(error.message.contains("metadata address"), "{error}");
+    assert!(
+        seen.all().is_empty(),
+        "the refused request must never reach the server"
+    );
+
+    let (allowing, _cache) = host_with(&["testbed"], true).await;
+    let output = invoke(&allowing, fetch)
+        .await
+        .expect("allowed by the loopback rule");
+    assert_eq!(output["status"], 200);
+}
+
+#[tokio::test]
+async fn destructive_actions_refuse_protected_and_overly_broad_targets() {
+    let (host, _cache) = host_with(&["testbed"], false).await;
+    for (target, refused) in [
+        ("10.1.2.3", true),
+        ("0.0.0.0/0", true),
+        ("192.168.0.0/16", true),
+        ("203.0.0.0/8", true),
+        ("::1", true),
+        ("203.0.113.7", false),
+        ("198.51.100.0/24", false),
+    ] {
+        let result = invoke(&host, call("testbed", "block", json!({ "target": target }))).await;
+        match (refused, result) {
+            (true, Err(error)) => {
+                assert_eq!(error.kind, ErrorKind::InvalidInput);
+                assert!(error.message.starts_with("refused:"), "{error}");
+            }
+            (false, Ok(output)) => assert_eq!(output["blocked"], target),
+            (refused, result) => panic!("{target}: expected refused={refused}, got {result:?}"),
+        }
+    }
+}

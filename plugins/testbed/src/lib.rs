@@ -1,0 +1,124 @@
+//! A plugin for testing the host: well-behaved actions that exercise every host service, and
+//! hostile ones that misbehave on purpose (spin forever, allocate without bound, trap, flood the
+//! output). Built by the test setup; never installed in production.
+
+use riposte_plugin_sdk::http::Request;
+use riposte_plugin_sdk::{
+    Action, Context, Error, Manifest, Plugin, Secret, Value, json, kv, log, plugin,
+};
+
+struct Testbed;
+
+impl Plugin for Testbed {
+    fn manifest() -> Manifest {
+        Manifest::new(
+            "testbed",
+            env!("CARGO_PKG_VERSION"),
+            "Exercises and abuses the plugin host.",
+        )
+        .action(Action::new("echo", "Returns its input and call context."))
+        .action(Action::new("noop", "Returns an empty object."))
+        .action(
+            Action::new("fetch", "GETs `url` and returns the status and body.").not_idempotent(),
+        )
+        .action(Action::new(
+            "secret",
+            "Tells whether the secret `name` is readable.",
+        ))
+        .action(Action::new("log", "Logs `message` with `fields`."))
+        .action(Action::new(
+            "kv",
+            "Sets `key` to `value` if given, then reads it.",
+        ))
+        .action(Action::new("block", "Pretends to block `target`.").destructive())
+        .action(Action::new("spin", "Loops forever."))
+        .action(Action::new("allocate", "Allocates memory until it fails."))
+        .action(Action::new("trap", "Panics."))
+        .action(Action::new(
+            "huge-output",
+            "Returns `megabytes` MiB of output.",
+        ))
+        .action(Action::new("fail", "Fails with the error `kind`."))
+        .secret(Secret::readable(
+            "readable_token",
+            "A secret the plugin reads itself.",
+        ))
+        .secret(Secret::header(
+            "api_token",
+            "A secret the host attaches.",
+            "authorization",
+            "Bearer {secret}",
+        ))
+    }
+
+    fn invoke(action: &str, input: Value, context: &Context) -> Result<Value, Error> {
+        match action {
+            "echo" => Ok(json!({
+                "input": input,
+                "run_id": context.run_id,
+                "step_id": context.step_id,
+                "attempt": context.attempt,
+                "idempotency_key": context.idempotency_key,
+            })),
+            "noop" => Ok(json!({})),
+            "fetch" => {
+                let url = input["url"]
+                    .as_str()
+                    .ok_or_else(|| Error::InvalidInput("`url` is required".into()))?;
+                let response = Request::get(url).send()?;
+                Ok(json!({ "status": response.status, "body": response.text() }))
+            }
+            "secret" => {
+                let name = input["name"].as_str().unwrap_or_default();
+                let value = riposte_plugin_sdk::secret(name);
+                Ok(json!({ "readable": value.is_some(), "length": value.map_or(0, |v| v.len()) }))
+            }
+            "log" => {
+                let message = input["message"].as_str().unwrap_or_default();
+                let value = input["value"].as_str().unwrap_or_default();
+                log::info(message, &[("value", value)]);
+                Ok(json!({ "logged": true }))
+            }
+            "kv" => {
+                let key = input["key"].as_str().unwrap_or_default();
+                if let Some(value) = input["value"].as_str() {
+                    kv::set(key, value, None);
+                }
+                Ok(json!({ "value": kv::get(key) }))
+            }
+            "block" => Ok(json!({ "blocked": input["target"] })),
+            "spin" => {
+                let mut counter: u64 = 0;
+                loop {
+                    counter = std::hint::black_box(counter.wrapping_add(1));
+                }
+            }
+            "allocate" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1024 * 1024]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => panic!("the testbed was asked to trap"),
+            "huge-output" => {
+                let megabytes = input["megabytes"].as_u64().unwrap_or(8) as usize;
+                Ok(json!({ "data": "x".repeat(megabytes * 1024 * 1024) }))
+            }
+            "fail" => Err(match input["kind"].as_str().unwrap_or_default() {
+                "rate_limited" => Error::RateLimited(riposte_plugin_sdk::RateLimit {
+                    message: "slow down".into(),
+                    retry_after_ms: Some(1500),
+                }),
+                "unauthorized" => Error::Unauthorized("bad credentials".into()),
+                "not_found" => Error::NotFound("no such thing".into()),
+                "upstream" => Error::Upstream("the upstream failed".into()),
+                "invalid_input" => Error::InvalidInput("bad input".into()),
+                _ => Error::Internal("internal".into()),
+            }),
+            other => Err(Error::unknown_action(other)),
+        }
+    }
+}
+
+plugin!(Testbed);
