@@ -1,6 +1,7 @@
 //! The plugin host with real plugins, built from `plugins/` by the test setup, against real HTTP
 //! servers on 127.0.0.1.
 
+mod apis;
 mod hostile;
 mod plugins;
 
