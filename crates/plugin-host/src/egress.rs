@@ -42,9 +42,14 @@ impl Default for EgressPolicy {
     }
 }
 
-/// A secret the host attaches to requests: to these hosts, as this header.
+/// The request header a plugin sets to the *name* of a granted secret, asking the host to attach
+/// that secret as its declared header. The host removes it before the request leaves.
+pub(crate) const SECRET_MARKER_HEADER: &str = "riposte-secret";
+
+/// A secret the host attaches to a request when the plugin names it in [`SECRET_MARKER_HEADER`].
 #[derive(Clone)]
 pub(crate) struct SecretHeader {
+    pub(crate) name: String,
     pub(crate) header: http::HeaderName,
     pub(crate) value: http::HeaderValue,
 }
@@ -138,6 +143,7 @@ impl Egress {
         let addresses = self.resolve(&host, port).await?;
 
         let (parts, body) = request.into_parts();
+        let headers = self.headers_with_secrets(parts.headers, scheme, &addresses)?;
         let body = Limited::new(body, self.policy.max_request_bytes)
             .collect()
             .await
@@ -149,13 +155,9 @@ impl Egress {
         // The client is built per request because the checked addresses are part of its
         // configuration; this gives up connection reuse across steps, which the policy needs.
         let pinned = pinned_client(&host, &addresses, &self.policy)?;
-        let mut outgoing = pinned.request(parts.method.clone(), uri.to_string());
-        for (name, value) in &parts.headers {
-            outgoing = outgoing.header(name, value);
-        }
-        for secret in &self.secret_headers {
-            outgoing = outgoing.header(&secret.header, &secret.value);
-        }
+        let outgoing = pinned
+            .request(parts.method.clone(), uri.to_string())
+            .headers(headers);
         let response = tokio::time::timeout(self.policy.response_timeout, async {
             let response = outgoing
                 .body(body)
@@ -192,6 +194,49 @@ impl Egress {
     }
 }
 
+impl Egress {
+    /// The request's headers with the secrets the plugin named attached (replacing any header of
+    /// the same name the plugin set), and the marker removed. Secrets travel only over HTTPS, or
+    /// to ranges the server explicitly allowed (local services).
+    fn headers_with_secrets(
+        &self,
+        mut headers: http::HeaderMap,
+        scheme: &str,
+        addresses: &[SocketAddr],
+    ) -> Result<http::HeaderMap, HttpError> {
+        let named: Vec<String> = headers
+            .get_all(SECRET_MARKER_HEADER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .collect();
+        headers.remove(SECRET_MARKER_HEADER);
+        let plain_text_ok = scheme == "https"
+            || addresses.iter().all(|a| {
+                self.policy
+                    .allow_private
+                    .iter()
+                    .any(|net| net.contains(&a.ip()))
+            });
+        for name in named {
+            let Some(secret) = self.secret_headers.iter().find(|s| s.name == name) else {
+                // Not granted (or not header-bound): the request goes without it.
+                tracing::warn!(secret = %name, "A plugin asked for a secret the playbook did not grant it.");
+                continue;
+            };
+            if !plain_text_ok {
+                return Err(denied(format!(
+                    "the secret `{name}` is only sent over HTTPS"
+                )));
+            }
+            headers.insert(secret.header.clone(), secret.value.clone());
+        }
+        Ok(headers)
+    }
+}
+
 /// A client that connects to exactly `addresses` for `host`.
 fn pinned_client(
     host: &str,
@@ -203,6 +248,8 @@ fn pinned_client(
         .connect_timeout(policy.connect_timeout)
         .timeout(policy.response_timeout)
         .redirect(reqwest::redirect::Policy::none())
+        // Some APIs (CrowdSec's LAPI among them) refuse requests without one; a plugin may set its own.
+        .user_agent(concat!("riposte/", env!("CARGO_PKG_VERSION")))
         .no_proxy()
         .build()
         .map_err(|e| HttpError::InternalError(Some(e.to_string())))

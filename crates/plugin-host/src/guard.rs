@@ -22,11 +22,7 @@ pub(crate) fn check(input: &serde_json::Value, protected: &[IpNet]) -> Result<()
 
 fn check_text(text: &str, protected: &[IpNet]) -> Result<(), String> {
     let text = text.trim();
-    let target = if let Ok(net) = text.parse::<IpNet>() {
-        net
-    } else if let Ok(ip) = text.parse::<IpAddr>() {
-        IpNet::from(ip)
-    } else {
+    let Some(target) = target_of(text) else {
         return Ok(());
     };
     let too_broad = match target {
@@ -47,6 +43,50 @@ fn check_text(text: &str, protected: &[IpNet]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The address or network a string designates, however it is written: plain, defanged
+/// (`10[.]1[.]2[.]3`), with a port (`10.1.2.3:22`, `[::1]:22`), or IPv4-mapped (`::ffff:10.1.2.3`)
+/// — plugins clean their input up the same way before acting on it. URLs are endpoints to
+/// connect to (the egress policy governs those), not targets, and are left alone.
+fn target_of(text: &str) -> Option<IpNet> {
+    if text.contains("://") {
+        return None;
+    }
+    let cleaned = text
+        .replace("[.]", ".")
+        .replace("(.)", ".")
+        .replace("[:]", ":");
+    let mut candidates = vec![cleaned.clone()];
+    if let Some((inner, _)) = cleaned.strip_prefix('[').and_then(|h| h.split_once(']')) {
+        candidates.push(inner.to_owned());
+    }
+    if let Some((address, port)) = cleaned.rsplit_once(':')
+        && port.chars().all(|c| c.is_ascii_digit())
+        && address.contains('.')
+    {
+        candidates.push(address.to_owned());
+    }
+    candidates.into_iter().find_map(|candidate| {
+        let net = candidate
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| candidate.parse::<IpAddr>().ok().map(IpNet::from))?;
+        Some(unmap(net))
+    })
+}
+
+/// `::ffff:a.b.c.d/n` is the IPv4 network `a.b.c.d/(n-96)`.
+fn unmap(net: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = net
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && v6.prefix_len() >= 96
+    {
+        return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+            .map(IpNet::V4)
+            .unwrap_or(net);
+    }
+    net
 }
 
 /// Ranges that belong to every organisation: private, loopback, link-local, CGNAT, unique-local.

@@ -204,7 +204,7 @@ impl PluginHost {
                 )
             })?;
         if let Some(wanted) = &call.uses.version
-            && !loaded.manifest.version.starts_with(wanted.as_str())
+            && !version_matches(&loaded.manifest.version, wanted)
         {
             return Err(StepError::new(
                 ErrorKind::Internal,
@@ -358,12 +358,23 @@ impl PluginHost {
             match binding.and_then(|b| b.header.as_ref().map(|h| (h, b.header_format.as_deref()))) {
                 Some((header, format)) => {
                     let text = format.unwrap_or("{secret}").replace("{secret}", value);
-                    if let (Ok(header), Ok(mut value)) = (
+                    match (
                         http::HeaderName::try_from(header.as_str()),
                         http::HeaderValue::try_from(text),
                     ) {
-                        value.set_sensitive(true);
-                        secret_headers.push(SecretHeader { header, value });
+                        (Ok(header), Ok(mut value)) => {
+                            value.set_sensitive(true);
+                            secret_headers.push(SecretHeader {
+                                name: name.clone(),
+                                header,
+                                value,
+                            });
+                        }
+                        _ => tracing::warn!(
+                            plugin = %manifest.name,
+                            secret = %name,
+                            "The secret cannot be sent as the header the plugin declares; it is not attached."
+                        ),
                     }
                 }
                 None => {
@@ -458,6 +469,14 @@ fn engine_config(config: &HostConfig) -> Config {
     engine
 }
 
+/// `1.2` matches `1.2.x`, `1` matches `1.x.y`, `1.2.3` matches exactly: a pin compares whole
+/// version components, so `0.1` never matches `0.10.0`.
+fn version_matches(version: &str, pin: &str) -> bool {
+    let version: Vec<&str> = version.split(['.', '-', '+']).collect();
+    let pin: Vec<&str> = pin.split('.').collect();
+    pin.len() <= version.len() && pin.iter().zip(&version).all(|(p, v)| p == v)
+}
+
 fn timeout_error(timeout: Duration) -> StepError {
     StepError::new(
         ErrorKind::Timeout,
@@ -479,7 +498,7 @@ fn trap_error(trap: &wasmtime::Error, timeout: Duration, max_memory: usize) -> S
             "the plugin passed more data to the host than it allows (its output or a host call's arguments are too large)",
         );
     }
-    if text.contains("growing memory") || text.contains("memory") && text.contains("limit") {
+    if text.contains("growing memory") {
         return StepError::new(
             ErrorKind::Internal,
             format!(

@@ -54,6 +54,8 @@ pub(crate) struct RunArgs {
     /// Print run events as JSON lines instead of a human summary.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    plugins: crate::plugins::PluginArgs,
 }
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -113,7 +115,9 @@ async fn run_async(
     let executor: Arc<dyn StepExecutor> = if args.dry_run {
         Arc::new(DryRunExecutor::new(mocks))
     } else {
-        Arc::new(BuiltinExecutor)
+        Arc::new(LocalExecutor {
+            plugins: args.plugins.host().await?,
+        })
     };
     let (journal, earlier) = match &args.journal {
         Some(path) => {
@@ -258,22 +262,29 @@ fn print_summary(state: &RunState) {
     }
 }
 
-/// The steps a local run can perform without the WASM plugin host.
-struct BuiltinExecutor;
+/// The built-in `core` plugin, and the WebAssembly plugins loaded with `--plugins`.
+struct LocalExecutor {
+    plugins: Option<plugin_host::PluginHost>,
+}
 
 #[async_trait]
-impl StepExecutor for BuiltinExecutor {
+impl StepExecutor for LocalExecutor {
     async fn execute(&self, call: StepCall) -> Result<serde_json::Value, StepError> {
-        match (call.uses.plugin.as_str(), call.uses.action.as_str()) {
-            ("core", "echo") => Ok(call.input),
-            ("core", action) => Err(StepError::new(
+        match (
+            call.uses.plugin.as_str(),
+            call.uses.action.as_str(),
+            &self.plugins,
+        ) {
+            ("core", "echo", _) => Ok(call.input),
+            ("core", action, _) => Err(StepError::new(
                 ErrorKind::InvalidInput,
                 format!("the core plugin has no action `{action}`; it has `echo`"),
             )),
-            (plugin, _) => Err(StepError::new(
+            (_, _, Some(host)) => host.invoke(&call).await,
+            (plugin, _, None) => Err(StepError::new(
                 ErrorKind::Internal,
                 format!(
-                    "plugin `{plugin}` is not installed: this build runs only the built-in `core` plugin; rehearse with --dry-run"
+                    "plugin `{plugin}` is not installed: load plugins with --plugins <dir>, or rehearse with --dry-run"
                 ),
             )),
         }

@@ -4,6 +4,7 @@
 //! `playbook` and `runner` crates.
 
 mod local_run;
+mod plugins;
 mod validate;
 
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ enum Command {
     Schema,
     /// Run a playbook locally for one event, showing each step as it happens.
     Run(local_run::RunArgs),
+    /// Inspect and scaffold WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(plugins::PluginCommand),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Validate { paths, format } => validate::validate(&paths, format),
         Command::Schema => print_schema(),
         Command::Run(args) => local_run::run(args),
+        Command::Plugin(command) => plugins::run(command),
     };
     match result {
         Ok(code) => code,

@@ -127,6 +127,7 @@ fn check_ip(input: IpInput) -> Result<Reputation, Error> {
     );
     let response = Request::get(&url)
         .header("accept", "application/json")
+        .with_secret("abuseipdb_key")
         .send()?
         .error_for_status()?;
     let body: Value = response.json()?;
@@ -180,6 +181,7 @@ fn virustotal(
         .trim_end_matches('/');
     let response = Request::get(&format!("{base}/api/v3/{collection}/{id}"))
         .header("accept", "application/json")
+        .with_secret("virustotal_key")
         .send()?;
     let reputation = if response.status == 404 {
         // VirusTotal has never seen it: worth knowing, not a failure.

@@ -85,7 +85,9 @@ impl Plugin for Http {
             return Err(Error::unknown_action(action));
         }
         let input: RequestInput = parse(input)?;
-        let mut request = HttpRequest::new(&input.method, &input.url);
+        // The host attaches `http_authorization` only if the playbook granted it.
+        let mut request =
+            HttpRequest::new(&input.method, &input.url).with_secret("http_authorization");
         for (name, value) in &input.headers {
             request = request.header(name, value);
         }

@@ -100,6 +100,7 @@ fn post_message(message: PostMessage) -> Result<Value, Error> {
         body["thread_ts"] = Value::String(thread);
     }
     let response = Request::post(&format!("{base}/api/chat.postMessage"))
+        .with_secret("slack_bot_token")
         .json(&body)
         .send()?
         .error_for_status()?;

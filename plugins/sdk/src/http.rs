@@ -75,6 +75,13 @@ impl Request {
         self
     }
 
+    /// Asks the host to attach the header-bound secret `name` (see [`crate::Secret::header`]) to
+    /// this request. The plugin never sees the value; if the playbook did not grant the secret,
+    /// the request goes without it.
+    pub fn with_secret(self, name: &str) -> Self {
+        self.header("riposte-secret", name)
+    }
+
     /// A JSON body, with its content type.
     pub fn json(self, body: &Value) -> Self {
         let bytes = body.to_string().into_bytes();
@@ -211,6 +218,7 @@ pub fn send(request: Request) -> Result<Response, HttpError> {
             Ok(chunk) => body.extend_from_slice(&chunk),
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {
+                // The host cut the body off: a size cap or a timeout.
                 return Err(failure(format!(
                     "reading the response failed: {}",
                     e.to_debug_string()

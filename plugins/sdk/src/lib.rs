@@ -274,8 +274,8 @@ impl Secret {
         }
     }
 
-    /// A secret the host adds to every request to a granted host, as `header: format` where
-    /// `{secret}` in `format` stands for the value. The plugin never sees it.
+    /// A secret the host adds as `header: format` (where `{secret}` stands for the value) to the
+    /// requests that ask for it with [`http::Request::with_secret`]. The plugin never sees it.
     pub fn header(name: &str, description: &str, header: &str, format: &str) -> Self {
         Secret {
             name: name.into(),

@@ -65,7 +65,11 @@ impl Plugin for Testbed {
                 let url = input["url"]
                     .as_str()
                     .ok_or_else(|| Error::InvalidInput("`url` is required".into()))?;
-                let response = Request::get(url).send()?;
+                let mut request = Request::get(url);
+                if let Some(secret) = input["attach"].as_str() {
+                    request = request.with_secret(secret);
+                }
+                let response = request.send()?;
                 Ok(json!({ "status": response.status, "body": response.text() }))
             }
             "secret" => {

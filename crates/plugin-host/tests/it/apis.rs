@@ -145,10 +145,10 @@ async fn enrich_ioc_checks_an_ip_on_abuseipdb_and_caches_the_answer() {
     assert_eq!(output["is_tor"], true);
     assert!(
         seen.all()[0]
-            .0
+            .uri
             .contains("ipAddress=185.220.101.45&maxAgeInDays=90"),
         "{:?}",
-        seen.all()[0].0
+        seen.all()[0].uri
     );
 
     let again = invoke(&host, check("185.220.101.45"))
@@ -273,7 +273,7 @@ async fn notify_slack_posts_messages_and_maps_slack_errors() {
         posted,
         json!({"channel": "C024BE91L", "ts": "1795400000.000100"})
     );
-    let body: Value = serde_json::from_str(&seen.all()[0].2).expect("JSON body");
+    let body: Value = serde_json::from_str(&seen.all()[0].body).expect("JSON body");
     assert_eq!(body["blocks"][0]["type"], "section");
 
     let cases = [
@@ -361,7 +361,7 @@ outputs:
         state.outputs,
         Some(json!({"verdict": "malicious", "ts": "1795400000.000100"}))
     );
-    let slack_body: Value = serde_json::from_str(&slack_seen.all()[0].2).expect("JSON");
+    let slack_body: Value = serde_json::from_str(&slack_seen.all()[0].body).expect("JSON");
     assert_eq!(slack_body["text"], "185[.]220[.]101[.]45 scored 100");
 
     let record = serde_json::to_string(&journal.events("run-e2e")).expect("serializable");

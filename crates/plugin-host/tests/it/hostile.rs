@@ -168,6 +168,12 @@ async fn destructive_actions_refuse_protected_and_overly_broad_targets() {
         ("192.168.0.0/16", true),
         ("203.0.0.0/8", true),
         ("::1", true),
+        ("::ffff:10.1.2.3", true),
+        ("10[.]1[.]2[.]3", true),
+        ("10.1.2.3:22", true),
+        // An endpoint (where to connect), not a target: the egress policy governs it.
+        ("http://10.1.2.3/admin", false),
+        ("[::1]:8080", true),
         ("203.0.113.7", false),
         ("198.51.100.0/24", false),
     ] {

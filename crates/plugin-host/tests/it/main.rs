@@ -2,44 +2,18 @@
 //! servers on 127.0.0.1.
 
 mod apis;
+mod crowdsec;
 mod hostile;
 mod plugins;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use plugin_host::{EgressPolicy, HostConfig, PluginHost};
 use runner::{Grant, StepCall, StepError};
 
-/// Builds the plugins once per test process and returns the folder holding the `.wasm` files.
-pub(crate) fn plugin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugins");
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("plugins/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the plugins failed");
-        target.join("wasm32-wasip2/release")
-    })
-}
-
 pub(crate) fn wasm(name: &str) -> PathBuf {
-    plugin_dir().join(format!("{}.wasm", name.replace('-', "_")))
+    test_support::plugin(name)
 }
 
 /// A host with the given plugins loaded; loopback is reachable only if `allow_loopback`.
@@ -104,49 +78,4 @@ pub(crate) async fn invoke(
     host.invoke(&call).await
 }
 
-/// What a loopback server saw.
-#[derive(Clone, Default)]
-pub(crate) struct Seen {
-    pub(crate) requests: Arc<Mutex<Vec<(String, http::HeaderMap, String)>>>,
-}
-
-impl Seen {
-    pub(crate) fn all(&self) -> Vec<(String, http::HeaderMap, String)> {
-        self.requests.lock().expect("lock").clone()
-    }
-}
-
-/// Serves `router` on 127.0.0.1 with an ephemeral port, recording every request.
-pub(crate) async fn serve(router: axum::Router) -> (SocketAddr, Seen) {
-    let seen = Seen::default();
-    let recorder = seen.clone();
-    let router = router.layer(axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| {
-            let recorder = recorder.clone();
-            async move {
-                let (parts, body) = request.into_parts();
-                let bytes = axum::body::to_bytes(body, 1 << 20)
-                    .await
-                    .unwrap_or_default();
-                recorder.requests.lock().expect("lock").push((
-                    parts.uri.to_string(),
-                    parts.headers.clone(),
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                ));
-                next.run(axum::extract::Request::from_parts(
-                    parts,
-                    axum::body::Body::from(bytes),
-                ))
-                .await
-            }
-        },
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (address, seen)
-}
+pub(crate) use test_support::serve;

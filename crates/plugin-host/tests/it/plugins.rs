@@ -129,12 +129,14 @@ async fn header_secrets_are_attached_by_the_host_and_hidden_from_the_plugin() {
     ];
     let pattern = format!("127.0.0.1:{}", addr.port());
 
-    let fetch = call(
-        "testbed",
-        "fetch",
-        json!({ "url": format!("http://{addr}/whoami") }),
-    );
-    let output = invoke(&host, granted(fetch, &[&pattern], &secrets))
+    let fetch = |attach: Option<&str>| {
+        let mut input = json!({ "url": format!("http://{addr}/whoami") });
+        if let Some(name) = attach {
+            input["attach"] = json!(name);
+        }
+        granted(call("testbed", "fetch", input), &[&pattern], &secrets)
+    };
+    let output = invoke(&host, fetch(Some("api_token")))
         .await
         .expect("fetch");
     assert_eq!(output["status"], 200);
@@ -142,6 +144,14 @@ async fn header_secrets_are_attached_by_the_host_and_hidden_from_the_plugin() {
         headers.lock().expect("lock").as_deref(),
         Some("Bearer tok-4e1d-canary")
     );
+    // A request that does not ask for the secret goes without it.
+    invoke(&host, fetch(None)).await.expect("fetch");
+    assert_eq!(headers.lock().expect("lock").as_deref(), None);
+    // A readable secret is never attached by the host.
+    invoke(&host, fetch(Some("readable_token")))
+        .await
+        .expect("fetch");
+    assert_eq!(headers.lock().expect("lock").as_deref(), None);
 
     let hidden = invoke(
         &host,
@@ -200,7 +210,7 @@ async fn the_http_plugin_calls_a_granted_api() {
             "method": "POST",
             "url": format!("http://{addr}/api/tickets"),
             "json": {"title": "Block 203.0.113.7"},
-            "headers": {"x-request-id": "run-1"}
+            "headers": {"x-request-id": "run-1", "authorization": "forged-by-the-playbook"}
         }),
     );
     let output = invoke(
@@ -221,15 +231,24 @@ async fn the_http_plugin_calls_a_granted_api() {
     let requests = seen.all();
     assert_eq!(requests.len(), 1);
     assert_eq!(
+        requests[0].headers.get_all("authorization").iter().count(),
+        1,
+        "the host's secret replaces a header of the same name"
+    );
+    assert!(
+        requests[0].headers.get("riposte-secret").is_none(),
+        "the marker never leaves the host"
+    );
+    assert_eq!(
         requests[0]
-            .1
+            .headers
             .get("x-request-id")
             .map(|v| v.to_str().unwrap_or_default()),
         Some("run-1")
     );
     assert_eq!(
         requests[0]
-            .1
+            .headers
             .get("authorization")
             .map(|v| v.to_str().unwrap_or_default()),
         Some("Token abc-123")

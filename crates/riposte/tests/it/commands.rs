@@ -1,0 +1,283 @@
+//! Validating, publishing the schema, and running playbooks locally.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub(crate) fn riposte(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_riposte"))
+        .args(args)
+        .current_dir(workspace_root())
+        .env_remove("RIPOSTE_LOG")
+        .output()
+        .expect("the riposte binary runs")
+}
+
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub(crate) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["validate", "--help"],
+        vec!["schema", "--help"],
+        vec!["run", "--help"],
+        vec!["plugin", "--help"],
+        vec!["plugin", "inspect", "--help"],
+        vec!["plugin", "new", "--help"],
+    ] {
+        let output = riposte(&args);
+        assert!(output.status.success(), "{args:?}");
+        assert!(text(&output.stdout).contains("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn the_example_playbooks_validate() {
+    let output = riposte(&["validate", "playbooks/"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("all valid"));
+}
+
+#[test]
+fn invalid_playbooks_exit_1_with_located_diagnostics() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("typo.yaml");
+    std::fs::write(
+        &file,
+        "name: typo\ntrigger: { webhook: t, public: true }\nsteps:\n  - id: a\n    uses: x/y\n    retires: 3\n",
+    )
+    .expect("write");
+    let output = riposte(&["validate", file.to_str().expect("utf-8 path")]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("unknown field `retires`"), "{stderr}");
+    assert!(stderr.contains("typo.yaml:6:5"), "{stderr}");
+    assert!(stderr.contains("did you mean `retry`?"), "{stderr}");
+
+    let output = riposte(&[
+        "validate",
+        "--format",
+        "json",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    let diagnostic = &json[0]["diagnostics"][0];
+    assert_eq!(diagnostic["code"], "unknown-field");
+    assert_eq!(diagnostic["line"], 6);
+    assert_eq!(diagnostic["column"], 5);
+    assert_eq!(diagnostic["hint"], "did you mean `retry`?");
+}
+
+#[test]
+fn a_missing_file_is_an_error_not_a_panic() {
+    let output = riposte(&["validate", "does/not/exist.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("cannot read"));
+}
+
+#[test]
+fn the_published_schema_is_the_one_checked_into_docs() {
+    let output = riposte(&["schema"]);
+    assert!(output.status.success());
+    let published = std::fs::read_to_string(workspace_root().join("docs/playbook.schema.json"))
+        .expect("docs/playbook.schema.json");
+    assert_eq!(text(&output.stdout), published);
+}
+
+const GATED: &str = r#"
+name: local
+trigger:
+  webhook: t
+  public: true
+  filter: trigger.kind == 'alert'
+secrets: [token]
+steps:
+  - id: enrich
+    uses: core/echo
+    with: { ip: "{{ trigger.ip }}", token: "{{ secrets.token }}" }
+  - id: block
+    uses: core/echo
+    needs: [enrich]
+    approval: { approvers: [soc] }
+    with: { ip: "{{ steps.enrich.output.ip }}" }
+outputs:
+  blocked: "{{ steps.block.output.ip }}"
+"#;
+
+fn write_gated(dir: &Path) -> (String, String) {
+    let playbook = dir.join("local.yaml");
+    let event = dir.join("event.json");
+    std::fs::write(&playbook, GATED).expect("write playbook");
+    std::fs::write(&event, r#"{"kind": "alert", "ip": "203.0.113.7"}"#).expect("write event");
+    (
+        playbook.to_str().expect("utf-8").to_owned(),
+        event.to_str().expect("utf-8").to_owned(),
+    )
+}
+
+#[test]
+fn a_dry_run_shows_each_call_and_makes_none() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (playbook, event) = write_gated(dir.path());
+    let without_mock = riposte(&["run", &playbook, "--event", &event, "--dry-run"]);
+    assert_eq!(without_mock.status.code(), Some(1));
+    assert!(text(&without_mock.stderr).contains("--mock <step>=<file.json>"));
+
+    let mock = dir.path().join("enrich.json");
+    std::fs::write(&mock, r#"{"ip": "203.0.113.7"}"#).expect("write mock");
+    let enrich = format!("enrich={}", mock.display());
+    let block = format!("block={}", mock.display());
+    let output = riposte(&[
+        "run",
+        &playbook,
+        "--event",
+        &event,
+        "--dry-run",
+        "--mock",
+        &enrich,
+        "--mock",
+        &block,
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(r#"block (core/echo) would call with {"ip":"203.0.113.7"}"#),
+        "{stderr}"
+    );
+    assert!(stderr.contains("dry run"), "{stderr}");
+    assert!(
+        stderr.contains(r#"enrich (core/echo) would call with {"ip":"203.0.113.7""#),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("block waits for approval by soc"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_local_run_waits_for_approval_and_resumes_from_its_journal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (playbook, event) = write_gated(dir.path());
+    let journal = dir.path().join("run.jsonl");
+    let journal = journal.to_str().expect("utf-8");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            playbook.as_str(),
+            "--event",
+            event.as_str(),
+            "--journal",
+            journal,
+        ];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_riposte"))
+            .args(&args)
+            .env("RIPOSTE_SECRET_TOKEN", "tok-canary-5150")
+            .output()
+            .expect("runs")
+    };
+
+    let waiting = run(&[]);
+    assert_eq!(waiting.status.code(), Some(3), "{}", text(&waiting.stderr));
+    assert!(text(&waiting.stderr).contains("waits for approval"));
+
+    let approved = run(&["--approve", "block"]);
+    let stderr = text(&approved.stderr);
+    assert!(approved.status.success(), "{stderr}");
+    assert!(stderr.contains("Resuming run"), "{stderr}");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&approved.stdout).expect("outputs as JSON"),
+        serde_json::json!({"blocked": "203.0.113.7"})
+    );
+
+    let recorded = std::fs::read_to_string(journal).expect("journal");
+    let enrich_successes = recorded
+        .lines()
+        .filter(|l| l.contains(r#""type":"step_succeeded""#) && l.contains(r#""step":"enrich""#))
+        .count();
+    assert_eq!(
+        enrich_successes, 1,
+        "a resumed run must not repeat a finished step"
+    );
+    assert!(
+        !recorded.contains("tok-canary-5150"),
+        "the secret leaked into the journal"
+    );
+}
+
+#[test]
+fn an_event_the_filter_rejects_starts_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (playbook, _) = write_gated(dir.path());
+    let event = dir.path().join("other.json");
+    std::fs::write(&event, r#"{"kind": "heartbeat"}"#).expect("write");
+    let output = riposte(&["run", &playbook, "--event", event.to_str().expect("utf-8")]);
+    assert!(output.status.success());
+    assert!(text(&output.stderr).contains("does not match"));
+}
+
+#[test]
+fn a_plugin_this_build_cannot_run_fails_its_step_clearly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let playbook = dir.path().join("p.yaml");
+    std::fs::write(
+        &playbook,
+        "name: p\ntrigger: { webhook: t, public: true }\nsteps:\n  - { id: enrich, uses: enrich-ioc/check-ip }\n",
+    )
+    .expect("write");
+    let event = dir.path().join("e.json");
+    std::fs::write(&event, "{}").expect("write");
+    let output = riposte(&[
+        "run",
+        playbook.to_str().expect("utf-8"),
+        "--event",
+        event.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("plugin `enrich-ioc` is not installed"));
+}
+
+#[test]
+fn every_example_playbook_rehearses_cleanly_on_its_sample_event() {
+    let root = workspace_root();
+    let mut rehearsed = 0;
+    for entry in std::fs::read_dir(root.join("playbooks")).expect("playbooks/") {
+        let path = entry.expect("entry").path();
+        let Some(name) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|_| path.extension().is_some_and(|e| e == "yaml"))
+        else {
+            continue;
+        };
+        let event = format!("playbooks/events/{name}.json");
+        let mocks = format!("playbooks/mocks/{name}");
+        let playbook = format!("playbooks/{name}.yaml");
+        let mut args = vec![
+            "run",
+            playbook.as_str(),
+            "--event",
+            event.as_str(),
+            "--dry-run",
+        ];
+        if root.join(&mocks).is_dir() {
+            args.extend(["--mocks", mocks.as_str()]);
+        }
+        let output = riposte(&args);
+        assert!(
+            output.status.success(),
+            "{name} failed its rehearsal:\n{}",
+            text(&output.stderr)
+        );
+        rehearsed += 1;
+    }
+    assert!(rehearsed >= 3, "expected at least three example playbooks");
+}

@@ -1,0 +1,180 @@
+//! Shared helpers for the workspace's tests: real parts, started by the tests themselves.
+//!
+//! - [`plugin_dir`] builds the WebAssembly plugins in `plugins/` from source (once per test process;
+//!   cargo's lock makes concurrent test processes wait for one build).
+//! - [`serve`] runs an axum router on 127.0.0.1 with an ephemeral port and records every request,
+//!   for loopback servers that speak the APIs plugins call.
+//! - [`CrowdSec`] starts a real CrowdSec Local API (Debian's `crowdsec`) on a free port, with a
+//!   registered watcher and bouncer, through `tests/services/crowdsec.sh`.
+//!
+//! Never a dependency of production code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Builds the plugins (release, `wasm32-wasip2`) and returns the folder holding the `.wasm` files.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = workspace_root();
+        // Beside the workspace's own build (CI keeps it outside the clone), so rebuilds are rare.
+        let target = std::env::var_os("RIPOSTE_PLUGIN_TARGET_DIR")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("plugins"))
+            })
+            .unwrap_or_else(|| root.join("target/plugins"));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(root.join("plugins/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .status();
+        match status {
+            Ok(status) if status.success() => {}
+            other => panic!(
+                "building the plugins failed ({other:?}); is the wasm32-wasip2 target installed?"
+            ),
+        }
+        target.join("wasm32-wasip2/release")
+    })
+}
+
+/// The built plugin called `name` (`enrich-ioc` → `enrich_ioc.wasm`).
+pub fn plugin(name: &str) -> PathBuf {
+    plugin_dir().join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// One request a loopback server received: path and query, headers, body.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub uri: String,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// Everything a loopback server received, in order.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    requests: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Recorder {
+    pub fn all(&self) -> Vec<Received> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// Serves `router` on 127.0.0.1 with an ephemeral port, recording every request.
+pub async fn serve(router: axum::Router) -> (SocketAddr, Recorder) {
+    let recorder = Recorder::default();
+    let sink = recorder.clone();
+    let router = router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let sink = sink.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let bytes = axum::body::to_bytes(body, 1 << 20)
+                    .await
+                    .unwrap_or_default();
+                if let Ok(mut requests) = sink.requests.lock() {
+                    requests.push(Received {
+                        uri: parts.uri.to_string(),
+                        headers: parts.headers.clone(),
+                        body: String::from_utf8_lossy(&bytes).into_owned(),
+                    });
+                }
+                next.run(axum::extract::Request::from_parts(
+                    parts,
+                    axum::body::Body::from(bytes),
+                ))
+                .await
+            }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding 127.0.0.1:0");
+    let address = listener.local_addr().expect("a bound address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (address, recorder)
+}
+
+/// A throw-away CrowdSec Local API on 127.0.0.1, stopped when dropped.
+pub struct CrowdSec {
+    pub url: String,
+    pub port: u16,
+    pub machine_id: String,
+    pub password: String,
+    pub bouncer_key: String,
+    pid: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl CrowdSec {
+    /// Starts the LAPI and waits until it answers. Needs Debian's `crowdsec` package, which
+    /// `scripts/test` installs.
+    pub fn start() -> CrowdSec {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port();
+        let output = Command::new("bash")
+            .arg(workspace_root().join("tests/services/crowdsec.sh"))
+            .env("CS_DIR", dir.path())
+            .env("CS_PORT", port.to_string())
+            .output()
+            .expect("bash runs");
+        assert!(
+            output.status.success(),
+            "CrowdSec did not start (is the `crowdsec` package installed? scripts/test installs it):\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let env =
+            std::fs::read_to_string(dir.path().join("env")).expect("the script writes an env file");
+        let value = |name: &str| {
+            env.lines()
+                .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+                .map(|v| v.trim_matches('\'').to_owned())
+                .unwrap_or_else(|| panic!("{name} missing from the CrowdSec env file"))
+        };
+        CrowdSec {
+            url: value("CS_URL"),
+            port,
+            machine_id: value("CS_MACHINE_ID"),
+            password: value("CS_MACHINE_PASSWORD"),
+            bouncer_key: value("CS_BOUNCER_KEY"),
+            pid: value("CS_PID").parse().expect("a pid"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for CrowdSec {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port on 127.0.0.1")
+}
