@@ -90,17 +90,26 @@ fn in_cidr(value: &str, networks: Value) -> Result<bool, Error> {
             })
             .collect::<Result<_, _>>()?
     };
-    for network in list {
-        let net: IpNet = network
-            .trim()
-            .parse()
-            .or_else(|_| network.trim().parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| invalid(format!("`{network}` is not a CIDR range")))?;
-        if net.contains(&ip) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    // Every range is parsed before any is matched, so a bad one is reported whatever the address.
+    let nets = list
+        .iter()
+        .map(|network| {
+            network
+                .trim()
+                .parse()
+                .or_else(|_| network.trim().parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| invalid(format!("`{network}` is not a CIDR range")))
+        })
+        .collect::<Result<Vec<IpNet>, _>>()?;
+    // Dual-stack sockets report IPv4 clients as `::ffff:a.b.c.d`; such an address is also
+    // matched against IPv4 ranges, as `is_private` treats it as the IPv4 address it carries.
+    let mapped = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    };
+    Ok(nets
+        .iter()
+        .any(|net| net.contains(&ip) || mapped.is_some_and(|v4| net.contains(&v4))))
 }
 
 fn parse_ip(value: &str) -> Result<IpAddr, Error> {
@@ -112,7 +121,9 @@ fn parse_ip(value: &str) -> Result<IpAddr, Error> {
 
 /// Makes an indicator safe to paste into chat or a ticket: nothing will link or resolve it.
 fn defang(value: &str) -> String {
-    value
+    // Refanged first, so that defanging twice changes nothing (`evil[.]com` must not become
+    // `evil[[.]]com`) and every variant comes out the same way.
+    refang(value)
         .replace("https://", "hxxps://")
         .replace("http://", "hxxp://")
         .replace("ftp://", "fxp://")

@@ -80,5 +80,16 @@ fn read(path: &Path) -> Result<String, Error> {
             )],
         }));
     }
-    std::fs::read_to_string(path).map_err(read_error)
+    // Read through a bound, not by trusting the size: special files report none, and a file can
+    // grow between the check and the read.
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(read_error)?,
+            MAX_PLAYBOOK_BYTES as u64 + 1,
+        ),
+        &mut text,
+    )
+    .map_err(read_error)?;
+    Ok(text)
 }

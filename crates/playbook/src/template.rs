@@ -6,7 +6,14 @@
 //! expressions; wrapping them in `{{ }}` is accepted too, as GitHub Actions users expect.
 //!
 //! The sandbox: undefined variables are errors (a typo must not silently become an empty string),
-//! every evaluation has a fuel budget, and rendered text is capped in size.
+//! every evaluation has a fuel budget, rendered text is capped in size while it is written, and
+//! expressions that nest too deeply for minijinja's recursive parser are refused before parsing.
+//!
+//! What the sandbox does not bound is the work done *inside* one minijinja operation: fuel counts
+//! instructions, not bytes, so a template that doubles a string in a loop (`s ~ s`) or
+//! materializes a huge lazy sequence (`[0] * 10**12 | list`) can still exhaust memory before any
+//! cap applies. Templates are written by playbook authors, not by the senders of events; the
+//! runner should still evaluate them under an operating-system memory limit.
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -152,6 +159,9 @@ pub(crate) fn is_global_function(name: &str) -> bool {
 /// Parses a template or expression once: the dotted variable paths it reads
 /// (`steps.enrich.output.score`), for reference checks, or its syntax error and where it is.
 pub(crate) fn analyze(source: &Source, kind: Kind) -> Result<BTreeSet<String>, (Position, String)> {
+    if let Err(offset) = check_nesting(&source.text, kind) {
+        return Err((position_in(source, offset), TOO_DEEP.to_owned()));
+    }
     let paths = match kind {
         Kind::Expression => engine()
             .compile_expression(&source.text)
@@ -170,6 +180,7 @@ pub(crate) fn analyze(source: &Source, kind: Kind) -> Result<BTreeSet<String>, (
 }
 
 fn eval_expression(source: &Source, context: &minijinja::Value) -> Result<minijinja::Value, Error> {
+    guard_nesting(source, Kind::Expression)?;
     let value = engine()
         .compile_expression(&source.text)
         .and_then(|expr| expr.eval(context))
@@ -187,42 +198,218 @@ fn eval_expression(source: &Source, context: &minijinja::Value) -> Result<miniji
 }
 
 fn render_text(source: &Source, context: &minijinja::Value) -> Result<String, Error> {
-    let text = engine()
-        .render_str(&source.text, context)
-        .map_err(|error| template_error(source, &error))?;
-    if text.len() > MAX_RENDERED_BYTES {
-        return Err(Error::Template {
-            position: source.position,
-            expression: source.text.clone(),
-            message: format!(
-                "rendered to {} bytes, more than the {MAX_RENDERED_BYTES} allowed",
-                text.len()
-            ),
-        });
-    }
-    Ok(text)
+    // The cap is enforced while writing, not after: `{{ [0] * 10**12 }}` prints a lazy sequence
+    // item by item and would otherwise grow the output until memory runs out.
+    guard_nesting(source, Kind::Template)?;
+    let mut output = CappedWriter::default();
+    engine()
+        .template_from_str(&source.text)
+        .and_then(|template| template.render_captured_to(context, &mut output).map(drop))
+        .map_err(|error| {
+            if output.overflowed {
+                too_large(source, "rendered to")
+            } else {
+                template_error(source, &error)
+            }
+        })?;
+    String::from_utf8(output.bytes).map_err(|_| Error::Template {
+        position: source.position,
+        expression: source.text.clone(),
+        message: "rendered text is not valid UTF-8".into(),
+    })
 }
 
 fn to_json(value: &minijinja::Value, source: &Source) -> Result<serde_json::Value, Error> {
-    let json = serde_json::to_value(value).map_err(|error| Error::Template {
+    if let Some(text) = value.as_str() {
+        if text.len() > MAX_RENDERED_BYTES {
+            return Err(too_large(source, "evaluated to"));
+        }
+        return Ok(serde_json::Value::String(text.to_owned()));
+    }
+    // Measure before converting: `serde_json::to_value` reserves room for a sequence's claimed
+    // length up front, so `[0] * 10**12` would abort the process instead of failing here.
+    let mut measure = CappedWriter {
+        discard: true,
+        ..CappedWriter::default()
+    };
+    let converted =
+        serde_json::to_writer(&mut measure, value).and_then(|()| serde_json::to_value(value));
+    converted.map_err(|error| {
+        if measure.overflowed {
+            too_large(source, "evaluated to")
+        } else {
+            Error::Template {
+                position: source.position,
+                expression: source.text.clone(),
+                message: format!("the value cannot be converted to JSON: {error}"),
+            }
+        }
+    })
+}
+
+fn too_large(source: &Source, what: &str) -> Error {
+    Error::Template {
         position: source.position,
         expression: source.text.clone(),
-        message: format!("the value cannot be converted to JSON: {error}"),
-    })?;
-    let size = match &json {
-        serde_json::Value::String(s) => s.len(),
-        other => serde_json::to_string(other).map(|s| s.len()).unwrap_or(0),
-    };
-    if size > MAX_RENDERED_BYTES {
-        return Err(Error::Template {
-            position: source.position,
-            expression: source.text.clone(),
-            message: format!(
-                "evaluated to {size} bytes, more than the {MAX_RENDERED_BYTES} allowed"
-            ),
-        });
+        message: format!("{what} more than the {MAX_RENDERED_BYTES} bytes allowed"),
     }
-    Ok(json)
+}
+
+/// Collects (or only counts) output and fails once it passes [`MAX_RENDERED_BYTES`].
+#[derive(Default)]
+struct CappedWriter {
+    bytes: Vec<u8>,
+    written: usize,
+    discard: bool,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.written = self.written.saturating_add(buf.len());
+        if self.written > MAX_RENDERED_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("output too large"));
+        }
+        if !self.discard {
+            self.bytes.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Deepest an expression may nest, as [`check_nesting`] counts it.
+const MAX_NESTING: usize = 200;
+
+const TOO_DEEP: &str =
+    "the expression nests too deeply: chain fewer operators, filters and brackets";
+
+/// Refuses text that [`check_nesting`] finds too deep, before minijinja sees it.
+fn guard_nesting(source: &Source, kind: Kind) -> Result<(), Error> {
+    check_nesting(&source.text, kind).map_err(|offset| Error::Template {
+        position: position_in(source, offset),
+        expression: source.text.clone(),
+        message: TOO_DEEP.to_owned(),
+    })
+}
+
+/// Bounds from above how deeply any expression in `text` nests, without parsing it, and returns
+/// the byte offset where it passes [`MAX_NESTING`].
+///
+/// minijinja turns a chain such as `not not …`, `- - …`, `x|abs|abs…`, `a.b.c…` or `1 + 1 + …`
+/// into a tree as deep as the chain is long and then walks it recursively, so a chain of a few
+/// thousand overflows the stack and aborts the whole process; its own recursion limit only
+/// covers brackets and blocks. Here every operator character, operator keyword and bracket adds
+/// a level to the item it is in (items are separated by `,` and `:`, which only ever separate
+/// siblings), and an open bracket adds a level for its contents. Text outside tags, string
+/// literals, comments and raw blocks do not count.
+fn check_nesting(text: &str, kind: Kind) -> Result<(), usize> {
+    let bytes = text.as_bytes();
+    if kind == Kind::Expression {
+        return scan_expression(bytes, 0, None).map(drop);
+    }
+    let mut i = 0;
+    while let Some(found) = find(bytes, i, b"{") {
+        i = found + 1;
+        match bytes.get(i) {
+            Some(b'#') => i = find(bytes, i, b"#}").map_or(bytes.len(), |end| end + 2),
+            Some(b'{') => i = scan_expression(bytes, i + 1, Some(b'}'))?,
+            Some(b'%') => {
+                let start = i + 1;
+                i = scan_expression(bytes, start, Some(b'%'))?;
+                let statement = String::from_utf8_lossy(&bytes[start..i]);
+                let statement = statement.trim_end_matches("%}");
+                if statement.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace())
+                    == "raw"
+                {
+                    // Text up to `endraw` is output as is, never parsed.
+                    i = find(bytes, i, b"endraw").unwrap_or(bytes.len());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Scans a tag's contents from `i` up to its closing `}}` or `%}` (given by its first byte), or
+/// a whole bare expression when `close` is `None`; returns where the scan ended.
+fn scan_expression(bytes: &[u8], mut i: usize, close: Option<u8>) -> Result<usize, usize> {
+    // Levels counted in the current item of each open bracket, and their sum.
+    let mut items: Vec<usize> = vec![0];
+    let mut counted = 0;
+    while let Some(&byte) = bytes.get(i) {
+        let start = i;
+        i += 1;
+        let opens = matches!(byte, b'(' | b'[' | b'{');
+        let deeper = match byte {
+            b'"' | b'\'' => {
+                while let Some(&next) = bytes.get(i) {
+                    i += if next == b'\\' { 2 } else { 1 };
+                    if next == byte {
+                        break;
+                    }
+                }
+                false
+            }
+            _ if Some(byte) == close && items.len() == 1 && bytes.get(i) == Some(&b'}') => {
+                return Ok(i + 1);
+            }
+            b'(' | b'[' | b'{' => true,
+            b')' | b']' | b'}' if items.len() > 1 => {
+                counted -= items.pop().unwrap_or(0);
+                false
+            }
+            b',' | b':' => {
+                if let Some(last) = items.last_mut() {
+                    counted -= *last;
+                    *last = 0;
+                }
+                false
+            }
+            b'.' | b'|' | b'+' | b'-' | b'*' | b'/' | b'%' | b'~' | b'<' | b'>' | b'=' | b'!' => {
+                true
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                while matches!(
+                    bytes.get(i),
+                    Some(b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_')
+                ) {
+                    i += 1;
+                }
+                let word = &bytes[start..i];
+                [&b"not"[..], b"and", b"or", b"is", b"in", b"if", b"else"].contains(&word)
+            }
+            _ => false,
+        };
+        if deeper {
+            // A bracket is a level of the item it is in (calls and subscripts chain like
+            // attributes do), and its contents are one level more.
+            if let Some(last) = items.last_mut() {
+                *last += 1;
+                counted += 1;
+            }
+            if opens {
+                items.push(0);
+            }
+            if items.len() + counted > MAX_NESTING {
+                return Err(start);
+            }
+        }
+    }
+    Ok(i.min(bytes.len()))
+}
+
+fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    haystack
+        .get(from..)?
+        .windows(needle.len())
+        .position(|window| window == needle)
+        .map(|offset| from + offset)
 }
 
 fn template_error(source: &Source, error: &minijinja::Error) -> Error {

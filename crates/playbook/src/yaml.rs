@@ -91,13 +91,29 @@ pub(crate) fn parse(source: &str) -> Result<Node, Diagnostic> {
         )
         .with_hint("split it into several playbooks"));
     }
+    if let Some(offset) = source.find('\0') {
+        // The parser would treat a NUL as the end of the input and ignore what follows.
+        let line = source[..offset].matches('\n').count() as u32 + 1;
+        let column = source[..offset]
+            .rsplit('\n')
+            .next()
+            .map_or(1, |l| l.chars().count() as u32 + 1);
+        return Err(Diagnostic::error(
+            "yaml",
+            Position::new(line, column),
+            "the file contains a NUL byte",
+        )
+        .with_hint("playbooks are text; remove the byte (is this a binary file?)"));
+    }
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_events: 200_000,
             max_aliases: 1_000,
             max_anchors: 1_000,
             max_depth: 48,
-            max_documents: 1,
+            // Two, not one: at one the parser stops quietly after the first document and never
+            // sees that there is a second, which must be refused rather than ignored.
+            max_documents: 2,
             max_nodes: 100_000,
             max_total_scalar_bytes: MAX_PLAYBOOK_BYTES,
         },

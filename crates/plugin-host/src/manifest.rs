@@ -119,3 +119,31 @@ impl From<types::Manifest> for Manifest {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_abi(abi: &str) -> Manifest {
+        Manifest {
+            abi_version: abi.into(),
+            ..Manifest::placeholder()
+        }
+    }
+
+    #[test]
+    fn plugins_built_for_another_contract_are_refused_with_a_reason() {
+        assert!(with_abi(ABI_VERSION).check_abi().is_ok());
+        assert!(
+            with_abi("0.1.7").check_abi().is_ok(),
+            "patch versions are compatible"
+        );
+        for incompatible in ["0.2.0", "0.0.9", "1.0.0", "banana", ""] {
+            let refusal = with_abi(incompatible).check_abi().expect_err(incompatible);
+            assert!(
+                refusal.contains("riposte-plugin-sdk") || refusal.contains("not a version"),
+                "{refusal}"
+            );
+        }
+    }
+}

@@ -31,6 +31,10 @@ impl Plugin for Testbed {
             "Sets `key` to `value` if given, then reads it.",
         ))
         .action(Action::new("block", "Pretends to block `target`.").destructive())
+        .action(Action::new(
+            "sandbox",
+            "Reports what it can reach: environment, files, sockets.",
+        ))
         .action(Action::new("spin", "Loops forever."))
         .action(Action::new("allocate", "Allocates memory until it fails."))
         .action(Action::new("trap", "Panics."))
@@ -91,6 +95,18 @@ impl Plugin for Testbed {
                 Ok(json!({ "value": kv::get(key) }))
             }
             "block" => Ok(json!({ "blocked": input["target"] })),
+            "sandbox" => {
+                let tcp = input["connect"]
+                    .as_str()
+                    .map(|address| std::net::TcpStream::connect(address).is_ok());
+                Ok(json!({
+                    "env_vars": std::env::vars().count(),
+                    "args": std::env::args().count(),
+                    "root_listable": std::fs::read_dir("/").is_ok(),
+                    "file_readable": std::fs::read("/etc/passwd").is_ok(),
+                    "tcp_connected": tcp,
+                }))
+            }
             "spin" => {
                 let mut counter: u64 = 0;
                 loop {

@@ -188,3 +188,87 @@ async fn destructive_actions_refuse_protected_and_overly_broad_targets() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_plugin_sees_no_environment_files_or_sockets() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    // Loopback is allowed for HTTP here, to show that raw sockets stay closed regardless.
+    let (host, _cache) = host_with(&["testbed"], true).await;
+    let output = invoke(
+        &host,
+        call(
+            "testbed",
+            "sandbox",
+            json!({ "connect": address.to_string() }),
+        ),
+    )
+    .await
+    .expect("the probe runs");
+    assert_eq!(
+        output,
+        json!({
+            "env_vars": 0,
+            "args": 0,
+            "root_listable": false,
+            "file_readable": false,
+            "tcp_connected": false,
+        })
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs_in_any_encoding() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let canary = "canary-5ec2e7-token";
+    let encoded = [
+        canary.to_owned(),
+        "Y2FuYXJ5LTVlYzJlNy10b2tlbg==".to_owned(),
+        canary
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+    ];
+    let (host, _cache) = host_with(&["testbed"], false).await;
+    for form in &encoded {
+        let log = call(
+            "testbed",
+            "log",
+            json!({ "message": format!("key is {form}"), "value": form }),
+        );
+        invoke(&host, granted(log, &[], &[("readable_token", canary)]))
+            .await
+            .expect("logs");
+    }
+    let captured = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("UTF-8 logs");
+    assert!(captured.contains("key is [REDACTED]"), "{captured}");
+    for form in &encoded {
+        assert!(
+            !captured.contains(form.as_str()),
+            "`{form}` reached the logs:\n{captured}"
+        );
+    }
+}
