@@ -55,6 +55,41 @@ fn bench(c: &mut Criterion) {
         b.iter(|| runtime.block_on(host.invoke(&echo)).expect("echo"))
     });
     group.finish();
+
+    // A four-step run (enrich → block and ticket in parallel → notify) where every step is a
+    // real plugin invocation, with the runner's bookkeeping and a journal that keeps nothing.
+    let playbook = playbook::compile(FOUR_STEPS).expect("a valid benchmark playbook");
+    let runner = runner::Runner::new(std::sync::Arc::new(host), std::sync::Arc::new(Discard));
+    let event = serde_json::json!({"id": "alert-1", "ip": "203.0.113.7"});
+    let secrets = runner::Secrets::default();
+    c.bench_function("run/four_plugin_steps", |b| {
+        b.iter(|| {
+            let state = runtime
+                .block_on(runner.start(&playbook, "bench-run", event.clone(), &secrets))
+                .expect("runs");
+            assert_eq!(state.status, runner::RunStatus::Succeeded);
+        })
+    });
+}
+
+const FOUR_STEPS: &str = r#"
+name: four
+trigger: { webhook: bench, public: true }
+steps:
+  - { id: enrich, uses: testbed/echo, with: { ip: "{{ trigger.ip }}" } }
+  - { id: block, uses: testbed/noop, needs: [enrich], if: "steps.enrich.output.input.ip == trigger.ip" }
+  - { id: ticket, uses: testbed/echo, needs: [enrich], with: { title: "Alert {{ trigger.id }}" } }
+  - { id: notify, uses: testbed/noop, needs: [block, ticket] }
+"#;
+
+struct Discard;
+
+#[async_trait::async_trait]
+impl runner::Journal for Discard {
+    async fn append(&self, _run_id: &str, event: &runner::RunEvent) -> Result<(), runner::Error> {
+        std::hint::black_box(event);
+        Ok(())
+    }
 }
 
 criterion_group!(benches, bench);

@@ -2,8 +2,9 @@
 //!
 //! `--dry-run` calls nothing: each step prints the plugin call it would make, and answers with the
 //! output given by `--mock <step>=<file.json>` or `--mocks <dir>` (or `null`), so a playbook can be
-//! rehearsed end to end before it touches production. Approval gates are assumed approved. Without `--dry-run`, steps run on the built-in `core` plugin;
-//! other plugins need the WASM plugin host, which this build does not have yet.
+//! rehearsed end to end before it touches production. Approval gates are assumed approved.
+//! Without `--dry-run`, steps run on the built-in `core` plugin and on the WebAssembly plugins
+//! loaded with `--plugins <dir>`.
 //!
 //! With `--journal <file>`, every run event is appended to that file as a JSON line; running again
 //! with the same journal resumes the run where it stopped, without repeating finished steps.

@@ -112,15 +112,15 @@ fn check_ip(input: IpInput) -> Result<Reputation, Error> {
     let ip = refang(&input.ip);
     ip.parse::<std::net::IpAddr>()
         .map_err(|_| Error::InvalidInput(format!("`{}` is not an IP address", input.ip)))?;
-    let cache_key = format!("abuseipdb:{ip}:{}", input.max_age_days);
-    if let Some(cached) = kv::get(&cache_key).and_then(|c| serde_json::from_str(&c).ok()) {
-        return Ok(cached);
-    }
     let base = input
         .base_url
         .as_deref()
         .unwrap_or(ABUSEIPDB)
         .trim_end_matches('/');
+    let cache_key = format!("abuseipdb:{base}:{ip}:{}", input.max_age_days);
+    if let Some(cached) = kv::get(&cache_key).and_then(|c| serde_json::from_str(&c).ok()) {
+        return Ok(cached);
+    }
     let url = format!(
         "{base}/api/v2/check?ipAddress={ip}&maxAgeInDays={}",
         input.max_age_days
@@ -170,15 +170,15 @@ fn virustotal(
 ) -> Result<Reputation, Error> {
     let indicator = refang(input.value.trim());
     let id = id(&indicator)?;
-    let cache_key = format!("virustotal:{collection}:{id}");
-    if let Some(cached) = kv::get(&cache_key).and_then(|c| serde_json::from_str(&c).ok()) {
-        return Ok(cached);
-    }
     let base = input
         .base_url
         .as_deref()
         .unwrap_or(VIRUSTOTAL)
         .trim_end_matches('/');
+    let cache_key = format!("virustotal:{base}:{collection}:{id}");
+    if let Some(cached) = kv::get(&cache_key).and_then(|c| serde_json::from_str(&c).ok()) {
+        return Ok(cached);
+    }
     let response = Request::get(&format!("{base}/api/v3/{collection}/{id}"))
         .header("accept", "application/json")
         .with_secret("virustotal_key")

@@ -147,6 +147,14 @@ fn failure(message: impl Into<String>) -> HttpError {
     }
 }
 
+/// A request that cannot be sent as written: retrying it will not help.
+fn malformed(message: impl Into<String>) -> HttpError {
+    HttpError {
+        message: message.into(),
+        refused: true,
+    }
+}
+
 /// Sends a request and reads the whole response.
 pub fn send(request: Request) -> Result<Response, HttpError> {
     let (scheme, authority, path) = split_url(&request.url)?;
@@ -256,18 +264,18 @@ fn error_code(code: ErrorCode) -> HttpError {
 fn split_url(url: &str) -> Result<(Scheme, String, String), HttpError> {
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| failure(format!("`{url}` is not an absolute URL")))?;
+        .ok_or_else(|| malformed(format!("`{url}` is not an absolute URL")))?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "https" => Scheme::Https,
         "http" => Scheme::Http,
-        other => return Err(failure(format!("unsupported scheme `{other}`"))),
+        other => return Err(malformed(format!("unsupported scheme `{other}`"))),
     };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(index) => (&rest[..index], &rest[index..]),
         None => (rest, "/"),
     };
     if authority.is_empty() || authority.contains('@') {
-        return Err(failure(format!("`{url}` has no usable host")));
+        return Err(malformed(format!("`{url}` has no usable host")));
     }
     let path = if path.starts_with('?') {
         format!("/{path}")
