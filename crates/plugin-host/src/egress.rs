@@ -28,6 +28,9 @@ pub struct EgressPolicy {
     pub response_timeout: Duration,
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
+    /// Sent when a plugin sets none, as `name/version`: some APIs (CrowdSec's LAPI among them)
+    /// refuse requests without one, or with one of another shape.
+    pub user_agent: String,
 }
 
 impl Default for EgressPolicy {
@@ -38,6 +41,7 @@ impl Default for EgressPolicy {
             response_timeout: Duration::from_secs(30),
             max_request_bytes: 1024 * 1024,
             max_response_bytes: 4 * 1024 * 1024,
+            user_agent: concat!("riposte-plugin-host/", env!("CARGO_PKG_VERSION")).into(),
         }
     }
 }
@@ -213,7 +217,7 @@ impl Egress {
             .filter(|name| !name.is_empty())
             .collect();
         headers.remove(SECRET_MARKER_HEADER);
-        let plain_text_ok = scheme == "https"
+        let plain_text_ok = scheme.eq_ignore_ascii_case("https")
             || addresses.iter().all(|a| {
                 self.policy
                     .allow_private
@@ -222,14 +226,14 @@ impl Egress {
             });
         for name in named {
             let Some(secret) = self.secret_headers.iter().find(|s| s.name == name) else {
-                // Not granted (or not header-bound): the request goes without it.
-                tracing::warn!(secret = %name, "A plugin asked for a secret the playbook did not grant it.");
+                // Not granted, or not bound to a header: the request goes without it.
+                tracing::debug!(secret = %name, "A requested secret is not granted as a header; the request goes without it.");
                 continue;
             };
             if !plain_text_ok {
-                return Err(denied(format!(
-                    "the secret `{name}` is only sent over HTTPS"
-                )));
+                let reason = format!("refused: the secret `{name}` is only sent over HTTPS");
+                tracing::warn!(%reason, "Outbound request refused.");
+                return Err(HttpError::InternalError(Some(reason)));
             }
             headers.insert(secret.header.clone(), secret.value.clone());
         }
@@ -248,8 +252,7 @@ fn pinned_client(
         .connect_timeout(policy.connect_timeout)
         .timeout(policy.response_timeout)
         .redirect(reqwest::redirect::Policy::none())
-        // Some APIs (CrowdSec's LAPI among them) refuse requests without one; a plugin may set its own.
-        .user_agent(concat!("riposte/", env!("CARGO_PKG_VERSION")))
+        .user_agent(policy.user_agent.as_str())
         .no_proxy()
         .build()
         .map_err(|e| HttpError::InternalError(Some(e.to_string())))

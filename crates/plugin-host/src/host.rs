@@ -473,7 +473,7 @@ fn engine_config(config: &HostConfig) -> Config {
 /// version components, so `0.1` never matches `0.10.0`.
 fn version_matches(version: &str, pin: &str) -> bool {
     let version: Vec<&str> = version.split(['.', '-', '+']).collect();
-    let pin: Vec<&str> = pin.split('.').collect();
+    let pin: Vec<&str> = pin.split(['.', '-', '+']).collect();
     pin.len() <= version.len() && pin.iter().zip(&version).all(|(p, v)| p == v)
 }
 

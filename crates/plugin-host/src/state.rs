@@ -81,7 +81,8 @@ impl crate::bindings::riposte::plugin::types::Host for InvocationState {}
 
 impl host::Host for InvocationState {
     async fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
-        let message = self.redactor.redact_str(&truncate(&message, 4096));
+        // Redact first: truncating first could cut a secret and leave its start unredacted.
+        let message = truncate(&self.redactor.redact_str(&message), 4096);
         let fields: Vec<String> = fields
             .iter()
             .take(32)
@@ -89,7 +90,7 @@ impl host::Host for InvocationState {
                 format!(
                     "{}={}",
                     truncate(k, 64),
-                    self.redactor.redact_str(&truncate(v, 1024))
+                    truncate(&self.redactor.redact_str(v), 1024)
                 )
             })
             .collect();

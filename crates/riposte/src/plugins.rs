@@ -53,6 +53,7 @@ impl PluginArgs {
         let mut config = HostConfig::new(cache_dir(self.cache_dir.as_deref()));
         config.egress = EgressPolicy {
             allow_private: self.allow_private.clone(),
+            user_agent: concat!("riposte/", env!("CARGO_PKG_VERSION")).into(),
             ..EgressPolicy::default()
         };
         let mut host = PluginHost::new(config)?;
@@ -245,7 +246,11 @@ impl Plugin for {type_name} {{
             "lookup" => {{
                 let input: LookupInput = parse(input)?;
                 let url = format!("{{}}/lookup?q={{}}", input.base_url.trim_end_matches('/'), input.query);
-                let response = Request::get(&url).header("accept", "application/json").send()?.error_for_status()?;
+                let response = Request::get(&url)
+                    .header("accept", "application/json")
+                    .with_secret("{secret}_token")
+                    .send()?
+                    .error_for_status()?;
                 output(&LookupOutput {{ query: input.query, status: response.status, answer: response.json()? }})
             }}
             other => Err(Error::unknown_action(other)),

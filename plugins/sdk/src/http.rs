@@ -256,6 +256,11 @@ fn error_code(code: ErrorCode) -> HttpError {
         ErrorCode::ConnectionRefused => failure("the connection was refused"),
         ErrorCode::ConnectionTimeout | ErrorCode::ConnectionReadTimeout => failure("the request timed out"),
         ErrorCode::HttpResponseBodySize(_) => failure("the response is larger than the host allows"),
+        // The host's policy explains a refusal this way when no standard code says it.
+        ErrorCode::InternalError(Some(reason)) if reason.starts_with("refused:") => HttpError {
+            message: format!("the host {reason}"),
+            refused: true,
+        },
         other => failure(format!("the request failed: {other:?}")),
     }
 }

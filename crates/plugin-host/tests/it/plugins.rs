@@ -144,6 +144,22 @@ async fn header_secrets_are_attached_by_the_host_and_hidden_from_the_plugin() {
         headers.lock().expect("lock").as_deref(),
         Some("Bearer tok-4e1d-canary")
     );
+    // Over plain HTTP to an address the server did not allow, the secret is refused, not sent.
+    let public = granted(
+        call(
+            "testbed",
+            "fetch",
+            json!({"url": "http://203.0.113.7/", "attach": "api_token"}),
+        ),
+        &["203.0.113.7"],
+        &secrets,
+    );
+    let refused = invoke(&host, public).await.expect_err("secrets need HTTPS");
+    assert_eq!(refused.kind, playbook::ErrorKind::InvalidInput);
+    assert!(
+        refused.message.contains("only sent over HTTPS"),
+        "{refused}"
+    );
     // A request that does not ask for the secret goes without it.
     invoke(&host, fetch(None)).await.expect("fetch");
     assert_eq!(headers.lock().expect("lock").as_deref(), None);
