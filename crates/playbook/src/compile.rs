@@ -568,20 +568,14 @@ impl<'s> Compiler<'s> {
 
     fn secret_names(&mut self, node: &Node) -> Vec<String> {
         let names = self.string_list(node, "secrets");
-        let items: Vec<&Node> = match &node.value {
-            Value::Seq(items) => items.iter().collect(),
-            _ => vec![node],
-        };
-        {
-            for (item, name) in items.into_iter().zip(&names) {
-                if !StepId::is_valid(name) {
-                    self.error_with_hint(
-                        "invalid-name",
-                        item.pos,
-                        format!("`{name}` is not a valid secret name"),
-                        "secrets are read as `secrets.<name>`, so use lowercase letters, digits and `_`",
-                    );
-                }
+        for (item, name) in one_or_many(node).into_iter().zip(&names) {
+            if !StepId::is_valid(name) {
+                self.error_with_hint(
+                    "invalid-name",
+                    item.pos,
+                    format!("`{name}` is not a valid secret name"),
+                    "secrets are read as `secrets.<name>`, so use lowercase letters, digits and `_`",
+                );
             }
         }
         names
@@ -614,10 +608,7 @@ impl<'s> Compiler<'s> {
             let mut grant = PluginGrant::default();
             if let Some(hosts) = fields.get("hosts") {
                 grant.hosts = self.string_list(hosts, "hosts");
-                let items: Vec<&Node> = match &hosts.value {
-                    Value::Seq(items) => items.iter().collect(),
-                    _ => vec![hosts],
-                };
+                let items = one_or_many(hosts);
                 for (item, host) in items.into_iter().zip(&grant.hosts) {
                     if !is_host_pattern(host) {
                         self.error_with_hint(
@@ -631,10 +622,7 @@ impl<'s> Compiler<'s> {
             }
             if let Some(secrets) = fields.get("secrets") {
                 grant.secrets = self.string_list(secrets, "secrets");
-                let items: Vec<&Node> = match &secrets.value {
-                    Value::Seq(items) => items.iter().collect(),
-                    _ => vec![secrets],
-                };
+                let items = one_or_many(secrets);
                 for (item, secret) in items.into_iter().zip(&grant.secrets) {
                     if !declared_secrets.contains(secret) {
                         self.error_with_hint(
@@ -1049,10 +1037,7 @@ impl<'s> Compiler<'s> {
         }
         if let Some(on) = fields.get("on") {
             retry.retry_on = Vec::new();
-            let items: Vec<&Node> = match &on.value {
-                Value::Seq(items) => items.iter().collect(),
-                _ => vec![on],
-            };
+            let items = one_or_many(on);
             for item in items {
                 let text = self.string(item, "on");
                 match ErrorKind::parse(&text) {
@@ -1665,6 +1650,15 @@ fn is_host_pattern(text: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// The entries of a list, or the value itself where a single value stands for a list of one
+/// (`needs: a` as well as `needs: [a]`).
+fn one_or_many(node: &Node) -> Vec<&Node> {
+    match &node.value {
+        Value::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    }
 }
 
 /// The real ids of `steps`, each once, for hint lists.
