@@ -1,0 +1,8 @@
+//! The server side of Riposte: webhook ingress, workers, configuration (issue 4, in progress).
+//!
+//! So far this crate holds [`webhook_auth`]: how an incoming delivery proves where it comes from
+//! (HMAC signatures in the GitHub and Standard Webhooks schemes, bearer tokens, basic auth), checked
+//! in constant time with key rotation. The axum router, the durable queue and the workers are not
+//! here yet.
+
+pub mod webhook_auth;
