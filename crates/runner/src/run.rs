@@ -242,6 +242,8 @@ enum Readiness {
 struct Drive<'a> {
     runner: &'a Runner,
     playbook: &'a Playbook,
+    /// Fixed for the run; kept apart from `state` so emitting an event takes no extra lock.
+    run_id: String,
     state: Mutex<RunState>,
     redactor: Redactor,
     secrets: minijinja::Value,
@@ -283,6 +285,7 @@ impl<'a> Drive<'a> {
                 state.started_at,
             )),
             incident: minijinja::Value::from_serialize(&state.incident),
+            run_id: state.run_id.clone(),
             state: Mutex::new(state),
         }
     }
@@ -301,14 +304,9 @@ impl<'a> Drive<'a> {
             .map_err(|_| Error::Journal("the run state lock is poisoned".into()))
     }
 
-    fn run_id(&self) -> Result<String, Error> {
-        self.read(|state| state.run_id.clone())
-    }
-
     /// Appends an event to the journal, then applies it: nothing happens that is not on record.
     async fn emit(&self, event: RunEvent) -> Result<(), Error> {
-        let run_id = self.run_id()?;
-        self.runner.journal.append(&run_id, &event).await?;
+        self.runner.journal.append(&self.run_id, &event).await?;
         self.state
             .lock()
             .map_err(|_| Error::Journal("the run state lock is poisoned".into()))?
@@ -631,11 +629,7 @@ impl<'a> Drive<'a> {
             }
         }
 
-        let with_secrets = {
-            let mut extra = extra.clone();
-            extra.push(("secrets", self.secrets.clone()));
-            self.context(&extra)?
-        };
+        let with_secrets = merged(&context, [("secrets", self.secrets.clone())]);
         // Attempts already made by a process that crashed during this step keep their numbers.
         let earlier = self.read(|state| state.step(step.id.as_str()).map_or(0, |r| r.attempts))?;
         let result = match &step.foreach {
@@ -646,7 +640,7 @@ impl<'a> Drive<'a> {
                     0,
                 )),
             },
-            Some(foreach) => self.each(step, foreach, &extra, &context, earlier).await?,
+            Some(foreach) => self.each(step, foreach, &context, earlier).await?,
         };
         match result {
             Ok((output, attempts)) => {
@@ -670,7 +664,6 @@ impl<'a> Drive<'a> {
         &self,
         step: &Step,
         foreach: &playbook::Foreach,
-        extra: &[(&str, minijinja::Value)],
         context: &minijinja::Value,
         earlier: u32,
     ) -> Result<Result<(serde_json::Value, u32), (StepError, u32)>, Error> {
@@ -693,13 +686,17 @@ impl<'a> Drive<'a> {
         };
         let results: Vec<_> = stream::iter(items.into_iter().enumerate())
             .map(|(index, item)| async move {
-                let mut extra = extra.to_vec();
-                extra.push(("secrets", self.secrets.clone()));
-                extra.push((
-                    foreach.var.as_str(),
-                    minijinja::Value::from_serialize(&item),
-                ));
-                match step.with.render(&self.context(&extra)?) {
+                let item_context = merged(
+                    context,
+                    [
+                        ("secrets", self.secrets.clone()),
+                        (
+                            foreach.var.as_str(),
+                            minijinja::Value::from_serialize(&item),
+                        ),
+                    ],
+                );
+                match step.with.render(&item_context) {
                     Ok(input) => self.attempts(step, input, Some(index), earlier).await,
                     Err(error) => Ok(Err((
                         StepError::new(
@@ -738,7 +735,7 @@ impl<'a> Drive<'a> {
         item: Option<usize>,
         earlier: u32,
     ) -> Result<Result<(serde_json::Value, u32), (StepError, u32)>, Error> {
-        let run_id = self.run_id()?;
+        let run_id = &self.run_id;
         let idempotency_key = match item {
             Some(index) => format!("{run_id}:{}:{index}", step.id),
             None => format!("{run_id}:{}", step.id),
@@ -868,6 +865,15 @@ fn backoff(policy: &RetryPolicy, next_attempt: u32, error: &StepError) -> Durati
             .min(policy.max_delay);
     }
     delay
+}
+
+/// `base` with `values` added (or replacing same-named ones), without rebuilding `base`.
+fn merged<'k>(
+    base: &minijinja::Value,
+    values: impl IntoIterator<Item = (&'k str, minijinja::Value)>,
+) -> minijinja::Value {
+    let values: BTreeMap<&str, minijinja::Value> = values.into_iter().collect();
+    minijinja::context! { ..minijinja::Value::from(values), ..base.clone() }
 }
 
 fn run_context(run_id: &str, playbook: &str, started_at: Millis) -> serde_json::Value {

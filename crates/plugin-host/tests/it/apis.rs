@@ -124,7 +124,7 @@ fn host_of(addr: std::net::SocketAddr) -> String {
 async fn enrich_ioc_checks_an_ip_on_abuseipdb_and_caches_the_answer() {
     let hits = Arc::new(AtomicUsize::new(0));
     let (addr, seen) = serve(abuseipdb(hits.clone())).await;
-    let (host, _cache) = host_with(&["enrich-ioc"], true).await;
+    let host = host_with(&["enrich-ioc"], true).await;
     let check = |ip: &str| {
         granted(
             call(
@@ -190,7 +190,7 @@ async fn enrich_ioc_checks_an_ip_on_abuseipdb_and_caches_the_answer() {
 #[tokio::test]
 async fn enrich_ioc_checks_hashes_urls_and_domains_on_virustotal() {
     let (addr, _seen) = serve(virustotal()).await;
-    let (host, _cache) = host_with(&["enrich-ioc"], true).await;
+    let host = host_with(&["enrich-ioc"], true).await;
     let base = format!("http://{addr}");
     let lookup = |action: &str, input: Value| {
         let mut input = input;
@@ -246,7 +246,7 @@ async fn enrich_ioc_checks_hashes_urls_and_domains_on_virustotal() {
 #[tokio::test]
 async fn notify_slack_posts_messages_and_maps_slack_errors() {
     let (addr, seen) = serve(slack()).await;
-    let (host, _cache) = host_with(&["notify-slack"], true).await;
+    let host = host_with(&["notify-slack"], true).await;
     let post = |channel: &str, token: Option<&str>| {
         let secrets: Vec<(&str, &str)> = token
             .map(|t| vec![("slack_bot_token", t)])
@@ -337,7 +337,7 @@ outputs:
         slack_port = slack_addr.port()
     );
     let pb = playbook::compile(&yaml).unwrap_or_else(|d| panic!("{d:?}"));
-    let (host, _cache) = host_with(&["enrich-ioc", "notify-slack"], true).await;
+    let host = host_with(&["enrich-ioc", "notify-slack"], true).await;
     let journal = Arc::new(MemoryJournal::new());
     let runner = Runner::new(Arc::new(host), journal.clone());
     let secrets = Secrets::new(

@@ -25,7 +25,7 @@ async fn block_ip_bans_on_crowdsec_once_per_key_and_unbans() {
     let crowdsec = tokio::task::spawn_blocking(CrowdSec::start)
         .await
         .expect("started");
-    let (host, _cache) = host_with(&["block-ip"], true).await;
+    let host = host_with(&["block-ip"], true).await;
     let grant = |action: &str, input: Value| {
         let mut input = input;
         input["base_url"] = json!(crowdsec.url);

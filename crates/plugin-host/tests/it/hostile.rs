@@ -17,7 +17,7 @@ async fn still_healthy(host: &plugin_host::PluginHost) {
 
 #[tokio::test]
 async fn an_infinite_loop_is_stopped_at_its_deadline() {
-    let (host, _cache) = host_with(&["testbed"], false).await;
+    let host = host_with(&["testbed"], false).await;
     let mut spin = call("testbed", "spin", json!({}));
     spin.timeout = Duration::from_millis(300);
     let started = Instant::now();
@@ -37,7 +37,7 @@ async fn an_infinite_loop_is_stopped_at_its_deadline() {
 
 #[tokio::test]
 async fn a_spinning_plugin_does_not_starve_other_work() {
-    let (host, _cache) = host_with(&["testbed"], false).await;
+    let host = host_with(&["testbed"], false).await;
     let mut spin = call("testbed", "spin", json!({}));
     spin.timeout = Duration::from_secs(2);
     // On a current-thread runtime, the echo can only finish while the spin runs if the spin yields.
@@ -58,7 +58,7 @@ async fn a_spinning_plugin_does_not_starve_other_work() {
 
 #[tokio::test]
 async fn an_allocation_bomb_hits_the_memory_cap() {
-    let (host, _cache) = host_with(&["testbed"], false).await;
+    let host = host_with(&["testbed"], false).await;
     let error = invoke(&host, call("testbed", "allocate", json!({})))
         .await
         .expect_err("cannot allocate forever");
@@ -69,7 +69,7 @@ async fn an_allocation_bomb_hits_the_memory_cap() {
 
 #[tokio::test]
 async fn a_trap_fails_the_step_with_a_clear_error() {
-    let (host, _cache) = host_with(&["testbed"], false).await;
+    let host = host_with(&["testbed"], false).await;
     let error = invoke(&host, call("testbed", "trap", json!({})))
         .await
         .expect_err("traps");
@@ -80,7 +80,7 @@ async fn a_trap_fails_the_step_with_a_clear_error() {
 
 #[tokio::test]
 async fn a_huge_output_is_refused() {
-    let (host, _cache) = host_with(&["testbed"], false).await;
+    let host = host_with(&["testbed"], false).await;
     let error = invoke(
         &host,
         call("testbed", "huge-output", json!({"megabytes": 4})),
@@ -99,7 +99,7 @@ async fn a_huge_output_is_refused() {
 
 #[tokio::test]
 async fn requests_to_hosts_the_playbook_did_not_grant_are_refused() {
-    let (host, _cache) = host_with(&["testbed"], true).await;
+    let host = host_with(&["testbed"], true).await;
     let fetch = call("testbed", "fetch", json!({"url": "http://example.com/"}));
     let error = invoke(&host, granted(fetch, &["api.other.test"], &[]))
         .await
@@ -113,7 +113,7 @@ async fn requests_to_hosts_the_playbook_did_not_grant_are_refused() {
 
 #[tokio::test]
 async fn the_metadata_address_is_refused_even_when_granted() {
-    let (host, _cache) = host_with(&["testbed"], true).await;
+    let host = host_with(&["testbed"], true).await;
     let fetch = call(
         "testbed",
         "fetch",
@@ -137,7 +137,7 @@ async fn a_name_that_resolves_to_loopback_is_refused_unless_loopback_is_allowed(
     let url = format!("http://localhost:{}/", addr.port());
     let host_pattern = format!("localhost:{}", addr.port());
 
-    let (strict, _cache) = host_with(&["testbed"], false).await;
+    let strict = host_with(&["testbed"], false).await;
     let fetch = granted(
         call("testbed", "fetch", json!({ "url": url })),
         &[&host_pattern],
@@ -152,7 +152,7 @@ async fn a_name_that_resolves_to_loopback_is_refused_unless_loopback_is_allowed(
         "the refused request must never reach the server"
     );
 
-    let (allowing, _cache) = host_with(&["testbed"], true).await;
+    let allowing = host_with(&["testbed"], true).await;
     let output = invoke(&allowing, fetch)
         .await
         .expect("allowed by the loopback rule");
@@ -161,7 +161,7 @@ async fn a_name_that_resolves_to_loopback_is_refused_unless_loopback_is_allowed(
 
 #[tokio::test]
 async fn destructive_actions_refuse_protected_and_overly_broad_targets() {
-    let (host, _cache) = host_with(&["testbed"], false).await;
+    let host = host_with(&["testbed"], false).await;
     for (target, refused) in [
         ("10.1.2.3", true),
         ("0.0.0.0/0", true),
@@ -196,7 +196,7 @@ async fn a_plugin_sees_no_environment_files_or_sockets() {
         .expect("bind");
     let address = listener.local_addr().expect("address");
     // Loopback is allowed for HTTP here, to show that raw sockets stay closed regardless.
-    let (host, _cache) = host_with(&["testbed"], true).await;
+    let host = host_with(&["testbed"], true).await;
     let output = invoke(
         &host,
         call(
@@ -252,7 +252,7 @@ async fn secrets_never_reach_the_logs_in_any_encoding() {
             .map(|b| format!("{b:02x}"))
             .collect::<String>(),
     ];
-    let (host, _cache) = host_with(&["testbed"], false).await;
+    let host = host_with(&["testbed"], false).await;
     for form in &encoded {
         let log = call(
             "testbed",

@@ -17,12 +17,8 @@ pub(crate) fn wasm(name: &str) -> PathBuf {
 }
 
 /// A host with the given plugins loaded; loopback is reachable only if `allow_loopback`.
-pub(crate) async fn host_with(
-    plugins: &[&str],
-    allow_loopback: bool,
-) -> (PluginHost, tempfile::TempDir) {
+pub(crate) async fn host_with(plugins: &[&str], allow_loopback: bool) -> PluginHost {
     // One compilation cache for all tests: compiling a component is the slow part of loading it.
-    let cache = tempfile::tempdir().expect("scratch dir");
     let mut config = HostConfig::new(Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"));
     config.max_memory_bytes = 32 * 1024 * 1024;
     config.egress = EgressPolicy {
@@ -39,7 +35,7 @@ pub(crate) async fn host_with(
     for plugin in plugins {
         host.load(&wasm(plugin)).await.expect("plugin loads");
     }
-    (host, cache)
+    host
 }
 
 pub(crate) fn call(plugin: &str, action: &str, input: serde_json::Value) -> StepCall {

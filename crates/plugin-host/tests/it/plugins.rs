@@ -11,7 +11,7 @@ use crate::{call, granted, host_with, invoke, serve, wasm};
 
 #[tokio::test]
 async fn plugins_describe_themselves() {
-    let (host, _cache) = host_with(&["testbed", "http"], false).await;
+    let host = host_with(&["testbed", "http"], false).await;
     let names: Vec<&str> = host.manifests().iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, vec!["http", "testbed"]);
     let http = host.manifest("http").expect("http is loaded");
@@ -31,7 +31,7 @@ async fn plugins_describe_themselves() {
 
 #[tokio::test]
 async fn a_plugin_gets_its_input_and_context_in_a_fresh_instance() {
-    let (host, _cache) = host_with(&["testbed"], false).await;
+    let host = host_with(&["testbed"], false).await;
     let mut echo = call("testbed", "echo", json!({"ip": "203.0.113.7", "n": 3}));
     echo.attempt = 2;
     let output = invoke(&host, echo).await.expect("echo");
@@ -42,7 +42,7 @@ async fn a_plugin_gets_its_input_and_context_in_a_fresh_instance() {
 
 #[tokio::test]
 async fn unknown_plugins_actions_and_pinned_versions_are_clear_errors() {
-    let (host, _cache) = host_with(&["testbed"], false).await;
+    let host = host_with(&["testbed"], false).await;
     let missing = invoke(&host, call("nope", "x", json!({})))
         .await
         .expect_err("not installed");
@@ -59,7 +59,7 @@ async fn unknown_plugins_actions_and_pinned_versions_are_clear_errors() {
 
 #[tokio::test]
 async fn typed_plugin_errors_keep_their_kind() {
-    let (host, _cache) = host_with(&["testbed"], false).await;
+    let host = host_with(&["testbed"], false).await;
     let limited = invoke(
         &host,
         call("testbed", "fail", json!({"kind": "rate_limited"})),
@@ -83,7 +83,7 @@ async fn typed_plugin_errors_keep_their_kind() {
 
 #[tokio::test]
 async fn the_key_value_store_persists_across_invocations() {
-    let (host, _cache) = host_with(&["testbed"], false).await;
+    let host = host_with(&["testbed"], false).await;
     let set = invoke(
         &host,
         call(
@@ -122,7 +122,7 @@ async fn header_secrets_are_attached_by_the_host_and_hidden_from_the_plugin() {
         }),
     );
     let (addr, _seen) = serve(router).await;
-    let (host, _cache) = host_with(&["testbed"], true).await;
+    let host = host_with(&["testbed"], true).await;
     let secrets = [
         ("api_token", "tok-4e1d-canary"),
         ("readable_token", "read-me-1234"),
@@ -218,7 +218,7 @@ async fn the_http_plugin_calls_a_granted_api() {
         }),
     );
     let (addr, seen) = serve(router).await;
-    let (host, _cache) = host_with(&["http"], true).await;
+    let host = host_with(&["http"], true).await;
     let request = call(
         "http",
         "request",
