@@ -1,0 +1,171 @@
+//! Where the server keeps everything that must survive a crash: accepted deliveries and their
+//! idempotency keys, the job queue, run journals (the checkpoints and the audit trail in one),
+//! timers for approval deadlines, and per-run locks.
+//!
+//! [`Store`] is the one interface; [`RedisStore`] (shared by every process of a scaled-out
+//! deployment) and [`SqliteStore`] (the embedded default, one local file) implement it, and one
+//! conformance suite (`tests/it`) runs against both. This crate is the only one that knows Redis
+//! key names or SQL tables. It knows nothing of HTTP, plugins or how a playbook runs: a job is just
+//! "advance run X", and the worker folds the run's journal to know what is left to do.
+//!
+//! Guarantees every implementation gives:
+//! - [`Store::accept`] is atomic: the idempotency keys, the run records and their jobs are stored
+//!   together or not at all, and only then does the caller answer 202.
+//! - A claimed job stays leased to its worker until acked, released or its lease runs out; then
+//!   [`Store::claim`] hands it out again (at-least-once delivery). Jobs are idempotent per run.
+//! - [`runner::Journal::append`] returns only once the event is stored.
+
+mod error;
+mod redis_store;
+mod sqlite_store;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use runner::{Millis, RunEvent};
+use serde::{Deserialize, Serialize};
+
+pub use error::Error;
+pub use redis_store::RedisStore;
+pub use sqlite_store::{SqliteStore, Synchronous};
+
+/// One accepted webhook delivery, with the runs it starts.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub trigger: String,
+    /// The sender's delivery id (e.g. `X-GitHub-Delivery`, `webhook-id`): a repeat of it starts
+    /// nothing and gets the original answer.
+    pub delivery_id: Option<String>,
+    /// How long a delivery id is remembered.
+    pub delivery_ttl: Duration,
+    pub runs: Vec<NewRun>,
+    pub received_at: Millis,
+}
+
+/// A run to start for a delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewRun {
+    pub run_id: String,
+    pub playbook: String,
+    pub event: serde_json::Value,
+    /// The playbook's rendered `dedupe` key and window, if it has one.
+    pub dedupe: Option<DedupeKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupeKey {
+    pub key: String,
+    pub window_ms: u64,
+}
+
+/// What became of each run of an accepted delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admission {
+    pub playbook: String,
+    pub run_id: String,
+    /// True when an earlier delivery (same delivery id, or same dedupe key within its window)
+    /// already started this run: nothing new was started.
+    pub duplicate: bool,
+}
+
+/// The record of an accepted run, as the worker needs it to start the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub playbook: String,
+    pub trigger: String,
+    pub event: serde_json::Value,
+    pub accepted_at: Millis,
+    /// Set when the run was given up on (dead-lettered), with the reason.
+    pub dead: Option<String>,
+}
+
+/// One delivery of a job to a worker: the run to advance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The store's id for this job (a stream entry id, a row id).
+    pub job_id: String,
+    pub run_id: String,
+    /// How many times this job has been handed to a worker, this time included. More than one
+    /// means an earlier worker lost it (crashed, or stalled past its lease).
+    pub deliveries: u32,
+}
+
+/// Durable state shared by the server's processes. See the crate docs for the guarantees.
+#[async_trait]
+pub trait Store: runner::Journal + Send + Sync + 'static {
+    /// Stores a delivery's idempotency keys, run records and jobs atomically. Runs whose delivery
+    /// id or dedupe key was seen before come back as duplicates and start nothing.
+    async fn accept(&self, delivery: &Delivery) -> Result<Vec<Admission>, Error>;
+
+    /// The accepted run, if it exists.
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, Error>;
+
+    /// The run's journal in order (empty before the run starts).
+    async fn events(&self, run_id: &str) -> Result<Vec<RunEvent>, Error>;
+
+    /// Gives up on a run: it is marked dead with `reason` and no longer advanced.
+    async fn dead_letter(&self, run_id: &str, reason: &str) -> Result<(), Error>;
+
+    /// Adds a job to advance `run_id` now.
+    async fn push(&self, run_id: &str) -> Result<(), Error>;
+
+    /// Hands up to `max` jobs to `worker`, leased for `lease`. Jobs whose lease ran out are handed
+    /// out again first. Returns at once, possibly with nothing.
+    async fn claim(&self, worker: &str, max: usize, lease: Duration) -> Result<Vec<Claim>, Error>;
+
+    /// Renews the leases `worker` holds on these jobs.
+    async fn extend(&self, worker: &str, job_ids: &[String], lease: Duration)
+    -> Result<(), Error>;
+
+    /// The job is done: it is removed for good.
+    async fn ack(&self, job_id: &str) -> Result<(), Error>;
+
+    /// Hands jobs back at once (graceful shutdown), so any worker can take them.
+    async fn release(&self, worker: &str, job_ids: &[String]) -> Result<(), Error>;
+
+    /// Jobs waiting or leased.
+    async fn queue_depth(&self) -> Result<u64, Error>;
+
+    /// Asks for a job for `run_id` at `due` (an approval deadline, a busy run tried later).
+    /// A run has at most one timer; the earlier due time wins.
+    async fn schedule(&self, run_id: &str, due: Millis) -> Result<(), Error>;
+
+    /// Turns timers due at `now` into jobs; returns how many.
+    async fn promote_due(&self, now: Millis) -> Result<usize, Error>;
+
+    /// Takes the run's lock for `worker` unless another worker holds it; so one run is never
+    /// advanced by two workers at once. Renewing is taking it again.
+    async fn lock_run(&self, run_id: &str, worker: &str, lease: Duration) -> Result<bool, Error>;
+
+    /// Releases the run's lock if `worker` holds it.
+    async fn unlock_run(&self, run_id: &str, worker: &str) -> Result<(), Error>;
+
+    /// Whether the store answers (readiness).
+    async fn ping(&self) -> Result<(), Error>;
+}
+
+/// Milliseconds since the Unix epoch, by the system clock.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The answer given to the first delivery, given again to a repeat of it.
+fn repeat_of(earlier: &str) -> Result<Vec<Admission>, Error> {
+    let admissions: Vec<Admission> =
+        serde_json::from_str(earlier).map_err(|error| Error::corrupt("admissions", error))?;
+    Ok(admissions
+        .into_iter()
+        .map(|admission| Admission {
+            duplicate: true,
+            ..admission
+        })
+        .collect())
+}

@@ -1,0 +1,572 @@
+//! The shared store: every process of a deployment talks to one Redis.
+//!
+//! The queue is a Redis Stream read through a consumer group, so Redis itself does the
+//! bookkeeping: `XREADGROUP` delivers, the pending-entries list is the set of leases (an entry's
+//! idle time is its lease clock), `XAUTOCLAIM` hands out entries whose worker went quiet, and
+//! `XACK` + `XDEL` finish them. Multi-key changes (accepting a delivery, promoting timers,
+//! releasing jobs) are Lua scripts, so they are atomic. Keys (under a configurable prefix `p`):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `p:jobs` | stream, group `workers` | one entry per job: `run` = run id, `lost` = deliveries lost before a release |
+//! | `p:run:<id>` | hash | playbook, trigger, event, accepted_at, dead |
+//! | `p:run:<id>:events` | stream | the run's journal, field `e` = JSON event |
+//! | `p:run:<id>:lock` | string | worker holding the run, with a TTL |
+//! | `p:runs` | sorted set | run ids by acceptance time |
+//! | `p:idem:delivery:<trigger>:<id>`, `p:idem:dedupe:<playbook>:<key>` | string, TTL | idempotency keys |
+//! | `p:timers` | sorted set | run ids by due time |
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script, Value};
+use runner::{Millis, RunEvent};
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::{Admission, Claim, Delivery, RunRecord, Store, millis, repeat_of};
+
+const GROUP: &str = "workers";
+
+/// The Redis store. Cheap to clone: clones share one multiplexed connection that reconnects
+/// by itself.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never print it.
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Scripts {
+    accept: Script,
+    extend: Script,
+    release: Script,
+    promote: Script,
+    lock: Script,
+    unlock: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            accept: Script::new(ACCEPT),
+            extend: Script::new(EXTEND),
+            release: Script::new(RELEASE),
+            promote: Script::new(PROMOTE),
+            lock: Script::new(LOCK),
+            unlock: Script::new(UNLOCK),
+        }
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`) and prepares the queue.
+    /// All keys start with `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, Error> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)));
+        let connection = ConnectionManager::new_with_config(client, config).await?;
+        let store = RedisStore {
+            connection,
+            prefix: prefix.to_owned(),
+            scripts: std::sync::Arc::new(Scripts::new()),
+        };
+        store.create_group().await?;
+        Ok(store)
+    }
+
+    /// The consumer group must exist before the first job; `0` (not `$`) so jobs added before
+    /// any worker ever ran are delivered too.
+    async fn create_group(&self) -> Result<(), Error> {
+        let mut connection = self.connection.clone();
+        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.key("jobs"))
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut connection)
+            .await;
+        match created {
+            Err(error) if error.code() != Some("BUSYGROUP") => Err(error.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    fn run_key(&self, run_id: &str) -> String {
+        format!("{}:run:{run_id}", self.prefix)
+    }
+}
+
+/// The delivery as the accept script reads it. Numbers travel as strings: Lua's cjson would
+/// turn them into doubles.
+#[derive(Serialize)]
+struct ScriptDelivery<'a> {
+    trigger: &'a str,
+    delivery_key: Option<String>,
+    delivery_ttl_ms: String,
+    received_at: String,
+    runs: Vec<ScriptRun<'a>>,
+}
+
+#[derive(Serialize)]
+struct ScriptRun<'a> {
+    run_id: &'a str,
+    playbook: &'a str,
+    event: String,
+    dedupe_key: Option<String>,
+    window_ms: String,
+}
+
+#[async_trait]
+impl runner::Journal for RedisStore {
+    async fn append(&self, run_id: &str, event: &RunEvent) -> Result<(), runner::Error> {
+        let json = serde_json::to_string(event)
+            .map_err(|error| runner::Error::Journal(error.to_string()))?;
+        let mut connection = self.connection.clone();
+        let _: String = connection
+            .xadd(format!("{}:events", self.run_key(run_id)), "*", &[("e", json)])
+            .await
+            .map_err(|error| runner::Error::from(Error::from(error)))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn accept(&self, delivery: &Delivery) -> Result<Vec<Admission>, Error> {
+        let payload = ScriptDelivery {
+            trigger: &delivery.trigger,
+            delivery_key: delivery
+                .delivery_id
+                .as_ref()
+                .map(|id| format!("delivery:{}:{id}", delivery.trigger)),
+            delivery_ttl_ms: millis(delivery.delivery_ttl).max(1).to_string(),
+            received_at: delivery.received_at.to_string(),
+            runs: delivery
+                .runs
+                .iter()
+                .map(|run| ScriptRun {
+                    run_id: &run.run_id,
+                    playbook: &run.playbook,
+                    event: run.event.to_string(),
+                    dedupe_key: run
+                        .dedupe
+                        .as_ref()
+                        .map(|dedupe| format!("dedupe:{}:{}", run.playbook, dedupe.key)),
+                    window_ms: run
+                        .dedupe
+                        .as_ref()
+                        .map_or(1, |dedupe| dedupe.window_ms.max(1))
+                        .to_string(),
+                })
+                .collect(),
+        };
+        let payload =
+            serde_json::to_string(&payload).map_err(|error| Error::corrupt("delivery", error))?;
+        let mut connection = self.connection.clone();
+        let (repeat, answer): (u8, String) = self
+            .scripts
+            .accept
+            .arg(&self.prefix)
+            .arg(payload)
+            .invoke_async(&mut connection)
+            .await?;
+        if repeat == 1 {
+            return repeat_of(&answer);
+        }
+        serde_json::from_str(&answer).map_err(|error| Error::corrupt("admissions", error))
+    }
+
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
+        let mut connection = self.connection.clone();
+        let fields: std::collections::HashMap<String, String> =
+            connection.hgetall(self.run_key(run_id)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let field = |name: &str| {
+            fields
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::corrupt(format!("run {run_id}"), format!("no `{name}`")))
+        };
+        let event = serde_json::from_str(&field("event")?)
+            .map_err(|error| Error::corrupt(format!("run {run_id}"), error))?;
+        let accepted_at = field("accepted_at")?
+            .parse()
+            .map_err(|error| Error::corrupt(format!("run {run_id}"), error))?;
+        Ok(Some(RunRecord {
+            run_id: run_id.to_owned(),
+            playbook: field("playbook")?,
+            trigger: field("trigger")?,
+            event,
+            accepted_at,
+            dead: fields.get("dead").cloned(),
+        }))
+    }
+
+    async fn events(&self, run_id: &str) -> Result<Vec<RunEvent>, Error> {
+        let mut connection = self.connection.clone();
+        let reply: redis::streams::StreamRangeReply = connection
+            .xrange_all(format!("{}:events", self.run_key(run_id)))
+            .await?;
+        reply
+            .ids
+            .iter()
+            .map(|entry| {
+                let json: String = entry.get("e").ok_or_else(|| {
+                    Error::corrupt(format!("run {run_id} event {}", entry.id), "no `e` field")
+                })?;
+                serde_json::from_str(&json).map_err(|error| {
+                    Error::corrupt(format!("run {run_id} event {}", entry.id), error)
+                })
+            })
+            .collect()
+    }
+
+    async fn dead_letter(&self, run_id: &str, reason: &str) -> Result<(), Error> {
+        let mut connection = self.connection.clone();
+        let _: () = connection
+            .hset(self.run_key(run_id), "dead", reason)
+            .await?;
+        Ok(())
+    }
+
+    async fn push(&self, run_id: &str) -> Result<(), Error> {
+        let mut connection = self.connection.clone();
+        let _: String = connection
+            .xadd(self.key("jobs"), "*", &[("run", run_id)])
+            .await?;
+        Ok(())
+    }
+
+    async fn claim(&self, worker: &str, max: usize, lease: Duration) -> Result<Vec<Claim>, Error> {
+        let jobs = self.key("jobs");
+        let mut connection = self.connection.clone();
+        let mut claims = Vec::new();
+        // Orphans first: entries idle (unrenewed) for longer than a lease lost their worker.
+        let orphans: Value = redis::cmd("XAUTOCLAIM")
+            .arg(&jobs)
+            .arg(GROUP)
+            .arg(worker)
+            .arg(millis(lease))
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut connection)
+            .await?;
+        for (job_id, job) in autoclaimed_entries(orphans)? {
+            let Some(JobFields { run_id, lost }) = job else {
+                // The entry was deleted under us (acked by its slow worker): drop the lease.
+                let _: () = connection.xack(&jobs, GROUP, &[&job_id]).await?;
+                continue;
+            };
+            let pending: redis::streams::StreamPendingCountReply = connection
+                .xpending_count(&jobs, GROUP, &job_id, &job_id, 1)
+                .await?;
+            let deliveries = lost
+                + pending
+                    .ids
+                    .first()
+                    .map_or(1, |entry| entry.times_delivered as u32);
+            claims.push(Claim {
+                job_id,
+                run_id,
+                deliveries,
+            });
+        }
+        if claims.len() < max {
+            let options = redis::streams::StreamReadOptions::default()
+                .group(GROUP, worker)
+                .count(max - claims.len());
+            let reply: Option<redis::streams::StreamReadReply> = connection
+                .xread_options(&[&jobs], &[">"], &options)
+                .await?;
+            for key in reply.map(|reply| reply.keys).unwrap_or_default() {
+                for entry in key.ids {
+                    let run_id: Option<String> = entry.get("run");
+                    let lost: u32 = entry.get("lost").unwrap_or(0);
+                    match run_id {
+                        Some(run_id) => claims.push(Claim {
+                            job_id: entry.id,
+                            run_id,
+                            deliveries: lost + 1,
+                        }),
+                        None => {
+                            let _: () = connection.xack(&jobs, GROUP, &[&entry.id]).await?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(claims)
+    }
+
+    async fn extend(
+        &self,
+        worker: &str,
+        job_ids: &[String],
+        _lease: Duration,
+    ) -> Result<(), Error> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        // A lease is the entry's idle time in the pending list: claiming it again resets it.
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.extend.key(self.key("jobs"));
+        invocation.arg(GROUP).arg(worker);
+        for id in job_ids {
+            invocation.arg(id);
+        }
+        let _: () = invocation.invoke_async(&mut connection).await?;
+        Ok(())
+    }
+
+    async fn ack(&self, job_id: &str) -> Result<(), Error> {
+        let jobs = self.key("jobs");
+        let mut connection = self.connection.clone();
+        let _: () = redis::pipe()
+            .atomic()
+            .xack(&jobs, GROUP, &[job_id])
+            .ignore()
+            .xdel(&jobs, &[job_id])
+            .ignore()
+            .query_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn release(&self, worker: &str, job_ids: &[String]) -> Result<(), Error> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.release.key(self.key("jobs"));
+        invocation.arg(GROUP).arg(worker);
+        for id in job_ids {
+            invocation.arg(id);
+        }
+        let _: () = invocation.invoke_async(&mut connection).await?;
+        Ok(())
+    }
+
+    async fn queue_depth(&self) -> Result<u64, Error> {
+        let mut connection = self.connection.clone();
+        Ok(connection.xlen(self.key("jobs")).await?)
+    }
+
+    async fn schedule(&self, run_id: &str, due: Millis) -> Result<(), Error> {
+        let mut connection = self.connection.clone();
+        let _: () = redis::cmd("ZADD")
+            .arg(self.key("timers"))
+            .arg("LT")
+            .arg(due)
+            .arg(run_id)
+            .query_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn promote_due(&self, now: Millis) -> Result<usize, Error> {
+        let mut connection = self.connection.clone();
+        let promoted: usize = self
+            .scripts
+            .promote
+            .key(self.key("timers"))
+            .key(self.key("jobs"))
+            .arg(now)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(promoted)
+    }
+
+    async fn lock_run(&self, run_id: &str, worker: &str, lease: Duration) -> Result<bool, Error> {
+        let mut connection = self.connection.clone();
+        let taken: u8 = self
+            .scripts
+            .lock
+            .key(format!("{}:lock", self.run_key(run_id)))
+            .arg(worker)
+            .arg(millis(lease).max(1))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(taken == 1)
+    }
+
+    async fn unlock_run(&self, run_id: &str, worker: &str) -> Result<(), Error> {
+        let mut connection = self.connection.clone();
+        let _: () = self
+            .scripts
+            .unlock
+            .key(format!("{}:lock", self.run_key(run_id)))
+            .arg(worker)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        let mut connection = self.connection.clone();
+        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+        Ok(())
+    }
+}
+
+/// A job entry's fields: the run, and how many earlier deliveries were lost before a release.
+struct JobFields {
+    run_id: String,
+    lost: u32,
+}
+
+/// `XAUTOCLAIM`'s reply: `[cursor, [[id, [field, value, …]] | nil, …], [deleted ids]]`. Entries
+/// deleted while pending come back without data (Redis 7) or as nil (6.2).
+fn autoclaimed_entries(reply: Value) -> Result<Vec<(String, Option<JobFields>)>, Error> {
+    let Value::Array(parts) = reply else {
+        return Err(Error::corrupt("XAUTOCLAIM reply", "not an array"));
+    };
+    let mut entries = Vec::new();
+    if let Some(Value::Array(claimed)) = parts.get(1) {
+        for entry in claimed {
+            let Value::Array(pair) = entry else { continue };
+            let Some(id) = pair.first().and_then(bulk_string) else {
+                continue;
+            };
+            let field = |name: &str| match pair.get(1) {
+                Some(Value::Array(fields)) => fields
+                    .chunks(2)
+                    .find(|field| field.first().and_then(bulk_string).as_deref() == Some(name))
+                    .and_then(|field| field.get(1).and_then(bulk_string)),
+                _ => None,
+            };
+            let job = field("run").map(|run_id| JobFields {
+                run_id,
+                lost: field("lost").and_then(|lost| lost.parse().ok()).unwrap_or(0),
+            });
+            entries.push((id, job));
+        }
+    }
+    if let Some(Value::Array(deleted)) = parts.get(2) {
+        entries.extend(deleted.iter().filter_map(bulk_string).map(|id| (id, None)));
+    }
+    Ok(entries)
+}
+
+fn bulk_string(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// ARGV: prefix, delivery JSON. Returns `{1, earlier answer}` for a repeated delivery id, else
+/// `{0, answer}` after storing idempotency keys, run records and jobs.
+const ACCEPT: &str = r#"
+local p = ARGV[1]
+local d = cjson.decode(ARGV[2])
+local delivery_key = d.delivery_key ~= cjson.null and d.delivery_key or nil
+if delivery_key then
+  local earlier = redis.call('GET', p .. ':idem:' .. delivery_key)
+  if earlier then return {1, earlier} end
+end
+local out = {}
+for _, r in ipairs(d.runs) do
+  local earlier = false
+  if r.dedupe_key ~= cjson.null then
+    local key = p .. ':idem:' .. r.dedupe_key
+    earlier = redis.call('GET', key)
+    if not earlier then redis.call('SET', key, r.run_id, 'PX', r.window_ms) end
+  end
+  if earlier then
+    out[#out + 1] = {playbook = r.playbook, run_id = earlier, duplicate = true}
+  else
+    redis.call('HSET', p .. ':run:' .. r.run_id, 'playbook', r.playbook, 'trigger', d.trigger,
+      'event', r.event, 'accepted_at', d.received_at)
+    redis.call('ZADD', p .. ':runs', d.received_at, r.run_id)
+    redis.call('XADD', p .. ':jobs', '*', 'run', r.run_id)
+    out[#out + 1] = {playbook = r.playbook, run_id = r.run_id, duplicate = false}
+  end
+end
+local answer = '[]'
+if #out > 0 then answer = cjson.encode(out) end
+if delivery_key then
+  redis.call('SET', p .. ':idem:' .. delivery_key, answer, 'PX', d.delivery_ttl_ms)
+end
+return {0, answer}
+"#;
+
+/// KEYS: jobs. ARGV: group, worker, ids…: resets the idle time of the entries the worker still
+/// owns (another worker may have taken one over after a lapse; that one is left alone).
+const EXTEND: &str = r#"
+for i = 3, #ARGV do
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if pending[1] and pending[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  end
+end
+"#;
+
+/// KEYS: jobs. ARGV: group, worker, ids…: re-adds the worker's entries as new jobs and drops the
+/// old ones, so they are handed out at once. The new entry's `lost` field carries the earlier
+/// failed deliveries forward; the released one does not count.
+const RELEASE: &str = r#"
+for i = 3, #ARGV do
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if pending[1] and pending[1][2] == ARGV[2] then
+    local entry = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+    if entry[1] then
+      local fields = entry[1][2]
+      local run, lost = nil, 0
+      for f = 1, #fields, 2 do
+        if fields[f] == 'run' then run = fields[f + 1] end
+        if fields[f] == 'lost' then lost = tonumber(fields[f + 1]) or 0 end
+      end
+      if run then
+        redis.call('XADD', KEYS[1], '*', 'run', run, 'lost', lost + pending[1][4] - 1)
+      end
+    end
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    redis.call('XDEL', KEYS[1], ARGV[i])
+  end
+end
+"#;
+
+/// KEYS: timers, jobs. ARGV: now. Moves due timers into the queue.
+const PROMOTE: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)
+for _, run_id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], run_id)
+  redis.call('XADD', KEYS[2], '*', 'run', run_id)
+end
+return #due
+"#;
+
+/// KEYS: lock. ARGV: worker, lease ms.
+const LOCK: &str = r#"
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
+/// KEYS: lock. ARGV: worker.
+const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"#;

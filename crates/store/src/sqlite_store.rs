@@ -1,0 +1,452 @@
+//! The embedded default: everything in one local SQLite file, so a single node needs no other
+//! service and still loses nothing across a restart.
+//!
+//! One connection behind a mutex, used from tokio's blocking pool: SQLite serialises writers
+//! anyway, and a single writer keeps every operation a plain transaction. WAL journal mode lets
+//! the file be read (backups, `sqlite3`) while the server writes.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use runner::{Millis, RunEvent};
+
+use crate::error::Error;
+use crate::{Admission, Claim, Delivery, RunRecord, Store, millis, now_millis, repeat_of};
+
+/// How hard SQLite pushes each commit to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// Survives a killed process; a power cut may lose the last commits (WAL `NORMAL`).
+    #[default]
+    Normal,
+    /// Also survives a power cut, at the price of an fsync per commit (`FULL`).
+    Full,
+}
+
+/// The embedded store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    playbook TEXT NOT NULL,
+    trigger_name TEXT NOT NULL,
+    event TEXT NOT NULL,
+    accepted_at INTEGER NOT NULL,
+    dead TEXT,
+    locked_by TEXT,
+    lock_until INTEGER
+);
+CREATE TABLE IF NOT EXISTS run_events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    leased_by TEXT,
+    lease_until INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_lease ON jobs (lease_until, id);
+CREATE TABLE IF NOT EXISTS timers (
+    run_id TEXT PRIMARY KEY,
+    due INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timers_by_due ON timers (due);
+";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<SqliteStore, Error> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                Error::Config(format!("cannot create {}: {error}", parent.display()))
+            })?;
+        }
+        let connection = Connection::open(path)?;
+        // A second process on the same file waits for the lock instead of failing at once.
+        connection.busy_timeout(Duration::from_secs(5))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        let level = match synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        connection.pragma_update(None, "synchronous", level)?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Runs `operation` on the connection in tokio's blocking pool.
+    async fn with<T, F>(&self, operation: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection
+                .lock()
+                .map_err(|_| Error::Config("the SQLite connection is poisoned".into()))?;
+            operation(&mut connection)
+        })
+        .await
+        .map_err(|error| Error::Config(format!("a SQLite task failed: {error}")))?
+    }
+}
+
+#[async_trait]
+impl runner::Journal for SqliteStore {
+    async fn append(&self, run_id: &str, event: &RunEvent) -> Result<(), runner::Error> {
+        let run_id = run_id.to_owned();
+        let json = serde_json::to_string(event)
+            .map_err(|error| runner::Error::Journal(error.to_string()))?;
+        self.with(move |connection| {
+            connection.execute(
+                "INSERT INTO run_events (run_id, seq, event) VALUES (?1,
+                 (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_events WHERE run_id = ?1), ?2)",
+                params![run_id, json],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(runner::Error::from)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn accept(&self, delivery: &Delivery) -> Result<Vec<Admission>, Error> {
+        let delivery = delivery.clone();
+        self.with(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_millis();
+            transaction.execute(
+                "DELETE FROM idempotency WHERE expires_at <= ?1",
+                params![now as i64],
+            )?;
+            let delivery_key = delivery
+                .delivery_id
+                .as_ref()
+                .map(|id| format!("delivery:{}:{id}", delivery.trigger));
+            if let Some(key) = &delivery_key {
+                let earlier: Option<String> = transaction
+                    .query_row(
+                        "SELECT value FROM idempotency WHERE key = ?1",
+                        params![key],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                if let Some(earlier) = earlier {
+                    return repeat_of(&earlier);
+                }
+            }
+            let mut admissions = Vec::with_capacity(delivery.runs.len());
+            for run in &delivery.runs {
+                if let Some(dedupe) = &run.dedupe {
+                    let key = format!("dedupe:{}:{}", run.playbook, dedupe.key);
+                    let earlier: Option<String> = transaction
+                        .query_row(
+                            "SELECT value FROM idempotency WHERE key = ?1",
+                            params![key],
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    if let Some(earlier_run) = earlier {
+                        admissions.push(Admission {
+                            playbook: run.playbook.clone(),
+                            run_id: earlier_run,
+                            duplicate: true,
+                        });
+                        continue;
+                    }
+                    transaction.execute(
+                        "INSERT INTO idempotency (key, value, expires_at) VALUES (?1, ?2, ?3)",
+                        params![key, run.run_id, (now + dedupe.window_ms) as i64],
+                    )?;
+                }
+                transaction.execute(
+                    "INSERT INTO runs (run_id, playbook, trigger_name, event, accepted_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        run.run_id,
+                        run.playbook,
+                        delivery.trigger,
+                        run.event.to_string(),
+                        delivery.received_at as i64
+                    ],
+                )?;
+                transaction.execute("INSERT INTO jobs (run_id) VALUES (?1)", params![run.run_id])?;
+                admissions.push(Admission {
+                    playbook: run.playbook.clone(),
+                    run_id: run.run_id.clone(),
+                    duplicate: false,
+                });
+            }
+            if let Some(key) = &delivery_key {
+                let answer = serde_json::to_string(&admissions)
+                    .map_err(|error| Error::corrupt("admissions", error))?;
+                transaction.execute(
+                    "INSERT INTO idempotency (key, value, expires_at) VALUES (?1, ?2, ?3)",
+                    params![key, answer, (now + millis(delivery.delivery_ttl)) as i64],
+                )?;
+            }
+            transaction.commit()?;
+            Ok(admissions)
+        })
+        .await
+    }
+
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
+        let run_id = run_id.to_owned();
+        self.with(move |connection| {
+            let row = connection
+                .query_row(
+                    "SELECT playbook, trigger_name, event, accepted_at, dead FROM runs
+                     WHERE run_id = ?1",
+                    params![run_id],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, Option<String>>(4)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((playbook, trigger, event, accepted_at, dead)) = row else {
+                return Ok(None);
+            };
+            let event = serde_json::from_str(&event)
+                .map_err(|error| Error::corrupt(format!("run {run_id}"), error))?;
+            Ok(Some(RunRecord {
+                run_id,
+                playbook,
+                trigger,
+                event,
+                accepted_at: accepted_at as Millis,
+                dead,
+            }))
+        })
+        .await
+    }
+
+    async fn events(&self, run_id: &str) -> Result<Vec<RunEvent>, Error> {
+        let run_id = run_id.to_owned();
+        self.with(move |connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT event FROM run_events WHERE run_id = ?1 ORDER BY seq")?;
+            let rows = statement.query_map(params![run_id], |row| row.get::<_, String>(0))?;
+            let mut events = Vec::new();
+            for row in rows {
+                let json = row?;
+                events.push(
+                    serde_json::from_str(&json)
+                        .map_err(|error| Error::corrupt(format!("run {run_id} event"), error))?,
+                );
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn dead_letter(&self, run_id: &str, reason: &str) -> Result<(), Error> {
+        let (run_id, reason) = (run_id.to_owned(), reason.to_owned());
+        self.with(move |connection| {
+            connection.execute(
+                "UPDATE runs SET dead = ?2 WHERE run_id = ?1",
+                params![run_id, reason],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn push(&self, run_id: &str) -> Result<(), Error> {
+        let run_id = run_id.to_owned();
+        self.with(move |connection| {
+            connection.execute("INSERT INTO jobs (run_id) VALUES (?1)", params![run_id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim(&self, worker: &str, max: usize, lease: Duration) -> Result<Vec<Claim>, Error> {
+        let worker = worker.to_owned();
+        self.with(move |connection| {
+            let now = now_millis() as i64;
+            let mut statement = connection.prepare_cached(
+                "UPDATE jobs SET leased_by = ?1, lease_until = ?2, deliveries = deliveries + 1
+                 WHERE id IN (SELECT id FROM jobs WHERE lease_until <= ?3 ORDER BY lease_until, id
+                              LIMIT ?4)
+                 RETURNING id, run_id, deliveries",
+            )?;
+            let rows = statement.query_map(
+                params![worker, now + millis(lease) as i64, now, max as i64],
+                |row| {
+                    Ok(Claim {
+                        job_id: row.get::<_, i64>(0)?.to_string(),
+                        run_id: row.get(1)?,
+                        deliveries: row.get(2)?,
+                    })
+                },
+            )?;
+            let mut claims = rows.collect::<Result<Vec<_>, _>>()?;
+            // RETURNING gives no order; hand jobs out oldest first.
+            claims.sort_by_key(|claim| claim.job_id.parse::<i64>().unwrap_or(i64::MAX));
+            Ok(claims)
+        })
+        .await
+    }
+
+    async fn extend(
+        &self,
+        worker: &str,
+        job_ids: &[String],
+        lease: Duration,
+    ) -> Result<(), Error> {
+        let (worker, job_ids) = (worker.to_owned(), job_ids.to_vec());
+        self.with(move |connection| {
+            let until = (now_millis() + millis(lease)) as i64;
+            let transaction = connection.transaction()?;
+            for id in &job_ids {
+                transaction.execute(
+                    "UPDATE jobs SET lease_until = ?1 WHERE id = ?2 AND leased_by = ?3",
+                    params![until, id, worker],
+                )?;
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ack(&self, job_id: &str) -> Result<(), Error> {
+        let job_id = job_id.to_owned();
+        self.with(move |connection| {
+            connection.execute("DELETE FROM jobs WHERE id = ?1", params![job_id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release(&self, worker: &str, job_ids: &[String]) -> Result<(), Error> {
+        let (worker, job_ids) = (worker.to_owned(), job_ids.to_vec());
+        self.with(move |connection| {
+            let transaction = connection.transaction()?;
+            for id in &job_ids {
+                // Handing back is not a failed delivery: undo its count.
+                transaction.execute(
+                    "UPDATE jobs SET leased_by = NULL, lease_until = 0,
+                     deliveries = MAX(deliveries - 1, 0) WHERE id = ?1 AND leased_by = ?2",
+                    params![id, worker],
+                )?;
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn queue_depth(&self) -> Result<u64, Error> {
+        self.with(|connection| {
+            let depth: i64 = connection.query_row("SELECT COUNT(*) FROM jobs", [], |row| {
+                row.get(0)
+            })?;
+            Ok(depth as u64)
+        })
+        .await
+    }
+
+    async fn schedule(&self, run_id: &str, due: Millis) -> Result<(), Error> {
+        let run_id = run_id.to_owned();
+        self.with(move |connection| {
+            connection.execute(
+                "INSERT INTO timers (run_id, due) VALUES (?1, ?2)
+                 ON CONFLICT (run_id) DO UPDATE SET due = MIN(due, excluded.due)",
+                params![run_id, due as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn promote_due(&self, now: Millis) -> Result<usize, Error> {
+        self.with(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let due: Vec<String> = {
+                let mut statement = transaction.prepare_cached(
+                    "DELETE FROM timers WHERE due <= ?1 RETURNING run_id",
+                )?;
+                let rows = statement.query_map(params![now as i64], |row| row.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for run_id in &due {
+                transaction.execute("INSERT INTO jobs (run_id) VALUES (?1)", params![run_id])?;
+            }
+            transaction.commit()?;
+            Ok(due.len())
+        })
+        .await
+    }
+
+    async fn lock_run(&self, run_id: &str, worker: &str, lease: Duration) -> Result<bool, Error> {
+        let (run_id, worker) = (run_id.to_owned(), worker.to_owned());
+        self.with(move |connection| {
+            let now = now_millis();
+            let changed = connection.execute(
+                "UPDATE runs SET locked_by = ?2, lock_until = ?3
+                 WHERE run_id = ?1 AND (locked_by IS NULL OR locked_by = ?2 OR lock_until <= ?4)",
+                params![run_id, worker, (now + millis(lease)) as i64, now as i64],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn unlock_run(&self, run_id: &str, worker: &str) -> Result<(), Error> {
+        let (run_id, worker) = (run_id.to_owned(), worker.to_owned());
+        self.with(move |connection| {
+            connection.execute(
+                "UPDATE runs SET locked_by = NULL, lock_until = NULL
+                 WHERE run_id = ?1 AND locked_by = ?2",
+                params![run_id, worker],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        self.with(|connection| {
+            connection.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,374 @@
+//! The conformance suite: every test runs against both stores, Redis (a real `redis-server`
+//! started for the test) and SQLite (a fresh file).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runner::{RunEvent, RunStatus};
+use store::{Delivery, DedupeKey, NewRun, RedisStore, SqliteStore, Store, Synchronous};
+use test_support::RedisServer;
+
+/// A store under test, with whatever keeps its backing service alive.
+struct Backend {
+    name: &'static str,
+    store: Arc<dyn Store>,
+    _redis: Option<RedisServer>,
+    _dir: tempfile::TempDir,
+}
+
+async fn backends() -> Vec<Backend> {
+    let redis = RedisServer::start();
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let redis_store = RedisStore::connect(&redis.url(), &prefix)
+        .await
+        .expect("connect to the test redis");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite =
+        SqliteStore::open(&dir.path().join("riposte.db"), Synchronous::Normal).expect("open");
+    vec![
+        Backend {
+            name: "redis",
+            store: Arc::new(redis_store),
+            _redis: Some(redis),
+            _dir: tempfile::tempdir().expect("temp dir"),
+        },
+        Backend {
+            name: "sqlite",
+            store: Arc::new(sqlite),
+            _redis: None,
+            _dir: dir,
+        },
+    ]
+}
+
+fn run(playbook: &str, dedupe: Option<(&str, u64)>) -> NewRun {
+    NewRun {
+        run_id: runner::new_run_id(),
+        playbook: playbook.into(),
+        event: serde_json::json!({"ip": "203.0.113.7", "big": 9007199254740993u64}),
+        dedupe: dedupe.map(|(key, window_ms)| DedupeKey {
+            key: key.into(),
+            window_ms,
+        }),
+    }
+}
+
+fn delivery(delivery_id: Option<&str>, runs: Vec<NewRun>) -> Delivery {
+    Delivery {
+        trigger: "siem".into(),
+        delivery_id: delivery_id.map(str::to_owned),
+        delivery_ttl: Duration::from_secs(60),
+        runs,
+        received_at: store::now_millis(),
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn accepted_runs_are_recorded_queued_claimed_once_and_acked() {
+    for backend in backends().await {
+        let store = &backend.store;
+        let (first, second) = (run("block", None), run("notify", None));
+        let admissions = store
+            .accept(&delivery(None, vec![first.clone(), second.clone()]))
+            .await
+            .expect("accept");
+        assert_eq!(admissions.len(), 2, "{}", backend.name);
+        assert!(admissions.iter().all(|a| !a.duplicate), "{}", backend.name);
+        let record = store.run(&first.run_id).await.expect("run").expect("exists");
+        assert_eq!(record.playbook, "block");
+        assert_eq!(record.trigger, "siem");
+        // Large integers survive the trip unchanged (no detour through doubles).
+        assert_eq!(record.event, first.event, "{}", backend.name);
+        assert_eq!(store.queue_depth().await.expect("depth"), 2);
+
+        let claims = store.claim("w1", 10, LEASE).await.expect("claim");
+        let runs: Vec<_> = claims.iter().map(|c| c.run_id.clone()).collect();
+        assert_eq!(runs, vec![first.run_id.clone(), second.run_id.clone()], "{}", backend.name);
+        assert!(claims.iter().all(|c| c.deliveries == 1), "{}", backend.name);
+        assert!(store.claim("w2", 10, LEASE).await.expect("claim").is_empty(), "{}", backend.name);
+        for claim in &claims {
+            store.ack(&claim.job_id).await.expect("ack");
+        }
+        assert_eq!(store.queue_depth().await.expect("depth"), 0, "{}", backend.name);
+        assert!(store.run("nope").await.expect("run").is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_delivery_id_gets_the_original_answer_and_starts_nothing() {
+    for backend in backends().await {
+        let store = &backend.store;
+        let original = store
+            .accept(&delivery(Some("d-1"), vec![run("block", None)]))
+            .await
+            .expect("accept");
+        let repeat = store
+            .accept(&delivery(Some("d-1"), vec![run("block", None)]))
+            .await
+            .expect("accept");
+        assert_eq!(repeat.len(), 1, "{}", backend.name);
+        assert_eq!(repeat[0].run_id, original[0].run_id, "{}", backend.name);
+        assert!(repeat[0].duplicate && !original[0].duplicate, "{}", backend.name);
+        assert_eq!(store.queue_depth().await.expect("depth"), 1, "{}", backend.name);
+        // Another delivery id is another delivery.
+        store
+            .accept(&delivery(Some("d-2"), vec![run("block", None)]))
+            .await
+            .expect("accept");
+        assert_eq!(store.queue_depth().await.expect("depth"), 2, "{}", backend.name);
+    }
+}
+
+#[tokio::test]
+async fn a_dedupe_key_suppresses_repeats_within_its_window_only() {
+    for backend in backends().await {
+        let store = &backend.store;
+        let first = store
+            .accept(&delivery(None, vec![run("block", Some(("203.0.113.7", 300)))]))
+            .await
+            .expect("accept");
+        let repeat = store
+            .accept(&delivery(
+                None,
+                vec![run("block", Some(("203.0.113.7", 300))), run("notify", None)],
+            ))
+            .await
+            .expect("accept");
+        assert!(repeat[0].duplicate, "{}", backend.name);
+        assert_eq!(repeat[0].run_id, first[0].run_id, "{}", backend.name);
+        assert!(!repeat[1].duplicate, "{}", backend.name);
+        // The same key for another playbook is another key.
+        let other = store
+            .accept(&delivery(None, vec![run("isolate", Some(("203.0.113.7", 300)))]))
+            .await
+            .expect("accept");
+        assert!(!other[0].duplicate, "{}", backend.name);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let later = store
+            .accept(&delivery(None, vec![run("block", Some(("203.0.113.7", 300)))]))
+            .await
+            .expect("accept");
+        assert!(!later[0].duplicate, "{}: the window has passed", backend.name);
+        assert_eq!(store.queue_depth().await.expect("depth"), 4, "{}", backend.name);
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_lease_runs_out_is_handed_out_again_unless_renewed() {
+    for backend in backends().await {
+        let store = &backend.store;
+        let (lost, kept) = (run("a", None), run("b", None));
+        store
+            .accept(&delivery(None, vec![lost.clone(), kept.clone()]))
+            .await
+            .expect("accept");
+        let lease = Duration::from_millis(300);
+        let claims = store.claim("crashed", 10, lease).await.expect("claim");
+        assert_eq!(claims.len(), 2, "{}", backend.name);
+        let kept_job = claims
+            .iter()
+            .find(|c| c.run_id == kept.run_id)
+            .expect("kept job")
+            .job_id
+            .clone();
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store
+                .extend("crashed", std::slice::from_ref(&kept_job), lease)
+                .await
+                .expect("extend");
+        }
+        let again = store.claim("rescuer", 10, lease).await.expect("claim");
+        assert_eq!(again.len(), 1, "{}: {again:?}", backend.name);
+        assert_eq!(again[0].run_id, lost.run_id, "{}", backend.name);
+        assert_eq!(again[0].deliveries, 2, "{}", backend.name);
+        // The old owner's renewal does not take the job back.
+        store
+            .extend("crashed", std::slice::from_ref(&again[0].job_id), lease)
+            .await
+            .expect("extend");
+        store.release("rescuer", &[again[0].job_id.clone()]).await.expect("release");
+        let released = store.claim("third", 10, lease).await.expect("claim");
+        assert_eq!(released.len(), 1, "{}", backend.name);
+        assert_eq!(released[0].run_id, lost.run_id, "{}", backend.name);
+        assert_eq!(
+            released[0].deliveries, 2,
+            "{}: a release is not a failed delivery",
+            backend.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_workers_never_get_the_same_job() {
+    for backend in backends().await {
+        let store = &backend.store;
+        for chunk in 0..10 {
+            let runs = (0..50).map(|i| run(&format!("p{chunk}-{i}"), None)).collect();
+            store.accept(&delivery(None, runs)).await.expect("accept");
+        }
+        let mut workers = Vec::new();
+        for worker in 0..4 {
+            let store = Arc::clone(store);
+            workers.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let claims = store
+                        .claim(&format!("w{worker}"), 7, LEASE)
+                        .await
+                        .expect("claim");
+                    if claims.is_empty() {
+                        break seen;
+                    }
+                    for claim in claims {
+                        store.ack(&claim.job_id).await.expect("ack");
+                        seen.push(claim.run_id);
+                    }
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for worker in workers {
+            all.extend(worker.await.expect("worker"));
+        }
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!(all.len(), 500, "{}", backend.name);
+        assert_eq!(unique.len(), 500, "{}", backend.name);
+    }
+}
+
+#[tokio::test]
+async fn the_journal_keeps_events_in_order_per_run() {
+    for backend in backends().await {
+        let store = &backend.store;
+        let finished = |n: u64| RunEvent::RunFinished {
+            status: RunStatus::Succeeded,
+            outputs: serde_json::json!({ "n": n }),
+            error: None,
+            at: n,
+        };
+        for n in 0..20 {
+            store.append("run-a", &finished(n)).await.expect("append");
+            store.append("run-b", &finished(100 + n)).await.expect("append");
+        }
+        let events = store.events("run-a").await.expect("events");
+        assert_eq!(events, (0..20).map(finished).collect::<Vec<_>>(), "{}", backend.name);
+        assert!(store.events("none").await.expect("events").is_empty());
+    }
+}
+
+#[tokio::test]
+async fn timers_become_jobs_when_due_and_the_earliest_wins() {
+    for backend in backends().await {
+        let store = &backend.store;
+        store.schedule("run-t", 5_000).await.expect("schedule");
+        store.schedule("run-t", 2_000).await.expect("schedule");
+        store.schedule("run-t", 9_000).await.expect("schedule");
+        assert_eq!(store.promote_due(1_999).await.expect("promote"), 0, "{}", backend.name);
+        assert_eq!(store.promote_due(2_000).await.expect("promote"), 1, "{}", backend.name);
+        assert_eq!(store.promote_due(10_000).await.expect("promote"), 0, "{}", backend.name);
+        let claims = store.claim("w", 10, LEASE).await.expect("claim");
+        assert_eq!(claims.len(), 1, "{}", backend.name);
+        assert_eq!(claims[0].run_id, "run-t", "{}", backend.name);
+    }
+}
+
+#[tokio::test]
+async fn a_run_lock_has_one_holder_until_released_or_expired() {
+    for backend in backends().await {
+        let store = &backend.store;
+        let accepted = run("a", None);
+        store
+            .accept(&delivery(None, vec![accepted.clone()]))
+            .await
+            .expect("accept");
+        let id = &accepted.run_id;
+        let short = Duration::from_millis(200);
+        assert!(store.lock_run(id, "w1", short).await.expect("lock"), "{}", backend.name);
+        assert!(store.lock_run(id, "w1", short).await.expect("renew"), "{}", backend.name);
+        assert!(!store.lock_run(id, "w2", short).await.expect("lock"), "{}", backend.name);
+        store.unlock_run(id, "w2").await.expect("unlock by a stranger is a no-op");
+        assert!(!store.lock_run(id, "w2", short).await.expect("lock"), "{}", backend.name);
+        store.unlock_run(id, "w1").await.expect("unlock");
+        assert!(store.lock_run(id, "w2", short).await.expect("lock"), "{}", backend.name);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            store.lock_run(id, "w3", short).await.expect("lock"),
+            "{}: an expired lock is free",
+            backend.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dead_lettered_run_keeps_its_reason() {
+    for backend in backends().await {
+        let store = &backend.store;
+        let accepted = run("a", None);
+        store
+            .accept(&delivery(None, vec![accepted.clone()]))
+            .await
+            .expect("accept");
+        store
+            .dead_letter(&accepted.run_id, "lost its worker 5 times")
+            .await
+            .expect("dead letter");
+        let record = store.run(&accepted.run_id).await.expect("run").expect("exists");
+        assert_eq!(record.dead.as_deref(), Some("lost its worker 5 times"), "{}", backend.name);
+        store.ping().await.expect("ping");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_keeps_everything_across_a_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("nested/riposte.db");
+    let accepted = run("a", None);
+    {
+        let store = SqliteStore::open(&path, Synchronous::Full).expect("open");
+        store
+            .accept(&delivery(Some("x"), vec![accepted.clone()]))
+            .await
+            .expect("accept");
+        store.claim("w", 1, Duration::from_millis(1)).await.expect("claim");
+    }
+    let store = SqliteStore::open(&path, Synchronous::Normal).expect("reopen");
+    assert!(store.run(&accepted.run_id).await.expect("run").is_some());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let claims = store.claim("w2", 5, LEASE).await.expect("claim");
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].deliveries, 2);
+    let repeat = store
+        .accept(&delivery(Some("x"), vec![run("a", None)]))
+        .await
+        .expect("accept");
+    assert!(repeat[0].duplicate);
+}
+
+#[tokio::test]
+async fn redis_keeps_acknowledged_writes_across_a_restart() {
+    let mut redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "restart").await.expect("connect");
+    let accepted = run("a", None);
+    store
+        .accept(&delivery(None, vec![accepted.clone()]))
+        .await
+        .expect("accept");
+    redis.restart();
+    // The connection comes back by itself; commands may fail while it does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let claims = loop {
+        match store.claim("w", 5, LEASE).await {
+            Ok(claims) => break claims,
+            Err(error) => {
+                assert!(std::time::Instant::now() < deadline, "no reconnect: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].run_id, accepted.run_id);
+}
