@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use playbook::{ErrorKind, Playbook};
+use playbook::Playbook;
 use runner::{
-    Decision, DryRunExecutor, Journal, RunEvent, RunState, RunStatus, Runner, Secrets, StepCall,
-    StepError, StepExecutor, StepStatus,
+    Decision, DryRunExecutor, Journal, RunEvent, RunState, RunStatus, Runner, Secrets,
+    StepExecutor, StepStatus,
 };
 
 /// Prefix of environment variables that provide secrets: `RIPOSTE_SECRET_ABUSEIPDB_KEY` is the
@@ -116,7 +116,7 @@ async fn run_async(
     let executor: Arc<dyn StepExecutor> = if args.dry_run {
         Arc::new(DryRunExecutor::new(mocks))
     } else {
-        Arc::new(LocalExecutor {
+        Arc::new(server::executor::PluginExecutor {
             plugins: args.plugins.host().await?,
         })
     };
@@ -260,35 +260,6 @@ fn print_summary(state: &RunState) {
     {
         let text = serde_json::to_string_pretty(outputs).unwrap_or_default();
         crate::print_stdout(&text);
-    }
-}
-
-/// The built-in `core` plugin, and the WebAssembly plugins loaded with `--plugins`.
-struct LocalExecutor {
-    plugins: Option<plugin_host::PluginHost>,
-}
-
-#[async_trait]
-impl StepExecutor for LocalExecutor {
-    async fn execute(&self, call: StepCall) -> Result<serde_json::Value, StepError> {
-        match (
-            call.uses.plugin.as_str(),
-            call.uses.action.as_str(),
-            &self.plugins,
-        ) {
-            ("core", "echo", _) => Ok(call.input),
-            ("core", action, _) => Err(StepError::new(
-                ErrorKind::InvalidInput,
-                format!("the core plugin has no action `{action}`; it has `echo`"),
-            )),
-            (_, _, Some(host)) => host.invoke(&call).await,
-            (plugin, _, None) => Err(StepError::new(
-                ErrorKind::Internal,
-                format!(
-                    "plugin `{plugin}` is not installed: load plugins with --plugins <dir>, or rehearse with --dry-run"
-                ),
-            )),
-        }
     }
 }
 

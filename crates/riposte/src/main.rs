@@ -1,10 +1,12 @@
-//! The `riposte` command: validate playbooks, publish their schema, and run them locally.
+//! The `riposte` command: validate playbooks, publish their schema, run them locally, and run the
+//! server.
 //!
 //! `main` only parses flags and hands each subcommand to its module; everything it does is in the
-//! `playbook` and `runner` crates.
+//! library crates (`playbook`, `runner`, `plugin-host`, `server`).
 
 mod local_run;
 mod plugins;
+mod serve;
 mod validate;
 
 use std::path::PathBuf;
@@ -38,6 +40,18 @@ enum Command {
     Schema,
     /// Run a playbook locally for one event, showing each step as it happens.
     Run(local_run::RunArgs),
+    /// Run the server: webhooks (`POST /hooks/<trigger>`) and workers in one process. Without a
+    /// Redis configured, everything is kept in a local SQLite file.
+    Serve {
+        /// The configuration file (YAML); `RIPOSTE_*` environment variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run workers only, sharing the Redis of the `serve` processes (scale-out).
+    Worker {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Inspect and scaffold WebAssembly plugins.
     #[command(subcommand)]
     Plugin(plugins::PluginCommand),
@@ -60,6 +74,8 @@ fn main() -> ExitCode {
         Command::Schema => print_schema(),
         Command::Run(args) => local_run::run(args),
         Command::Plugin(command) => plugins::run(command),
+        Command::Serve { config } => serve::run(config.as_deref(), serve::Role::Serve),
+        Command::Worker { config } => serve::run(config.as_deref(), serve::Role::Worker),
     };
     match result {
         Ok(code) => code,

@@ -1,10 +1,153 @@
-//! The server side of Riposte: webhook ingress, workers, configuration (issue 4, in progress).
+//! The Riposte server: webhook ingress, workers, and their configuration.
 //!
-//! So far this crate holds [`webhook_auth`]: how an incoming delivery proves where it comes from
-//! (HMAC signatures in the GitHub and Standard Webhooks schemes, bearer tokens, basic auth), checked
-//! in constant time with key rotation; and [`ingress`]: content type, JSON depth and parse errors
-//! mapped to 415/400 with a reason. The axum router, the durable queue and the workers are not
-//! here yet.
+//! [`serve`] runs the HTTP API and workers in one process; [`work`] runs workers only. Any number
+//! of processes share one store (Redis) and split the work; with no Redis configured, one process
+//! keeps everything in a local SQLite file. The path of an alert: [`app`] authenticates the
+//! delivery ([`webhook_auth`]), checks its body ([`ingress`]), screens it with each playbook on
+//! the trigger, and answers 202 once [`store::Store::accept`] has stored the runs and their jobs;
+//! a [`worker::Worker`] claims a job, folds the run's journal, and lets the runner advance it
+//! through the plugins. This crate knows HTTP and process wiring; it knows no Redis keys (the
+//! `store` crate does) and no wasmtime (the `plugin-host` crate does).
 
+pub mod app;
+pub mod catalog;
+pub mod config;
+mod error;
+pub mod executor;
 pub mod ingress;
+mod queue;
 pub mod webhook_auth;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+pub use tokio_util::sync::CancellationToken;
+
+pub use crate::config::{Config, StoreConfig};
+pub use crate::error::Error;
+
+/// Everything a process needs, opened and checked.
+pub struct Parts {
+    pub config: Config,
+    pub store: Arc<dyn store::Store>,
+    pub catalog: Arc<catalog::Catalog>,
+    pub runner: Arc<runner::Runner>,
+    pub secrets: Arc<HashMap<String, runner::Secrets>>,
+}
+
+impl Parts {
+    /// Loads the playbooks and plugins and opens the store.
+    pub async fn open(mut config: Config) -> Result<Parts, Error> {
+        let catalog = Arc::new(catalog::Catalog::load(&config)?);
+        if !config.workers.lease_configured {
+            let longest = catalog.longest_step_timeout() + std::time::Duration::from_secs(30);
+            config.workers.lease = config.workers.lease.max(longest);
+        }
+        let store = open_store(&config.store).await?;
+        let plugins = match &config.plugins {
+            Some(dir) => {
+                let mut host_config = plugin_host::HostConfig::new(&config.cache_dir);
+                host_config.egress = plugin_host::EgressPolicy {
+                    allow_private: config.allow_private.clone(),
+                    user_agent: concat!("riposte/", env!("CARGO_PKG_VERSION")).into(),
+                    ..plugin_host::EgressPolicy::default()
+                };
+                let mut host = plugin_host::PluginHost::new(host_config)?;
+                let loaded = host.load_dir(dir).await?;
+                tracing::info!(plugins = loaded.len(), dir = %dir.display(), "Plugins loaded.");
+                Some(host)
+            }
+            None => None,
+        };
+        let executor = Arc::new(executor::PluginExecutor { plugins });
+        let runner = Arc::new(runner::Runner::new(executor, store.clone()));
+        let secrets = catalog
+            .playbooks()
+            .map(|playbook| {
+                let values = playbook
+                    .secrets
+                    .iter()
+                    .filter_map(|name| {
+                        let value = config.secrets.get(&name.to_ascii_uppercase());
+                        if value.is_none() {
+                            tracing::warn!(playbook = %playbook.name, secret = %name, "Secret not set: set RIPOSTE_SECRET_{}.", name.to_ascii_uppercase());
+                        }
+                        value.map(|value| (name.clone(), value.clone()))
+                    })
+                    .collect();
+                (playbook.name.clone(), runner::Secrets::new(values))
+            })
+            .collect();
+        Ok(Parts {
+            config,
+            store,
+            catalog,
+            runner,
+            secrets: Arc::new(secrets),
+        })
+    }
+
+    fn worker(&self) -> Arc<worker::Worker> {
+        Arc::new(worker::Worker {
+            id: worker::new_worker_id(),
+            store: Arc::clone(&self.store),
+            runner: Arc::clone(&self.runner),
+            catalog: Arc::clone(&self.catalog),
+            secrets: Arc::clone(&self.secrets),
+            config: self.config.workers.clone(),
+        })
+    }
+
+    fn app_state(&self) -> app::AppState {
+        app::AppState {
+            store: Arc::clone(&self.store),
+            catalog: Arc::clone(&self.catalog),
+            webhooks: Arc::new(self.config.webhooks.clone()),
+        }
+    }
+}
+
+/// Opens the configured store.
+pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn store::Store>, Error> {
+    Ok(match config {
+        StoreConfig::Sqlite { path, synchronous } => {
+            Arc::new(store::SqliteStore::open(path, *synchronous)?)
+        }
+        StoreConfig::Redis { url, prefix } => {
+            Arc::new(store::RedisStore::connect(url, prefix).await?)
+        }
+    })
+}
+
+/// Serves the HTTP API on `listener` and runs workers, until `shutdown`: then stops accepting,
+/// lets in-flight requests and runs finish (runs up to a lease), and returns.
+pub async fn serve(
+    listener: TcpListener,
+    parts: Parts,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let worker = tokio::spawn(parts.worker().run(shutdown.clone()));
+    let router = app::app(parts.app_state());
+    let signal = shutdown.clone();
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { signal.cancelled().await })
+        .await
+        .map_err(|source| Error::Io {
+            what: "the HTTP server failed".into(),
+            source,
+        });
+    shutdown.cancel();
+    let worked = worker.await.map_err(|error| Error::Io {
+        what: "the worker task failed".into(),
+        source: std::io::Error::other(error.to_string()),
+    })?;
+    served?;
+    worked
+}
+
+/// Runs workers only, until `shutdown`.
+pub async fn work(parts: Parts, shutdown: CancellationToken) -> Result<(), Error> {
+    parts.worker().run(shutdown).await
+}

@@ -115,8 +115,7 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
     async fn claim(&self, worker: &str, max: usize, lease: Duration) -> Result<Vec<Claim>, Error>;
 
     /// Renews the leases `worker` holds on these jobs.
-    async fn extend(&self, worker: &str, job_ids: &[String], lease: Duration)
-    -> Result<(), Error>;
+    async fn extend(&self, worker: &str, job_ids: &[String], lease: Duration) -> Result<(), Error>;
 
     /// The job is done: it is removed for good.
     async fn ack(&self, job_id: &str) -> Result<(), Error>;

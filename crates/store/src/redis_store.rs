@@ -141,7 +141,11 @@ impl runner::Journal for RedisStore {
             .map_err(|error| runner::Error::Journal(error.to_string()))?;
         let mut connection = self.connection.clone();
         let _: String = connection
-            .xadd(format!("{}:events", self.run_key(run_id)), "*", &[("e", json)])
+            .xadd(
+                format!("{}:events", self.run_key(run_id)),
+                "*",
+                &[("e", json)],
+            )
             .await
             .map_err(|error| runner::Error::from(Error::from(error)))?;
         Ok(())
@@ -296,9 +300,8 @@ impl Store for RedisStore {
             let options = redis::streams::StreamReadOptions::default()
                 .group(GROUP, worker)
                 .count(max - claims.len());
-            let reply: Option<redis::streams::StreamReadReply> = connection
-                .xread_options(&[&jobs], &[">"], &options)
-                .await?;
+            let reply: Option<redis::streams::StreamReadReply> =
+                connection.xread_options(&[&jobs], &[">"], &options).await?;
             for key in reply.map(|reply| reply.keys).unwrap_or_default() {
                 for entry in key.ids {
                     let run_id: Option<String> = entry.get("run");
@@ -457,7 +460,9 @@ fn autoclaimed_entries(reply: Value) -> Result<Vec<(String, Option<JobFields>)>,
             };
             let job = field("run").map(|run_id| JobFields {
                 run_id,
-                lost: field("lost").and_then(|lost| lost.parse().ok()).unwrap_or(0),
+                lost: field("lost")
+                    .and_then(|lost| lost.parse().ok())
+                    .unwrap_or(0),
             });
             entries.push((id, job));
         }

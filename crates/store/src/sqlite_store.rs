@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use runner::{Millis, RunEvent};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::Error;
 use crate::{Admission, Claim, Delivery, RunRecord, Store, millis, now_millis, repeat_of};
@@ -198,7 +198,8 @@ impl Store for SqliteStore {
                         delivery.received_at as i64
                     ],
                 )?;
-                transaction.execute("INSERT INTO jobs (run_id) VALUES (?1)", params![run.run_id])?;
+                transaction
+                    .execute("INSERT INTO jobs (run_id) VALUES (?1)", params![run.run_id])?;
                 admissions.push(Admission {
                     playbook: run.playbook.clone(),
                     run_id: run.run_id.clone(),
@@ -323,12 +324,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn extend(
-        &self,
-        worker: &str,
-        job_ids: &[String],
-        lease: Duration,
-    ) -> Result<(), Error> {
+    async fn extend(&self, worker: &str, job_ids: &[String], lease: Duration) -> Result<(), Error> {
         let (worker, job_ids) = (worker.to_owned(), job_ids.to_vec());
         self.with(move |connection| {
             let until = (now_millis() + millis(lease)) as i64;
@@ -374,9 +370,8 @@ impl Store for SqliteStore {
 
     async fn queue_depth(&self) -> Result<u64, Error> {
         self.with(|connection| {
-            let depth: i64 = connection.query_row("SELECT COUNT(*) FROM jobs", [], |row| {
-                row.get(0)
-            })?;
+            let depth: i64 =
+                connection.query_row("SELECT COUNT(*) FROM jobs", [], |row| row.get(0))?;
             Ok(depth as u64)
         })
         .await
@@ -400,9 +395,8 @@ impl Store for SqliteStore {
             let transaction =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let due: Vec<String> = {
-                let mut statement = transaction.prepare_cached(
-                    "DELETE FROM timers WHERE due <= ?1 RETURNING run_id",
-                )?;
+                let mut statement = transaction
+                    .prepare_cached("DELETE FROM timers WHERE due <= ?1 RETURNING run_id")?;
                 let rows = statement.query_map(params![now as i64], |row| row.get(0))?;
                 rows.collect::<Result<_, _>>()?
             };

@@ -9,6 +9,8 @@
 //!
 //! Never a dependency of production code.
 
+pub mod apis;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;

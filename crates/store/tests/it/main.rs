@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runner::{RunEvent, RunStatus};
-use store::{Delivery, DedupeKey, NewRun, RedisStore, SqliteStore, Store, Synchronous};
+use store::{DedupeKey, Delivery, NewRun, RedisStore, SqliteStore, Store, Synchronous};
 use test_support::RedisServer;
 
 /// A store under test, with whatever keeps its backing service alive.
@@ -77,7 +77,11 @@ async fn accepted_runs_are_recorded_queued_claimed_once_and_acked() {
             .expect("accept");
         assert_eq!(admissions.len(), 2, "{}", backend.name);
         assert!(admissions.iter().all(|a| !a.duplicate), "{}", backend.name);
-        let record = store.run(&first.run_id).await.expect("run").expect("exists");
+        let record = store
+            .run(&first.run_id)
+            .await
+            .expect("run")
+            .expect("exists");
         assert_eq!(record.playbook, "block");
         assert_eq!(record.trigger, "siem");
         // Large integers survive the trip unchanged (no detour through doubles).
@@ -86,13 +90,31 @@ async fn accepted_runs_are_recorded_queued_claimed_once_and_acked() {
 
         let claims = store.claim("w1", 10, LEASE).await.expect("claim");
         let runs: Vec<_> = claims.iter().map(|c| c.run_id.clone()).collect();
-        assert_eq!(runs, vec![first.run_id.clone(), second.run_id.clone()], "{}", backend.name);
+        assert_eq!(
+            runs,
+            vec![first.run_id.clone(), second.run_id.clone()],
+            "{}",
+            backend.name
+        );
         assert!(claims.iter().all(|c| c.deliveries == 1), "{}", backend.name);
-        assert!(store.claim("w2", 10, LEASE).await.expect("claim").is_empty(), "{}", backend.name);
+        assert!(
+            store
+                .claim("w2", 10, LEASE)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "{}",
+            backend.name
+        );
         for claim in &claims {
             store.ack(&claim.job_id).await.expect("ack");
         }
-        assert_eq!(store.queue_depth().await.expect("depth"), 0, "{}", backend.name);
+        assert_eq!(
+            store.queue_depth().await.expect("depth"),
+            0,
+            "{}",
+            backend.name
+        );
         assert!(store.run("nope").await.expect("run").is_none());
     }
 }
@@ -111,14 +133,28 @@ async fn a_repeated_delivery_id_gets_the_original_answer_and_starts_nothing() {
             .expect("accept");
         assert_eq!(repeat.len(), 1, "{}", backend.name);
         assert_eq!(repeat[0].run_id, original[0].run_id, "{}", backend.name);
-        assert!(repeat[0].duplicate && !original[0].duplicate, "{}", backend.name);
-        assert_eq!(store.queue_depth().await.expect("depth"), 1, "{}", backend.name);
+        assert!(
+            repeat[0].duplicate && !original[0].duplicate,
+            "{}",
+            backend.name
+        );
+        assert_eq!(
+            store.queue_depth().await.expect("depth"),
+            1,
+            "{}",
+            backend.name
+        );
         // Another delivery id is another delivery.
         store
             .accept(&delivery(Some("d-2"), vec![run("block", None)]))
             .await
             .expect("accept");
-        assert_eq!(store.queue_depth().await.expect("depth"), 2, "{}", backend.name);
+        assert_eq!(
+            store.queue_depth().await.expect("depth"),
+            2,
+            "{}",
+            backend.name
+        );
     }
 }
 
@@ -127,13 +163,19 @@ async fn a_dedupe_key_suppresses_repeats_within_its_window_only() {
     for backend in backends().await {
         let store = &backend.store;
         let first = store
-            .accept(&delivery(None, vec![run("block", Some(("203.0.113.7", 300)))]))
+            .accept(&delivery(
+                None,
+                vec![run("block", Some(("203.0.113.7", 300)))],
+            ))
             .await
             .expect("accept");
         let repeat = store
             .accept(&delivery(
                 None,
-                vec![run("block", Some(("203.0.113.7", 300))), run("notify", None)],
+                vec![
+                    run("block", Some(("203.0.113.7", 300))),
+                    run("notify", None),
+                ],
             ))
             .await
             .expect("accept");
@@ -142,17 +184,32 @@ async fn a_dedupe_key_suppresses_repeats_within_its_window_only() {
         assert!(!repeat[1].duplicate, "{}", backend.name);
         // The same key for another playbook is another key.
         let other = store
-            .accept(&delivery(None, vec![run("isolate", Some(("203.0.113.7", 300)))]))
+            .accept(&delivery(
+                None,
+                vec![run("isolate", Some(("203.0.113.7", 300)))],
+            ))
             .await
             .expect("accept");
         assert!(!other[0].duplicate, "{}", backend.name);
         tokio::time::sleep(Duration::from_millis(400)).await;
         let later = store
-            .accept(&delivery(None, vec![run("block", Some(("203.0.113.7", 300)))]))
+            .accept(&delivery(
+                None,
+                vec![run("block", Some(("203.0.113.7", 300)))],
+            ))
             .await
             .expect("accept");
-        assert!(!later[0].duplicate, "{}: the window has passed", backend.name);
-        assert_eq!(store.queue_depth().await.expect("depth"), 4, "{}", backend.name);
+        assert!(
+            !later[0].duplicate,
+            "{}: the window has passed",
+            backend.name
+        );
+        assert_eq!(
+            store.queue_depth().await.expect("depth"),
+            4,
+            "{}",
+            backend.name
+        );
     }
 }
 
@@ -190,7 +247,10 @@ async fn a_job_whose_lease_runs_out_is_handed_out_again_unless_renewed() {
             .extend("crashed", std::slice::from_ref(&again[0].job_id), lease)
             .await
             .expect("extend");
-        store.release("rescuer", &[again[0].job_id.clone()]).await.expect("release");
+        store
+            .release("rescuer", &[again[0].job_id.clone()])
+            .await
+            .expect("release");
         let released = store.claim("third", 10, lease).await.expect("claim");
         assert_eq!(released.len(), 1, "{}", backend.name);
         assert_eq!(released[0].run_id, lost.run_id, "{}", backend.name);
@@ -207,7 +267,9 @@ async fn concurrent_workers_never_get_the_same_job() {
     for backend in backends().await {
         let store = &backend.store;
         for chunk in 0..10 {
-            let runs = (0..50).map(|i| run(&format!("p{chunk}-{i}"), None)).collect();
+            let runs = (0..50)
+                .map(|i| run(&format!("p{chunk}-{i}"), None))
+                .collect();
             store.accept(&delivery(None, runs)).await.expect("accept");
         }
         let mut workers = Vec::new();
@@ -252,10 +314,18 @@ async fn the_journal_keeps_events_in_order_per_run() {
         };
         for n in 0..20 {
             store.append("run-a", &finished(n)).await.expect("append");
-            store.append("run-b", &finished(100 + n)).await.expect("append");
+            store
+                .append("run-b", &finished(100 + n))
+                .await
+                .expect("append");
         }
         let events = store.events("run-a").await.expect("events");
-        assert_eq!(events, (0..20).map(finished).collect::<Vec<_>>(), "{}", backend.name);
+        assert_eq!(
+            events,
+            (0..20).map(finished).collect::<Vec<_>>(),
+            "{}",
+            backend.name
+        );
         assert!(store.events("none").await.expect("events").is_empty());
     }
 }
@@ -267,9 +337,24 @@ async fn timers_become_jobs_when_due_and_the_earliest_wins() {
         store.schedule("run-t", 5_000).await.expect("schedule");
         store.schedule("run-t", 2_000).await.expect("schedule");
         store.schedule("run-t", 9_000).await.expect("schedule");
-        assert_eq!(store.promote_due(1_999).await.expect("promote"), 0, "{}", backend.name);
-        assert_eq!(store.promote_due(2_000).await.expect("promote"), 1, "{}", backend.name);
-        assert_eq!(store.promote_due(10_000).await.expect("promote"), 0, "{}", backend.name);
+        assert_eq!(
+            store.promote_due(1_999).await.expect("promote"),
+            0,
+            "{}",
+            backend.name
+        );
+        assert_eq!(
+            store.promote_due(2_000).await.expect("promote"),
+            1,
+            "{}",
+            backend.name
+        );
+        assert_eq!(
+            store.promote_due(10_000).await.expect("promote"),
+            0,
+            "{}",
+            backend.name
+        );
         let claims = store.claim("w", 10, LEASE).await.expect("claim");
         assert_eq!(claims.len(), 1, "{}", backend.name);
         assert_eq!(claims[0].run_id, "run-t", "{}", backend.name);
@@ -287,13 +372,36 @@ async fn a_run_lock_has_one_holder_until_released_or_expired() {
             .expect("accept");
         let id = &accepted.run_id;
         let short = Duration::from_millis(200);
-        assert!(store.lock_run(id, "w1", short).await.expect("lock"), "{}", backend.name);
-        assert!(store.lock_run(id, "w1", short).await.expect("renew"), "{}", backend.name);
-        assert!(!store.lock_run(id, "w2", short).await.expect("lock"), "{}", backend.name);
-        store.unlock_run(id, "w2").await.expect("unlock by a stranger is a no-op");
-        assert!(!store.lock_run(id, "w2", short).await.expect("lock"), "{}", backend.name);
+        assert!(
+            store.lock_run(id, "w1", short).await.expect("lock"),
+            "{}",
+            backend.name
+        );
+        assert!(
+            store.lock_run(id, "w1", short).await.expect("renew"),
+            "{}",
+            backend.name
+        );
+        assert!(
+            !store.lock_run(id, "w2", short).await.expect("lock"),
+            "{}",
+            backend.name
+        );
+        store
+            .unlock_run(id, "w2")
+            .await
+            .expect("unlock by a stranger is a no-op");
+        assert!(
+            !store.lock_run(id, "w2", short).await.expect("lock"),
+            "{}",
+            backend.name
+        );
         store.unlock_run(id, "w1").await.expect("unlock");
-        assert!(store.lock_run(id, "w2", short).await.expect("lock"), "{}", backend.name);
+        assert!(
+            store.lock_run(id, "w2", short).await.expect("lock"),
+            "{}",
+            backend.name
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
             store.lock_run(id, "w3", short).await.expect("lock"),
@@ -316,8 +424,17 @@ async fn a_dead_lettered_run_keeps_its_reason() {
             .dead_letter(&accepted.run_id, "lost its worker 5 times")
             .await
             .expect("dead letter");
-        let record = store.run(&accepted.run_id).await.expect("run").expect("exists");
-        assert_eq!(record.dead.as_deref(), Some("lost its worker 5 times"), "{}", backend.name);
+        let record = store
+            .run(&accepted.run_id)
+            .await
+            .expect("run")
+            .expect("exists");
+        assert_eq!(
+            record.dead.as_deref(),
+            Some("lost its worker 5 times"),
+            "{}",
+            backend.name
+        );
         store.ping().await.expect("ping");
     }
 }
@@ -333,7 +450,10 @@ async fn sqlite_keeps_everything_across_a_reopen() {
             .accept(&delivery(Some("x"), vec![accepted.clone()]))
             .await
             .expect("accept");
-        store.claim("w", 1, Duration::from_millis(1)).await.expect("claim");
+        store
+            .claim("w", 1, Duration::from_millis(1))
+            .await
+            .expect("claim");
     }
     let store = SqliteStore::open(&path, Synchronous::Normal).expect("reopen");
     assert!(store.run(&accepted.run_id).await.expect("run").is_some());
@@ -351,7 +471,9 @@ async fn sqlite_keeps_everything_across_a_reopen() {
 #[tokio::test]
 async fn redis_keeps_acknowledged_writes_across_a_restart() {
     let mut redis = RedisServer::start();
-    let store = RedisStore::connect(&redis.url(), "restart").await.expect("connect");
+    let store = RedisStore::connect(&redis.url(), "restart")
+        .await
+        .expect("connect");
     let accepted = run("a", None);
     store
         .accept(&delivery(None, vec![accepted.clone()]))
@@ -364,7 +486,10 @@ async fn redis_keeps_acknowledged_writes_across_a_restart() {
         match store.claim("w", 5, LEASE).await {
             Ok(claims) => break claims,
             Err(error) => {
-                assert!(std::time::Instant::now() < deadline, "no reconnect: {error}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no reconnect: {error}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -1,0 +1,61 @@
+//! `riposte serve` and `riposte worker`: the server processes.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use server::{CancellationToken, Config, Parts};
+
+/// Which processes to run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// HTTP API and workers.
+    Serve,
+    /// Workers only.
+    Worker,
+}
+
+pub(crate) fn run(config_file: Option<&Path>, role: Role) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let listen = config.listen;
+        let parts = Parts::open(config).await?;
+        match role {
+            Role::Serve => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let address = listener.local_addr()?;
+                tracing::info!(%address, "Listening for webhooks on http://{address}/hooks/<trigger>.");
+                eprintln!("riposte: listening on http://{address} (webhooks at /hooks/<trigger>)");
+                server::serve(listener, parts, shutdown).await?;
+            }
+            Role::Worker => server::work(parts, shutdown).await?,
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// SIGTERM (Kubernetes, systemd) or Ctrl-C: stop taking work, finish what is in hand.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("Shutting down: no new work; finishing what is in hand.");
+    shutdown.cancel();
+}

@@ -1,0 +1,209 @@
+//! The HTTP side: `POST /hooks/{trigger}` and the health endpoints.
+//!
+//! A delivery is answered 202 only after [`store::Store::accept`] has stored its runs and jobs;
+//! everything before that (size, authentication, content type, JSON, the playbooks' filters) is
+//! refused with a status and a reason a SIEM can log.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use serde_json::json;
+
+use crate::catalog::{Catalog, TriggerAuth};
+use crate::config::WebhookConfig;
+use crate::ingress;
+use crate::webhook_auth;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn store::Store>,
+    pub catalog: Arc<Catalog>,
+    pub webhooks: Arc<WebhookConfig>,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/hooks/{trigger}", post(hook))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// An error answer: a status and a JSON body `{"error": reason}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.reason }))).into_response()
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    state.store.ping().await.map_err(|error| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store does not answer: {error}"),
+        )
+    })?;
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+#[tracing::instrument(skip_all, fields(trigger = %trigger))]
+async fn hook(
+    State(state): State<AppState>,
+    Path(trigger): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(target) = state.catalog.trigger(&trigger) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no playbook listens on trigger `{trigger}`"),
+        ));
+    };
+    let body = read_limited(&headers, body, state.webhooks.max_body_bytes).await?;
+    match &target.auth {
+        TriggerAuth::Public => {}
+        TriggerAuth::Profile(profile) => {
+            webhook_auth::verify(profile, &headers, &body, SystemTime::now()).map_err(|error| {
+                tracing::info!(%error, "Webhook refused.");
+                ApiError::new(StatusCode::UNAUTHORIZED, error.to_string())
+            })?
+        }
+        TriggerAuth::Unconfigured => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "trigger `{trigger}` has no authentication configured and is not marked public, so it accepts nothing"
+                ),
+            ));
+        }
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let event = ingress::parse_event(content_type, &body)
+        .map_err(|error| ApiError::new(error.status(), error.to_string()))?;
+
+    let received_at = store::now_millis();
+    let mut runs = Vec::new();
+    let mut ignored = Vec::new();
+    for playbook in &target.playbooks {
+        let screening = runner::screen(playbook, &event).map_err(|error| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "playbook `{}` cannot read this event: {error}",
+                    playbook.name
+                ),
+            )
+        })?;
+        if !screening.matched {
+            ignored.push(playbook.name.clone());
+            continue;
+        }
+        runs.push(store::NewRun {
+            run_id: runner::new_run_id(),
+            playbook: playbook.name.clone(),
+            event: event.clone(),
+            dedupe: screening
+                .dedupe_key
+                .zip(playbook.trigger.dedupe.as_ref())
+                .map(|(key, dedupe)| store::DedupeKey {
+                    key,
+                    window_ms: u64::try_from(dedupe.window.as_millis()).unwrap_or(u64::MAX),
+                }),
+        });
+    }
+    let delivery_id = state
+        .webhooks
+        .delivery_id_headers
+        .iter()
+        .find_map(|name| headers.get(name))
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let delivery = store::Delivery {
+        trigger: trigger.clone(),
+        delivery_id,
+        delivery_ttl: state.webhooks.delivery_ttl,
+        runs,
+        received_at,
+    };
+    let admissions = state.store.accept(&delivery).await.map_err(|error| {
+        tracing::error!(%error, "Could not store a delivery.");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the delivery could not be stored; retry later",
+        )
+    })?;
+    let started = admissions.iter().filter(|a| !a.duplicate).count();
+    let (status, verdict) = if admissions.is_empty() {
+        tracing::info!(?ignored, "Delivery ignored by every playbook's filter.");
+        (StatusCode::OK, "ignored")
+    } else if started == 0 {
+        (StatusCode::OK, "duplicate")
+    } else {
+        tracing::info!(runs = started, "Delivery accepted.");
+        (StatusCode::ACCEPTED, "accepted")
+    };
+    Ok((
+        status,
+        Json(json!({ "status": verdict, "runs": admissions, "ignored": ignored })),
+    )
+        .into_response())
+}
+
+/// Reads the body, refusing it with 413 as soon as it grows past `max` (chunked bodies too).
+async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body could not be read: {error}"),
+        )),
+    }
+}

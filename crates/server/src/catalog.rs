@@ -1,0 +1,176 @@
+//! The loaded playbooks, indexed by name and by the trigger they listen on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use playbook::Playbook;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::webhook_auth::AuthProfile;
+
+/// How a trigger's deliveries must authenticate, decided once at start.
+#[derive(Debug, Clone)]
+pub enum TriggerAuth {
+    Profile(AuthProfile),
+    /// Every playbook on the trigger says `public: true`.
+    Public,
+    /// No playbook on the trigger names a profile or says `public`: deliveries are refused.
+    Unconfigured,
+}
+
+/// A trigger: its authentication and the playbooks it starts.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub auth: TriggerAuth,
+    pub playbooks: Vec<Arc<Playbook>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    by_name: BTreeMap<String, Arc<Playbook>>,
+    by_trigger: BTreeMap<String, Trigger>,
+}
+
+impl Catalog {
+    /// Loads every playbook under the configured folder and checks them against the configuration:
+    /// each `trigger.auth` names a configured profile, playbooks sharing a trigger agree on its
+    /// authentication, and every step timeout is shorter than the worker lease.
+    pub fn load(config: &Config) -> Result<Catalog, Error> {
+        let mut files = Vec::new();
+        collect(&config.playbooks, &mut files).map_err(|source| Error::Io {
+            what: format!(
+                "cannot read the playbooks folder {}",
+                config.playbooks.display()
+            ),
+            source,
+        })?;
+        files.sort();
+        let mut problems = Vec::new();
+        let mut playbooks = Vec::new();
+        for file in &files {
+            match playbook::load(file) {
+                Ok(playbook) => playbooks.push(playbook),
+                Err(playbook::Error::Invalid(diagnostics)) => problems.push(diagnostics.render()),
+                Err(error) => problems.push(format!("{}: {error}", file.display())),
+            }
+        }
+        let catalog = Catalog::from_playbooks(playbooks, config, &mut problems);
+        if problems.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(Error::Playbooks(problems))
+        }
+    }
+
+    fn from_playbooks(
+        playbooks: Vec<Playbook>,
+        config: &Config,
+        problems: &mut Vec<String>,
+    ) -> Catalog {
+        let mut catalog = Catalog::default();
+        for playbook in playbooks {
+            let name = playbook.name.clone();
+            for step in playbook.steps.iter().chain(&playbook.handlers) {
+                if config.workers.lease_configured && step.timeout >= config.workers.lease {
+                    problems.push(format!(
+                        "playbook `{name}`, step `{}`: its timeout ({}) must be shorter than the worker lease ({}); raise workers.lease",
+                        step.id.as_str(),
+                        humantime::format_duration(step.timeout),
+                        humantime::format_duration(config.workers.lease)
+                    ));
+                }
+            }
+            let auth = match (&playbook.trigger.auth, playbook.trigger.public) {
+                (Some(profile), _) => match config.auth.get(profile) {
+                    Some(profile) => TriggerAuth::Profile(profile.clone()),
+                    None => {
+                        problems.push(format!(
+                            "playbook `{name}`: trigger.auth names `{profile}`, but the server configuration has no such auth profile (configured: {})",
+                            names(config.auth.keys())
+                        ));
+                        TriggerAuth::Unconfigured
+                    }
+                },
+                (None, true) => TriggerAuth::Public,
+                (None, false) => {
+                    tracing::warn!(playbook = %name, trigger = %playbook.trigger.webhook, "The trigger names no auth profile and is not public: its deliveries will be refused.");
+                    TriggerAuth::Unconfigured
+                }
+            };
+            let playbook = Arc::new(playbook);
+            if catalog
+                .by_name
+                .insert(name.clone(), Arc::clone(&playbook))
+                .is_some()
+            {
+                problems.push(format!("two playbooks are named `{name}`"));
+            }
+            let trigger = catalog
+                .by_trigger
+                .entry(playbook.trigger.webhook.clone())
+                .or_insert_with(|| Trigger {
+                    auth: auth.clone(),
+                    playbooks: Vec::new(),
+                });
+            if let Some(first) = trigger.playbooks.first()
+                && (first.trigger.auth != playbook.trigger.auth
+                    || first.trigger.public != playbook.trigger.public)
+            {
+                problems.push(format!(
+                    "playbooks `{}` and `{name}` share trigger `{}` but not its authentication; give them the same `auth` (or `public`)",
+                    first.name, playbook.trigger.webhook
+                ));
+            }
+            trigger.playbooks.push(playbook);
+        }
+        catalog
+    }
+
+    pub fn playbook(&self, name: &str) -> Option<&Arc<Playbook>> {
+        self.by_name.get(name)
+    }
+
+    pub fn trigger(&self, webhook: &str) -> Option<&Trigger> {
+        self.by_trigger.get(webhook)
+    }
+
+    pub fn playbooks(&self) -> impl Iterator<Item = &Arc<Playbook>> {
+        self.by_name.values()
+    }
+
+    /// The longest step timeout of all playbooks (zero when there are none).
+    pub fn longest_step_timeout(&self) -> Duration {
+        self.playbooks()
+            .flat_map(|playbook| playbook.steps.iter().chain(&playbook.handlers))
+            .map(|step| step.timeout)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let list: Vec<_> = names.map(|name| format!("`{name}`")).collect();
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+fn collect(path: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?.path();
+        if entry.is_dir() {
+            collect(&entry, files)?;
+        } else if entry
+            .extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        {
+            files.push(entry);
+        }
+    }
+    Ok(())
+}

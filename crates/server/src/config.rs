@@ -1,0 +1,426 @@
+//! The server's configuration: a YAML file, then `RIPOSTE_*` environment variables on top, checked
+//! at start so a mistake stops the server with every problem listed instead of failing later.
+//!
+//! Secret values never live in the file: it names the environment variables that hold them
+//! (`secrets_env`, `tokens_env`, `credentials_env`, `url_env`), so the file can sit in a
+//! ConfigMap or a repository.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::webhook_auth::AuthProfile;
+
+/// Where the server keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded default: one SQLite file.
+    Sqlite {
+        path: PathBuf,
+        synchronous: store::Synchronous,
+    },
+    /// A Redis shared by every process (scale-out).
+    Redis { url: String, prefix: String },
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Folder of playbooks (`*.yaml`, `*.yml`, searched recursively).
+    pub playbooks: PathBuf,
+    /// Folder of plugins (`*.wasm`); none means only the built-in `core` plugin.
+    pub plugins: Option<PathBuf>,
+    /// Where compiled plugins are cached.
+    pub cache_dir: PathBuf,
+    pub store: StoreConfig,
+    pub workers: WorkerConfig,
+    pub webhooks: WebhookConfig,
+    /// Authentication profiles by name, as playbooks' `trigger.auth` refer to them.
+    pub auth: BTreeMap<String, AuthProfile>,
+    /// Private ranges plugins may reach (refused by default).
+    pub allow_private: Vec<IpNet>,
+    /// Secret values from `RIPOSTE_SECRET_<NAME>` variables, by `<NAME>` (a playbook's secret
+    /// `abuseipdb_key` reads `RIPOSTE_SECRET_ABUSEIPDB_KEY`).
+    pub secrets: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Jobs one process works on at once.
+    pub concurrency: usize,
+    /// How long a job (and its run's lock) stays with a worker that stops renewing it (crashed):
+    /// the time to recover its run. Longer than the longest step timeout of every loaded playbook:
+    /// checked at start when configured, else 60 s or that timeout plus 30 s.
+    pub lease: Duration,
+    pub lease_configured: bool,
+    /// A job handed out this many times without finishing is dead-lettered.
+    pub max_deliveries: u32,
+    /// How often idle workers look for new jobs and due timers.
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub max_body_bytes: usize,
+    /// How long a delivery id is remembered for deduplication.
+    pub delivery_ttl: Duration,
+    /// Headers whose value identifies a delivery, first present wins.
+    pub delivery_id_headers: Vec<http::HeaderName>,
+}
+
+/// The YAML file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    playbooks: Option<PathBuf>,
+    plugins: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    redis: Option<RawRedis>,
+    sqlite: Option<RawSqlite>,
+    #[serde(default)]
+    workers: RawWorkers,
+    #[serde(default)]
+    webhooks: RawWebhooks,
+    #[serde(default)]
+    auth: BTreeMap<String, RawAuth>,
+    #[serde(default)]
+    egress: RawEgress,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url_env: Option<String>,
+    prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSqlite {
+    path: Option<PathBuf>,
+    synchronous: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkers {
+    concurrency: Option<usize>,
+    lease: Option<String>,
+    max_deliveries: Option<u32>,
+    poll_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhooks {
+    max_body_bytes: Option<usize>,
+    delivery_ttl: Option<String>,
+    delivery_id_headers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    #[serde(default)]
+    allow_private: Vec<String>,
+}
+
+/// One authentication profile. `type` picks the scheme; the other fields belong to it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(rename = "type")]
+    kind: String,
+    header: Option<String>,
+    prefix: Option<String>,
+    tolerance: Option<String>,
+    #[serde(default)]
+    secrets_env: Vec<String>,
+    #[serde(default)]
+    tokens_env: Vec<String>,
+    #[serde(default)]
+    credentials_env: Vec<String>,
+}
+
+const DEFAULT_DELIVERY_ID_HEADERS: &[&str] = &[
+    "idempotency-key",
+    "webhook-id",
+    "x-github-delivery",
+    "x-riposte-delivery",
+];
+
+impl Config {
+    /// Reads `file` (if given) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, Error> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        Config::from_parts(file, &env)
+    }
+
+    /// Builds the configuration from a file and an explicit environment (tests pass their own).
+    pub fn from_parts(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, Error> {
+        let (raw, base) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    Error::Config(vec![format!("cannot read {}: {error}", path.display())])
+                })?;
+                let raw: RawConfig = serde_saphyr::from_str(&text)
+                    .map_err(|error| Error::Config(vec![format!("{}: {error}", path.display())]))?;
+                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                (raw, base)
+            }
+            None => (RawConfig::default(), PathBuf::new()),
+        };
+        let mut problems = Vec::new();
+        let var = |name: &str| env.get(name).filter(|value| !value.is_empty()).cloned();
+        // Paths in the file are relative to the file; paths from the environment to the cwd.
+        let path = |from_env: Option<String>, from_file: Option<PathBuf>, default: &str| {
+            from_env
+                .map(PathBuf::from)
+                .or_else(|| from_file.map(|p| base.join(p)))
+                .unwrap_or_else(|| PathBuf::from(default))
+        };
+
+        let listen_text = var("RIPOSTE_LISTEN")
+            .or(raw.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_text.parse().unwrap_or_else(|error| {
+            problems.push(format!(
+                "listen: `{listen_text}` is not an address like 127.0.0.1:8080 ({error})"
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let playbooks = path(var("RIPOSTE_PLAYBOOKS"), raw.playbooks, "playbooks");
+        let plugins = var("RIPOSTE_PLUGINS")
+            .map(PathBuf::from)
+            .or_else(|| raw.plugins.map(|p| base.join(p)));
+        let data_dir = path(var("RIPOSTE_DATA_DIR"), raw.data_dir, ".riposte");
+
+        let redis_url = match raw.redis.as_ref().and_then(|r| r.url_env.as_deref()) {
+            Some(name) => match var(name) {
+                Some(url) => Some(url),
+                None => {
+                    problems.push(format!(
+                        "redis.url_env: the environment variable {name} is not set"
+                    ));
+                    None
+                }
+            },
+            None => var("RIPOSTE_REDIS_URL"),
+        };
+        let store = match redis_url {
+            Some(url) => StoreConfig::Redis {
+                url,
+                prefix: raw
+                    .redis
+                    .and_then(|r| r.prefix)
+                    .unwrap_or_else(|| "riposte".into()),
+            },
+            None => {
+                let sqlite = raw.sqlite.unwrap_or_default();
+                let synchronous = match sqlite.synchronous.as_deref() {
+                    None | Some("normal") => store::Synchronous::Normal,
+                    Some("full") => store::Synchronous::Full,
+                    Some(other) => {
+                        problems.push(format!(
+                            "sqlite.synchronous: `{other}` is not one of `normal`, `full`"
+                        ));
+                        store::Synchronous::Normal
+                    }
+                };
+                StoreConfig::Sqlite {
+                    path: sqlite
+                        .path
+                        .map(|p| base.join(p))
+                        .unwrap_or_else(|| data_dir.join("riposte.db")),
+                    synchronous,
+                }
+            }
+        };
+
+        let mut duration = |field: &str, text: Option<String>, default: Duration| match text {
+            None => default,
+            Some(text) => humantime::parse_duration(&text).unwrap_or_else(|error| {
+                problems.push(format!(
+                    "{field}: `{text}` is not a duration like 30s ({error})"
+                ));
+                default
+            }),
+        };
+        let lease_text = var("RIPOSTE_LEASE").or(raw.workers.lease);
+        let lease_configured = lease_text.is_some();
+        let lease = duration("workers.lease", lease_text, Duration::from_secs(60));
+        let poll_interval = duration(
+            "workers.poll_interval",
+            raw.workers.poll_interval,
+            Duration::from_millis(50),
+        );
+        let delivery_ttl = duration(
+            "webhooks.delivery_ttl",
+            raw.webhooks.delivery_ttl,
+            Duration::from_secs(24 * 3600),
+        );
+        let concurrency = match var("RIPOSTE_WORKERS") {
+            Some(text) => text.parse().unwrap_or_else(|_| {
+                problems.push(format!("RIPOSTE_WORKERS: `{text}` is not a number"));
+                0
+            }),
+            None => raw.workers.concurrency.unwrap_or(64),
+        };
+        let workers = WorkerConfig {
+            concurrency,
+            lease,
+            lease_configured,
+            max_deliveries: raw.workers.max_deliveries.unwrap_or(5).max(1),
+            poll_interval,
+        };
+
+        let mut delivery_id_headers = Vec::new();
+        let header_names = raw.webhooks.delivery_id_headers.unwrap_or_else(|| {
+            DEFAULT_DELIVERY_ID_HEADERS
+                .iter()
+                .map(|h| h.to_string())
+                .collect()
+        });
+        for name in header_names {
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(header) => delivery_id_headers.push(header),
+                Err(_) => problems.push(format!(
+                    "webhooks.delivery_id_headers: `{name}` is not a header name"
+                )),
+            }
+        }
+        let webhooks = WebhookConfig {
+            max_body_bytes: raw.webhooks.max_body_bytes.unwrap_or(1024 * 1024),
+            delivery_ttl,
+            delivery_id_headers,
+        };
+
+        let mut auth = BTreeMap::new();
+        for (name, profile) in raw.auth {
+            match auth_profile(&name, profile, &var) {
+                Ok(profile) => {
+                    auth.insert(name, profile);
+                }
+                Err(problem) => problems.push(problem),
+            }
+        }
+
+        let mut allow_private = Vec::new();
+        for range in raw.egress.allow_private {
+            match range.parse::<IpNet>() {
+                Ok(net) => allow_private.push(net),
+                Err(error) => problems.push(format!(
+                    "egress.allow_private: `{range}` is not a CIDR range ({error})"
+                )),
+            }
+        }
+
+        let secrets = env
+            .iter()
+            .filter_map(|(key, value)| {
+                key.strip_prefix("RIPOSTE_SECRET_")
+                    .map(|name| (name.to_owned(), value.clone()))
+            })
+            .collect();
+
+        if workers.concurrency == 0 {
+            problems.push("workers.concurrency must be at least 1".into());
+        }
+        if !problems.is_empty() {
+            return Err(Error::Config(problems));
+        }
+        Ok(Config {
+            listen,
+            playbooks,
+            plugins,
+            cache_dir: data_dir.join("cache"),
+            store,
+            workers,
+            webhooks,
+            auth,
+            allow_private,
+            secrets,
+        })
+    }
+}
+
+fn auth_profile(
+    name: &str,
+    raw: RawAuth,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<AuthProfile, String> {
+    let values = |field: &str, names: &[String]| -> Result<Vec<String>, String> {
+        if names.is_empty() {
+            return Err(format!(
+                "auth.{name}: `{field}` must name at least one environment variable"
+            ));
+        }
+        names
+            .iter()
+            .map(|env_name| {
+                var(env_name).ok_or_else(|| {
+                    format!("auth.{name}.{field}: the environment variable {env_name} is not set")
+                })
+            })
+            .collect()
+    };
+    match raw.kind.as_str() {
+        "hmac-sha256" => {
+            let header = raw.header.unwrap_or_else(|| "x-hub-signature-256".into());
+            let header = http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| format!("auth.{name}.header: `{header}` is not a header name"))?;
+            Ok(AuthProfile::HmacSha256 {
+                header,
+                prefix: raw.prefix.unwrap_or_else(|| "sha256=".into()),
+                secrets: values("secrets_env", &raw.secrets_env)?
+                    .into_iter()
+                    .map(String::into_bytes)
+                    .collect(),
+            })
+        }
+        "standard-webhooks" => {
+            let tolerance = match raw.tolerance {
+                None => Duration::from_secs(300),
+                Some(text) => humantime::parse_duration(&text)
+                    .map_err(|error| format!("auth.{name}.tolerance: `{text}`: {error}"))?,
+            };
+            Ok(AuthProfile::StandardWebhooks {
+                secrets: values("secrets_env", &raw.secrets_env)?,
+                tolerance,
+            })
+        }
+        "bearer" => Ok(AuthProfile::Bearer {
+            tokens: values("tokens_env", &raw.tokens_env)?,
+        }),
+        "basic" => {
+            let credentials = values("credentials_env", &raw.credentials_env)?
+                .into_iter()
+                .enumerate()
+                .map(|(index, pair)| {
+                    pair.split_once(':')
+                        .map(|(user, password)| (user.to_owned(), password.to_owned()))
+                        .ok_or_else(|| {
+                            format!(
+                                "auth.{name}.credentials_env: {} must hold `user:password`",
+                                raw.credentials_env[index]
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(AuthProfile::Basic { credentials })
+        }
+        other => Err(format!(
+            "auth.{name}.type: `{other}` is not one of `hmac-sha256`, `standard-webhooks`, `bearer`, `basic`"
+        )),
+    }
+}

@@ -1,0 +1,21 @@
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the configuration has problems:\n  - {}", .0.join("\n  - "))]
+    Config(Vec<String>),
+    #[error("the playbooks have problems:\n{}", .0.join("\n"))]
+    Playbooks(Vec<String>),
+    #[error("the plugins could not be loaded: {0}")]
+    Plugins(#[from] plugin_host::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Run(#[from] runner::Error),
+    #[error("the worker stopped: {0}")]
+    Worker(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}

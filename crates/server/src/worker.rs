@@ -1,0 +1,223 @@
+//! Workers: take jobs from the store and advance their runs with the runner and the plugins.
+//!
+//! A job says only "advance run X"; the run's journal says what is left. So a job is idempotent,
+//! and a redelivered job (its worker crashed) resumes the run where the journal stops: completed
+//! steps are not repeated, a step that was running runs again with the same idempotency key.
+//! The run's lock keeps two workers off one run; a run waiting for approval holds no worker (a
+//! timer at its deadline, or a decision, brings it back).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis_core::error::BoxDynError;
+use apalis_core::worker::builder::WorkerBuilder;
+use apalis_core::worker::context::WorkerContext;
+use futures::FutureExt;
+
+use playbook::Playbook;
+use runner::{RunEvent, RunState, RunStatus, Runner, Secrets};
+use store::{Claim, Store};
+use tokio_util::sync::CancellationToken;
+use tower::limit::ConcurrencyLimitLayer;
+use tracing::{info, warn};
+
+use crate::catalog::Catalog;
+use crate::config::WorkerConfig;
+use crate::error::Error;
+use crate::queue::{QueueBackend, QueueConfig};
+
+/// One worker process's share of the work.
+pub struct Worker {
+    /// Unique per process start, so a restarted process never inherits a dead one's leases.
+    pub id: String,
+    pub store: Arc<dyn Store>,
+    pub runner: Arc<Runner>,
+    pub catalog: Arc<Catalog>,
+    pub secrets: Arc<HashMap<String, Secrets>>,
+    pub config: WorkerConfig,
+}
+
+/// A new worker id: host, process and a random part.
+pub fn new_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "riposte".into());
+    let random = uuid::Uuid::now_v7().simple().to_string();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &random[random.len() - 8..]
+    )
+}
+
+impl Worker {
+    /// Works until `shutdown` fires, then stops taking jobs, lets the runs in hand finish (jobs
+    /// claimed but not started are given back at once), and returns.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), Error> {
+        info!(worker = %self.id, concurrency = self.config.concurrency, "Worker started.");
+        let timers = tokio::spawn(Arc::clone(&self).promote_timers(shutdown.clone()));
+        let backend = QueueBackend::new(
+            Arc::clone(&self.store),
+            QueueConfig {
+                lease: self.config.lease,
+                heartbeat: self.config.lease / 3,
+                poll_interval: self.config.poll_interval,
+                max_in_flight: self.config.concurrency,
+            },
+        );
+        let context = WorkerContext::new(&self.id);
+        let worker = Arc::clone(&self);
+        let handler = move |claim: Claim| Arc::clone(&worker).handle(claim).boxed();
+        let apalis_worker = WorkerBuilder::new(&context)
+            .backend(backend)
+            .layer(ConcurrencyLimitLayer::new(self.config.concurrency))
+            .build(handler);
+        let running = tokio::spawn(apalis_worker.run());
+        shutdown.cancelled().await;
+        // Stopping fails only if the worker never started, and then there is nothing to stop.
+        let _ = context.stop();
+        let stopped = running
+            .await
+            .map_err(|error| Error::Worker(error.to_string()))?;
+        timers.abort();
+        info!(worker = %self.id, "Worker stopped.");
+        stopped.map_err(|error| Error::Worker(error.to_string()))
+    }
+
+    /// Turns due timers (approval deadlines, runs to look at again) into jobs.
+    async fn promote_timers(self: Arc<Self>, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            if let Err(error) = self.store.promote_due(store::now_millis()).await {
+                warn!(%error, "Could not promote due timers.");
+            }
+            tokio::time::sleep(self.config.poll_interval.max(Duration::from_millis(50))).await;
+        }
+    }
+
+    /// Advances one job's run. `Ok` acks the job; `Err` (the store failed, or a bug panicked)
+    /// leaves it leased, so it comes back after its lease, on this worker or another.
+    #[tracing::instrument(skip_all, fields(run_id = %claim.run_id, deliveries = claim.deliveries))]
+    async fn handle(self: Arc<Self>, claim: Claim) -> Result<(), BoxDynError> {
+        let advanced = std::panic::AssertUnwindSafe(self.advance(&claim))
+            .catch_unwind()
+            .await;
+        match advanced {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                warn!(%error, "Could not advance the run; its job comes back after its lease.");
+                Err(error.into())
+            }
+            Err(_) => {
+                warn!("Advancing the run panicked; its job comes back after its lease.");
+                Err("advancing the run panicked".into())
+            }
+        }
+    }
+
+    async fn advance(&self, claim: &Claim) -> Result<(), Error> {
+        let run_id = claim.run_id.as_str();
+        let Some(record) = self.store.run(run_id).await? else {
+            warn!("A job names a run that does not exist; dropping it.");
+            return Ok(());
+        };
+        if record.dead.is_some() {
+            return Ok(());
+        }
+        if claim.deliveries > self.config.max_deliveries {
+            let reason = format!(
+                "dead-lettered: its job was handed to a worker {} times without finishing (workers crashed or stalled past their lease)",
+                claim.deliveries
+            );
+            return self.give_up(run_id, &reason).await;
+        }
+        if !self
+            .store
+            .lock_run(run_id, &self.id, self.config.lease)
+            .await?
+        {
+            // Another worker is advancing this run: look again shortly.
+            self.store
+                .schedule(run_id, store::now_millis() + 1_000)
+                .await?;
+            return Ok(());
+        }
+        // Renew the run's lock while the run advances; the job's lease is renewed by the queue.
+        let renew = async {
+            loop {
+                tokio::time::sleep(self.config.lease / 3).await;
+                if let Err(error) = self
+                    .store
+                    .lock_run(run_id, &self.id, self.config.lease)
+                    .await
+                {
+                    warn!(%error, "Could not renew the run's lock.");
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = self.advance_locked(run_id, &record) => outcome,
+            never = renew => never,
+        };
+        self.store.unlock_run(run_id, &self.id).await?;
+        outcome
+    }
+
+    async fn advance_locked(&self, run_id: &str, record: &store::RunRecord) -> Result<(), Error> {
+        let Some(playbook) = self.catalog.playbook(&record.playbook) else {
+            let reason = format!(
+                "playbook `{}` is not loaded on this server any more",
+                record.playbook
+            );
+            return self.give_up(run_id, &reason).await;
+        };
+        let secrets = self
+            .secrets
+            .get(&record.playbook)
+            .cloned()
+            .unwrap_or_default();
+        let events = self.store.events(run_id).await?;
+        let state = match RunState::from_events(&events) {
+            None => {
+                self.runner
+                    .start(playbook, run_id, record.event.clone(), &secrets)
+                    .await?
+            }
+            Some(state) => self.resume(playbook, state, &secrets).await?,
+        };
+        if state.status == RunStatus::WaitingForApproval
+            && let Some(deadline) = state.next_deadline()
+        {
+            self.store.schedule(run_id, deadline).await?;
+        }
+        Ok(())
+    }
+
+    async fn resume(
+        &self,
+        playbook: &Playbook,
+        state: RunState,
+        secrets: &Secrets,
+    ) -> Result<RunState, Error> {
+        if state.status.is_terminal() {
+            return Ok(state);
+        }
+        Ok(self.runner.resume(playbook, state, secrets).await?)
+    }
+
+    /// Gives up on a run: it ends as failed with `reason` (if it started and has not ended) and
+    /// is dead-lettered, so it shows why and is never advanced again.
+    async fn give_up(&self, run_id: &str, reason: &str) -> Result<(), Error> {
+        warn!(%reason, "Giving up on a run.");
+        let events = self.store.events(run_id).await?;
+        if RunState::from_events(&events).is_some_and(|state| !state.status.is_terminal()) {
+            let finished = RunEvent::RunFinished {
+                status: RunStatus::Failed,
+                outputs: serde_json::Value::Object(Default::default()),
+                error: Some(reason.to_owned()),
+                at: store::now_millis(),
+            };
+            self.store.append(run_id, &finished).await?;
+        }
+        self.store.dead_letter(run_id, reason).await?;
+        Ok(())
+    }
+}

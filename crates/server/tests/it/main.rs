@@ -1,0 +1,205 @@
+//! The server end to end: a real HTTP server on loopback, a real store (a `redis-server` started
+//! for the test, or a SQLite file), the real WebAssembly plugins, and loopback servers that speak
+//! the APIs the plugins call.
+
+mod ingress;
+mod runs;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use runner::{RunEvent, RunState, RunStatus};
+use server::{CancellationToken, Config, Parts};
+use sha2::Sha256;
+use test_support::RedisServer;
+
+pub(crate) const SIEM_SECRET: &str = "siem-signing-secret-9d2c";
+pub(crate) const SVIX_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const BEARER_TOKEN: &str = "bearer-token-4be1";
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Backend {
+    Redis,
+    Sqlite,
+}
+
+pub(crate) const BACKENDS: [Backend; 2] = [Backend::Redis, Backend::Sqlite];
+
+/// A running server and what it stands on; stopped when dropped.
+pub(crate) struct Server {
+    pub(crate) base: String,
+    pub(crate) store: Arc<dyn store::Store>,
+    pub(crate) client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), server::Error>>>,
+    _redis: Option<RedisServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `riposte serve` in-process with these playbooks (file name, YAML).
+    pub(crate) async fn start(backend: Backend, playbooks: &[(&str, String)]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("playbooks")).expect("playbooks dir");
+        for (name, yaml) in playbooks {
+            std::fs::write(dir.path().join("playbooks").join(name), yaml).expect("playbook");
+        }
+        let mut env = BTreeMap::from([
+            ("SIEM_SECRET".to_owned(), SIEM_SECRET.to_owned()),
+            ("SVIX_SECRET".to_owned(), SVIX_SECRET.to_owned()),
+            ("BEARER_TOKEN".to_owned(), BEARER_TOKEN.to_owned()),
+            (
+                "RIPOSTE_SECRET_ABUSEIPDB_KEY".to_owned(),
+                test_support::apis::ABUSEIPDB_KEY.to_owned(),
+            ),
+            (
+                "RIPOSTE_SECRET_SLACK_BOT_TOKEN".to_owned(),
+                test_support::apis::SLACK_TOKEN.to_owned(),
+            ),
+        ]);
+        let redis = match backend {
+            Backend::Redis => {
+                let redis = RedisServer::start();
+                env.insert("TEST_REDIS_URL".into(), redis.url());
+                Some(redis)
+            }
+            Backend::Sqlite => None,
+        };
+        let redis_section = if redis.is_some() {
+            "redis: { url_env: TEST_REDIS_URL, prefix: e2e }"
+        } else {
+            ""
+        };
+        let config = format!(
+            r#"
+listen: 127.0.0.1:0
+playbooks: playbooks
+plugins: {plugins}
+data_dir: data
+{redis_section}
+workers: {{ concurrency: 8, lease: 5s, poll_interval: 20ms }}
+webhooks: {{ max_body_bytes: 65536 }}
+auth:
+  siem: {{ type: hmac-sha256, secrets_env: [SIEM_SECRET] }}
+  svix: {{ type: standard-webhooks, secrets_env: [SVIX_SECRET], tolerance: 5m }}
+  token: {{ type: bearer, tokens_env: [BEARER_TOKEN] }}
+egress:
+  allow_private: [127.0.0.0/8]
+"#,
+            plugins = test_support::plugin_dir().display()
+        );
+        let file = dir.path().join("riposte.yaml");
+        std::fs::write(&file, config).expect("config");
+        let config = Config::from_parts(Some(&file), &env).expect("valid configuration");
+        let parts = Parts::open(config.clone()).await.expect("server parts");
+        let store = Arc::clone(&parts.store);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server::serve(listener, parts, shutdown.clone()));
+        Server {
+            base,
+            store,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+            shutdown,
+            task: Some(task),
+            _redis: redis,
+            _dir: dir,
+        }
+    }
+
+    /// POSTs `body` to `/hooks/<trigger>` signed for the `siem` profile (GitHub's scheme).
+    pub(crate) async fn post_signed(
+        &self,
+        trigger: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/hooks/{trigger}", self.base))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sign(SIEM_SECRET, body.as_bytes()))
+            .body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        answer(request.send().await.expect("the server answers")).await
+    }
+
+    /// Waits for the run to finish and returns its final state.
+    pub(crate) async fn finished(&self, run_id: &str, within: Duration) -> RunState {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let events = self.store.events(run_id).await.expect("events");
+            if let Some(state) = RunState::from_events(&events)
+                && state.status.is_terminal()
+            {
+                return state;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {run_id} did not finish within {within:?}: {events:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub(crate) async fn events(&self, run_id: &str) -> Vec<RunEvent> {
+        self.store.events(run_id).await.expect("events")
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("clean stop");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub(crate) async fn answer(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let body = response.text().await.expect("body");
+    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+    (status, json)
+}
+
+/// GitHub's `X-Hub-Signature-256` value for `body`.
+pub(crate) fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// The run id the server answered for the first (or only) playbook.
+pub(crate) fn run_id(answer: &serde_json::Value) -> String {
+    answer["runs"][0]["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run id in {answer}"))
+        .to_owned()
+}
+
+pub(crate) fn assert_succeeded(state: &RunState) {
+    assert_eq!(
+        state.status,
+        RunStatus::Succeeded,
+        "the run failed: {:?}",
+        state.error
+    );
+}

@@ -1,0 +1,214 @@
+//! Deliveries that become runs: real plugins, deduplication, approvals that hold no worker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use runner::{RunEvent, RunStatus};
+use test_support::apis::{ABUSEIPDB_KEY, SLACK_TOKEN, abuseipdb, slack};
+use test_support::{Recorder, serve};
+
+use crate::{BACKENDS, Server, assert_succeeded, run_id};
+
+/// Enrich the source IP on AbuseIPDB, then tell Slack: the playbook of the end-to-end tests.
+fn enrich_and_notify(abuse_port: u16, slack_port: u16, extra_trigger: &str) -> String {
+    format!(
+        r##"
+name: enrich-and-notify
+trigger:
+  webhook: siem
+  auth: siem
+  filter: trigger.src_ip is ip_address
+{extra_trigger}
+secrets: [abuseipdb_key, slack_bot_token]
+plugins:
+  enrich-ioc: {{ hosts: ["127.0.0.1:{abuse_port}"], secrets: [abuseipdb_key] }}
+  notify-slack: {{ hosts: ["127.0.0.1:{slack_port}"], secrets: [slack_bot_token] }}
+steps:
+  - id: enrich
+    uses: enrich-ioc/check-ip
+    with: {{ ip: "{{{{ trigger.src_ip }}}}", base_url: "http://127.0.0.1:{abuse_port}" }}
+    timeout: 3s
+  - id: notify
+    uses: notify-slack/post-message
+    needs: [enrich]
+    timeout: 3s
+    with:
+      channel: "#soc"
+      text: "{{{{ trigger.src_ip | defang }}}} scored {{{{ steps.enrich.output.score }}}}"
+      base_url: "http://127.0.0.1:{slack_port}"
+outputs:
+  verdict: "{{{{ steps.enrich.output.verdict }}}}"
+"##
+    )
+}
+
+struct Apis {
+    abuse_port: u16,
+    slack_port: u16,
+    slack: Recorder,
+    abuse_hits: Arc<AtomicUsize>,
+}
+
+async fn apis() -> Apis {
+    let abuse_hits = Arc::new(AtomicUsize::new(0));
+    let (abuse, _) = serve(abuseipdb(Arc::clone(&abuse_hits))).await;
+    let (slack_address, slack) = serve(slack()).await;
+    Apis {
+        abuse_port: abuse.port(),
+        slack_port: slack_address.port(),
+        slack,
+        abuse_hits,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_runs_the_real_plugins_to_completion() {
+    for backend in BACKENDS {
+        let apis = apis().await;
+        let playbook = enrich_and_notify(apis.abuse_port, apis.slack_port, "");
+        let server = Server::start(backend, &[("enrich.yaml", playbook)]).await;
+        let (status, answer) = server
+            .post_signed("siem", r#"{"src_ip": "185.220.101.45"}"#, &[])
+            .await;
+        assert_eq!(status, 202, "{backend:?}: {answer}");
+        assert_eq!(answer["status"], "accepted");
+        let run = run_id(&answer);
+        let state = server.finished(&run, Duration::from_secs(20)).await;
+        assert_succeeded(&state);
+        assert_eq!(
+            state.outputs,
+            Some(serde_json::json!({"verdict": "malicious"})),
+            "{backend:?}"
+        );
+        let messages = apis.slack.all();
+        assert_eq!(messages.len(), 1, "{backend:?}");
+        assert!(
+            messages[0].body.contains("185[.]220[.]101[.]45 scored 100"),
+            "{}",
+            messages[0].body
+        );
+        // Each step's idempotency key is the run and the step, handed to the plugin.
+        let record = serde_json::to_string(&server.events(&run).await).expect("json");
+        for secret in [ABUSEIPDB_KEY, SLACK_TOKEN] {
+            assert!(!record.contains(secret), "{backend:?}: a secret leaked");
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_delivery_returns_the_original_run_and_starts_nothing() {
+    for backend in BACKENDS {
+        let apis = apis().await;
+        let playbook = enrich_and_notify(
+            apis.abuse_port,
+            apis.slack_port,
+            "  dedupe: { key: \"{{ trigger.src_ip }}\", window: 1h }",
+        );
+        let server = Server::start(backend, &[("enrich.yaml", playbook)]).await;
+        let body = r#"{"src_ip": "185.220.101.45"}"#;
+        let delivery = [("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")];
+        let (status, first) = server.post_signed("siem", body, &delivery).await;
+        assert_eq!(status, 202, "{backend:?}: {first}");
+        let (status, repeat) = server.post_signed("siem", body, &delivery).await;
+        assert_eq!(status, 200, "{backend:?}: {repeat}");
+        assert_eq!(repeat["status"], "duplicate");
+        assert_eq!(run_id(&repeat), run_id(&first), "{backend:?}");
+        assert_eq!(repeat["runs"][0]["duplicate"], true);
+        // Another delivery of the same alert: the playbook's dedupe key catches it.
+        let (status, same_alert) = server
+            .post_signed("siem", body, &[("x-github-delivery", "another-delivery")])
+            .await;
+        assert_eq!(status, 200, "{backend:?}: {same_alert}");
+        assert_eq!(run_id(&same_alert), run_id(&first), "{backend:?}");
+        // A different alert is a new run.
+        let (status, other) = server
+            .post_signed("siem", r#"{"src_ip": "203.0.113.9"}"#, &[])
+            .await;
+        assert_eq!(status, 202, "{backend:?}: {other}");
+
+        assert_succeeded(
+            &server
+                .finished(&run_id(&first), Duration::from_secs(20))
+                .await,
+        );
+        assert_succeeded(
+            &server
+                .finished(&run_id(&other), Duration::from_secs(20))
+                .await,
+        );
+        assert_eq!(
+            apis.slack.all().len(),
+            2,
+            "{backend:?}: one message per run"
+        );
+        assert_eq!(apis.abuse_hits.load(Ordering::SeqCst), 2, "{backend:?}");
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_for_approval_holds_no_worker_and_its_timeout_resumes_it() {
+    let playbook = r#"
+name: gated
+trigger: { webhook: gated, auth: siem }
+steps:
+  - id: ask
+    uses: core/echo
+    timeout: 2s
+    with: { ip: "{{ trigger.ip }}" }
+    approval:
+      approvers: [soc]
+      timeout: 1s
+      on_timeout: approve
+  - id: after
+    uses: core/echo
+    timeout: 2s
+    needs: [ask]
+    with: { done: true }
+"#;
+    for backend in BACKENDS {
+        let server = Server::start(backend, &[("gated.yaml", playbook.to_owned())]).await;
+        let (status, answer) = server
+            .post_signed("gated", r#"{"ip": "203.0.113.5"}"#, &[])
+            .await;
+        assert_eq!(status, 202, "{backend:?}: {answer}");
+        let run = run_id(&answer);
+        // While the run waits, its job is done: nothing holds a worker or a lease.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let waiting = server
+                .events(&run)
+                .await
+                .iter()
+                .any(|event| matches!(event, RunEvent::ApprovalRequested { .. }));
+            if waiting && server.store.queue_depth().await.expect("depth") == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{backend:?}: never parked"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let state = server.finished(&run, Duration::from_secs(10)).await;
+        assert_eq!(
+            state.status,
+            RunStatus::Succeeded,
+            "{backend:?}: {:?}",
+            state.error
+        );
+        assert!(
+            server.events(&run).await.iter().any(|event| matches!(
+                event,
+                RunEvent::ApprovalDecided {
+                    decision: runner::Decision::TimedOut,
+                    ..
+                }
+            )),
+            "{backend:?}: the deadline decided"
+        );
+        server.stop().await;
+    }
+}
