@@ -311,6 +311,10 @@ impl Printer {
                 )
             }
             RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => return None,
+            RunEvent::RunRecovered { deliveries, .. } => {
+                format!("↺ recovered after its worker was lost (delivery {deliveries})")
+            }
+            RunEvent::RunResumed { by, .. } => format!("↺ resumed by {by}"),
             RunEvent::StepStarted {
                 step,
                 attempt,

@@ -52,6 +52,16 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Resume a failed run from its failed steps, keeping what succeeded (after the downstream
+    /// tool is back).
+    Resume {
+        run_id: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Who resumes it, for the run's record.
+        #[arg(long, default_value_t = default_actor())]
+        by: String,
+    },
     /// Inspect and scaffold WebAssembly plugins.
     #[command(subcommand)]
     Plugin(plugins::PluginCommand),
@@ -76,6 +86,7 @@ fn main() -> ExitCode {
         Command::Plugin(command) => plugins::run(command),
         Command::Serve { config } => serve::run(config.as_deref(), serve::Role::Serve),
         Command::Worker { config } => serve::run(config.as_deref(), serve::Role::Worker),
+        Command::Resume { run_id, config, by } => serve::resume(config.as_deref(), &run_id, &by),
     };
     match result {
         Ok(code) => code,
@@ -91,6 +102,14 @@ fn main() -> ExitCode {
 fn print_stdout(text: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+/// `cli:<user>` from the environment, for records of who did what.
+fn default_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
 }
 
 fn print_schema() -> anyhow::Result<ExitCode> {

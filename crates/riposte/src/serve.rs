@@ -42,6 +42,25 @@ pub(crate) fn run(config_file: Option<&Path>, role: Role) -> anyhow::Result<Exit
     })
 }
 
+/// `riposte resume <run>`: resumes a failed run from its failed steps.
+pub(crate) fn resume(
+    config_file: Option<&Path>,
+    run_id: &str,
+    by: &str,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_file)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let store = server::open_store(&config.store).await?;
+        server::resume_failed(store.as_ref(), run_id, by).await?;
+        eprintln!("Run {run_id} resumed: a worker picks it up from its failed steps.");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 /// SIGTERM (Kubernetes, systemd) or Ctrl-C: stop taking work, finish what is in hand.
 async fn cancel_on_signal(shutdown: CancellationToken) {
     let terminate = async {

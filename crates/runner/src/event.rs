@@ -76,6 +76,16 @@ pub enum RunEvent {
         decision: Decision,
         at: Millis,
     },
+    /// A worker picked the run up again after the previous one lost it (crashed, or stalled past
+    /// its lease): the run was stalled, and is recovered from its journal.
+    RunRecovered {
+        /// How many times the run's job had been handed to a worker, this time included.
+        deliveries: u32,
+        at: Millis,
+    },
+    /// Someone resumed a failed run: its failed and skipped steps run again (with the same
+    /// idempotency keys); the outputs of the steps that succeeded are kept.
+    RunResumed { by: String, at: Millis },
     RunFinished {
         status: RunStatus,
         outputs: serde_json::Value,
@@ -96,7 +106,10 @@ impl RunEvent {
             | RunEvent::StepSkipped { step, .. }
             | RunEvent::ApprovalRequested { step, .. }
             | RunEvent::ApprovalDecided { step, .. } => Some(step),
-            RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => None,
+            RunEvent::RunStarted { .. }
+            | RunEvent::RunRecovered { .. }
+            | RunEvent::RunResumed { .. }
+            | RunEvent::RunFinished { .. } => None,
         }
     }
 }
@@ -235,6 +248,8 @@ pub struct RunState {
     pub outputs: Option<serde_json::Value>,
     pub error: Option<String>,
     pub finished_at: Option<Millis>,
+    /// How often a worker had to recover the run after another lost it.
+    pub recoveries: u32,
 }
 
 impl RunState {
@@ -260,6 +275,7 @@ impl RunState {
                 outputs: None,
                 error: None,
                 finished_at: None,
+                recoveries: 0,
             },
             _ => return None,
         };
@@ -294,6 +310,18 @@ impl RunState {
     pub fn apply(&mut self, event: &RunEvent) {
         match event {
             RunEvent::RunStarted { .. } => {}
+            RunEvent::RunRecovered { .. } => self.recoveries += 1,
+            RunEvent::RunResumed { .. } => {
+                self.status = RunStatus::Running;
+                self.error = None;
+                self.outputs = None;
+                self.finished_at = None;
+                for record in self.steps.values_mut() {
+                    if record.status != StepStatus::Succeeded {
+                        *record = StepRecord::default();
+                    }
+                }
+            }
             RunEvent::StepStarted {
                 step, attempt, at, ..
             } => {

@@ -52,7 +52,7 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerConfig {
-    /// Jobs one process works on at once.
+    /// Jobs one process works on at once; 0 makes `serve` an API-only process.
     pub concurrency: usize,
     /// How long a job (and its run's lock) stays with a worker that stops renewing it (crashed):
     /// the time to recover its run. Longer than the longest step timeout of every loaded playbook:
@@ -333,9 +333,6 @@ impl Config {
             })
             .collect();
 
-        if workers.concurrency == 0 {
-            problems.push("workers.concurrency must be at least 1".into());
-        }
         if !problems.is_empty() {
             return Err(Error::Config(problems));
         }

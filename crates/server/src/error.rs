@@ -11,6 +11,8 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Run(#[from] runner::Error),
+    #[error("cannot resume: {0}")]
+    Resume(String),
     #[error("the worker stopped: {0}")]
     Worker(String),
     #[error("{what}: {source}")]

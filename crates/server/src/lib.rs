@@ -128,7 +128,9 @@ pub async fn serve(
     parts: Parts,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let worker = tokio::spawn(parts.worker().run(shutdown.clone()));
+    // `workers.concurrency: 0` makes an API-only process (scale the two independently).
+    let worker = (parts.config.workers.concurrency > 0)
+        .then(|| tokio::spawn(parts.worker().run(shutdown.clone())));
     let router = app::app(parts.app_state());
     let signal = shutdown.clone();
     let served = axum::serve(listener, router)
@@ -139,15 +141,45 @@ pub async fn serve(
             source,
         });
     shutdown.cancel();
-    let worked = worker.await.map_err(|error| Error::Io {
-        what: "the worker task failed".into(),
-        source: std::io::Error::other(error.to_string()),
-    })?;
-    served?;
-    worked
+    if let Some(worker) = worker {
+        worker
+            .await
+            .map_err(|error| Error::Worker(error.to_string()))??;
+    }
+    served
 }
 
 /// Runs workers only, until `shutdown`.
 pub async fn work(parts: Parts, shutdown: CancellationToken) -> Result<(), Error> {
+    if parts.config.workers.concurrency == 0 {
+        return Err(Error::Config(vec![
+            "workers.concurrency is 0: a worker process needs at least one".into(),
+        ]));
+    }
     parts.worker().run(shutdown).await
+}
+
+/// Resumes a failed run from its failed steps (after the downstream tool is back): the steps
+/// that succeeded keep their outputs, the others run again with the same idempotency keys.
+pub async fn resume_failed(store: &dyn store::Store, run_id: &str, by: &str) -> Result<(), Error> {
+    let events = store.events(run_id).await?;
+    let Some(state) = runner::RunState::from_events(&events) else {
+        return Err(Error::Resume(format!(
+            "run {run_id} has not started (or does not exist)"
+        )));
+    };
+    if state.status != runner::RunStatus::Failed {
+        return Err(Error::Resume(format!(
+            "run {run_id} is {:?}, not failed; only a failed run can be resumed",
+            state.status
+        )));
+    }
+    let resumed = runner::RunEvent::RunResumed {
+        by: by.to_owned(),
+        at: store::now_millis(),
+    };
+    runner::Journal::append(store, run_id, &resumed).await?;
+    store.revive(run_id).await?;
+    store.push(run_id).await?;
+    Ok(())
 }

@@ -154,14 +154,19 @@ impl Worker {
             }
         };
         let outcome = tokio::select! {
-            outcome = self.advance_locked(run_id, &record) => outcome,
+            outcome = self.advance_locked(run_id, &record, claim.deliveries) => outcome,
             never = renew => never,
         };
         self.store.unlock_run(run_id, &self.id).await?;
         outcome
     }
 
-    async fn advance_locked(&self, run_id: &str, record: &store::RunRecord) -> Result<(), Error> {
+    async fn advance_locked(
+        &self,
+        run_id: &str,
+        record: &store::RunRecord,
+        deliveries: u32,
+    ) -> Result<(), Error> {
         let Some(playbook) = self.catalog.playbook(&record.playbook) else {
             let reason = format!(
                 "playbook `{}` is not loaded on this server any more",
@@ -176,6 +181,17 @@ impl Worker {
             .unwrap_or_default();
         let events = self.store.events(run_id).await?;
         let state = match RunState::from_events(&events) {
+            Some(mut state) if deliveries > 1 && !state.status.is_terminal() => {
+                // The previous worker lost this run: say so in its record, then carry on.
+                let recovered = RunEvent::RunRecovered {
+                    deliveries,
+                    at: store::now_millis(),
+                };
+                self.store.append(run_id, &recovered).await?;
+                state.apply(&recovered);
+                info!(deliveries, "Recovering a run its worker lost.");
+                self.resume(playbook, state, &secrets).await?
+            }
             None => {
                 self.runner
                     .start(playbook, run_id, record.event.clone(), &secrets)

@@ -107,6 +107,9 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
     /// Gives up on a run: it is marked dead with `reason` and no longer advanced.
     async fn dead_letter(&self, run_id: &str, reason: &str) -> Result<(), Error>;
 
+    /// Clears a run's dead-letter mark (it is being resumed).
+    async fn revive(&self, run_id: &str) -> Result<(), Error>;
+
     /// Adds a job to advance `run_id` now.
     async fn push(&self, run_id: &str) -> Result<(), Error>;
 

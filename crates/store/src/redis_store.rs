@@ -253,6 +253,12 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn revive(&self, run_id: &str) -> Result<(), Error> {
+        let mut connection = self.connection.clone();
+        let _: () = connection.hdel(self.run_key(run_id), "dead").await?;
+        Ok(())
+    }
+
     async fn push(&self, run_id: &str) -> Result<(), Error> {
         let mut connection = self.connection.clone();
         let _: String = connection

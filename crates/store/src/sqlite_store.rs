@@ -287,6 +287,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn revive(&self, run_id: &str) -> Result<(), Error> {
+        let run_id = run_id.to_owned();
+        self.with(move |connection| {
+            connection.execute(
+                "UPDATE runs SET dead = NULL WHERE run_id = ?1",
+                params![run_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn push(&self, run_id: &str) -> Result<(), Error> {
         let run_id = run_id.to_owned();
         self.with(move |connection| {

@@ -47,7 +47,7 @@ impl Plugin for Http {
         .action(
             Action::new(
                 "request",
-                "Sends one HTTP request and returns status, headers and body.",
+                "Sends one HTTP request and returns status, headers and body. Requests other than GET, HEAD and OPTIONS carry the step's idempotency key as `Idempotency-Key` unless the playbook sets that header.",
             )
             .not_idempotent()
             .input(json!({
@@ -80,7 +80,7 @@ impl Plugin for Http {
         ))
     }
 
-    fn invoke(action: &str, input: Value, _context: &Context) -> Result<Value, Error> {
+    fn invoke(action: &str, input: Value, context: &Context) -> Result<Value, Error> {
         if action != "request" {
             return Err(Error::unknown_action(action));
         }
@@ -90,6 +90,16 @@ impl Plugin for Http {
             HttpRequest::new(&input.method, &input.url).with_secret("http_authorization");
         for (name, value) in &input.headers {
             request = request.header(name, value);
+        }
+        // The step's idempotency key (stable across retries and crash recovery) lets an API that
+        // honours the IETF `Idempotency-Key` header apply a repeated request once.
+        let method = input.method.to_ascii_uppercase();
+        let has_key = input
+            .headers
+            .keys()
+            .any(|name| name.eq_ignore_ascii_case("idempotency-key"));
+        if !has_key && !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+            request = request.header("Idempotency-Key", &context.idempotency_key);
         }
         request = match (&input.json, input.body) {
             (Some(_), Some(_)) => {

@@ -1,4 +1,5 @@
 //! The `riposte` command as a user runs it: exit codes, what it prints, the files it writes.
 
 mod commands;
+mod crash;
 mod plugins;

@@ -170,3 +170,70 @@ async fn nothing_happens_off_the_record_when_the_journal_fails() {
         "a call that could not be recorded must not be made"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_run_resumed_reruns_its_failed_steps_and_keeps_what_succeeded() {
+    let pb = playbook(CHAIN);
+    // The downstream tool behind `two` is down: the run fails there.
+    let first = Harness::new(Scripted::new().on("one", vec![ok(json!({"v": 42}))]).on(
+        "two",
+        vec![fail(ErrorKind::InvalidInput, "ticketing is down")],
+    ));
+    let failed = first.start(&pb, json!({})).await;
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert_eq!(failed.step_status("three"), StepStatus::Skipped);
+
+    // The tool is back; someone resumes the run.
+    let resumed = RunEvent::RunResumed {
+        by: "analyst@example.com".into(),
+        at: 1,
+    };
+    first
+        .journal
+        .append("run-1", &resumed)
+        .await
+        .expect("append");
+    let reopened = RunState::from_events(&first.journal.events("run-1")).expect("a run on record");
+    assert_eq!(reopened.status, RunStatus::Running);
+    assert_eq!(reopened.step_status("one"), StepStatus::Succeeded);
+    assert_eq!(reopened.step_status("two"), StepStatus::Pending);
+    assert_eq!(reopened.error, None);
+
+    let executor = Scripted::new();
+    let state = Runner::new(executor.clone(), first.journal.clone())
+        .resume(&pb, reopened, &Default::default())
+        .await
+        .expect("resumes");
+    assert_eq!(state.status, RunStatus::Succeeded, "{:?}", state.error);
+    assert!(executor.calls_of("one").is_empty(), "`one` is kept");
+    let two = executor.calls_of("two");
+    assert_eq!(two.len(), 1);
+    assert_eq!(
+        two[0].call.idempotency_key, "run-1:two",
+        "same key as the failed attempt"
+    );
+    assert_eq!(
+        executor.calls_of("three")[0].call.input,
+        json!({"got": 42}),
+        "the kept output feeds the rest"
+    );
+}
+
+#[test]
+fn a_recovery_is_counted_in_the_run_state() {
+    let started = RunEvent::RunStarted {
+        run_id: "r".into(),
+        playbook: "p".into(),
+        playbook_version: None,
+        event: json!({}),
+        incident: Default::default(),
+        at: 0,
+    };
+    let recovered = RunEvent::RunRecovered {
+        deliveries: 2,
+        at: 5,
+    };
+    let state = RunState::from_events([&started, &recovered, &recovered]).expect("a run");
+    assert_eq!(state.recoveries, 2);
+    assert_eq!(state.status, RunStatus::Running);
+}

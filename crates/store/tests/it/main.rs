@@ -412,7 +412,7 @@ async fn a_run_lock_has_one_holder_until_released_or_expired() {
 }
 
 #[tokio::test]
-async fn a_dead_lettered_run_keeps_its_reason() {
+async fn a_dead_lettered_run_keeps_its_reason_until_revived() {
     for backend in backends().await {
         let store = &backend.store;
         let accepted = run("a", None);
