@@ -8,6 +8,7 @@
 //! sizes are clamped whatever the plugin asks for. Secrets bound to a host are added as headers here,
 //! after the plugin has handed over the request, so the plugin never holds them.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,7 @@ pub(crate) struct SecretHeader {
 #[derive(Clone, Default)]
 pub(crate) struct Egress {
     pub(crate) policy: Arc<EgressPolicy>,
+    pub(crate) clients: Arc<ClientCache>,
     /// Host patterns granted by the playbook: `api.example.com`, `api.example.com:8443`,
     /// `*.example.com`.
     pub(crate) granted_hosts: Vec<String>,
@@ -156,9 +158,7 @@ impl Egress {
             })?
             .to_bytes();
 
-        // The client is built per request because the checked addresses are part of its
-        // configuration; this gives up connection reuse across steps, which the policy needs.
-        let pinned = pinned_client(&host, &addresses, &self.policy)?;
+        let pinned = self.clients.get(&host, &addresses, &self.policy)?;
         let outgoing = pinned
             .request(parts.method.clone(), uri.to_string())
             .headers(headers);
@@ -238,6 +238,46 @@ impl Egress {
             headers.insert(secret.header.clone(), secret.value.clone());
         }
         Ok(headers)
+    }
+}
+
+/// HTTP clients by host and checked addresses, shared by all invocations of a host.
+///
+/// A client is pinned to the addresses the policy checked (reqwest's `resolve_to_addrs`), so the
+/// addresses are part of the key: a host that resolves elsewhere gets a new client, and a cached
+/// client never connects anywhere unchecked. Reusing clients keeps their connections (and TLS
+/// configuration, costly to build) across steps.
+#[derive(Default)]
+pub(crate) struct ClientCache {
+    clients: std::sync::Mutex<HashMap<(String, Vec<SocketAddr>), reqwest::Client>>,
+}
+
+/// Past this many clients the cache starts over (hosts resolving to ever-new addresses).
+const MAX_CACHED_CLIENTS: usize = 256;
+
+impl ClientCache {
+    fn get(
+        &self,
+        host: &str,
+        addresses: &[SocketAddr],
+        policy: &EgressPolicy,
+    ) -> Result<reqwest::Client, HttpError> {
+        let mut sorted = addresses.to_vec();
+        sorted.sort_unstable();
+        let key = (host.to_ascii_lowercase(), sorted);
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        if clients.len() >= MAX_CACHED_CLIENTS {
+            clients.clear();
+        }
+        let client = pinned_client(host, addresses, policy)?;
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 }
 

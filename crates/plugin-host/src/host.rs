@@ -22,7 +22,7 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::bindings::riposte::plugin::types;
 use crate::bindings::{Plugin, PluginPre};
-use crate::egress::{Egress, EgressPolicy, SecretHeader};
+use crate::egress::{ClientCache, Egress, EgressPolicy, SecretHeader};
 use crate::error::Error;
 use crate::kv::KvStore;
 use crate::manifest::Manifest;
@@ -76,6 +76,7 @@ pub struct PluginHost {
     plugins: HashMap<String, Loaded>,
     config: Arc<HostConfig>,
     egress_policy: Arc<EgressPolicy>,
+    http_clients: Arc<ClientCache>,
     kv: Arc<KvStore>,
     ticker: EpochTicker,
 }
@@ -99,6 +100,7 @@ impl PluginHost {
             linker,
             plugins: HashMap::new(),
             egress_policy: Arc::new(config.egress.clone()),
+            http_clients: Arc::default(),
             config: Arc::new(config),
             kv: Arc::new(KvStore::default()),
             ticker,
@@ -400,6 +402,7 @@ impl PluginHost {
             hooks: Hooks {
                 egress: Egress {
                     policy: self.egress_policy.clone(),
+                    clients: self.http_clients.clone(),
                     granted_hosts: grant.hosts.clone(),
                     secret_headers,
                 },

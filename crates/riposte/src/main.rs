@@ -47,8 +47,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Run workers only, sharing the Redis of the `serve` processes (scale-out).
+    /// Run workers only, sharing the store of the `serve` processes (scale-out).
     Worker {
+        /// The configuration file (YAML); `RIPOSTE_*` environment variables override it.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -56,11 +57,37 @@ enum Command {
     /// tool is back).
     Resume {
         run_id: String,
+        /// The server's configuration file (it says where the store is).
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Who resumes it, for the run's record.
         #[arg(long, default_value_t = default_actor())]
         by: String,
+    },
+    /// Approve a step that waits for approval in a server's run.
+    Approve {
+        run_id: String,
+        step: String,
+        /// The server's configuration file (it says where the store is).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Who decides, for the run's record.
+        #[arg(long, default_value_t = default_actor())]
+        by: String,
+    },
+    /// Deny a step that waits for approval in a server's run.
+    Deny {
+        run_id: String,
+        step: String,
+        /// The server's configuration file (it says where the store is).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Who decides, for the run's record.
+        #[arg(long, default_value_t = default_actor())]
+        by: String,
+        /// Why, for the run's record.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Inspect and scaffold WebAssembly plugins.
     #[command(subcommand)]
@@ -87,6 +114,29 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve::run(config.as_deref(), serve::Role::Serve),
         Command::Worker { config } => serve::run(config.as_deref(), serve::Role::Worker),
         Command::Resume { run_id, config, by } => serve::resume(config.as_deref(), &run_id, &by),
+        Command::Approve {
+            run_id,
+            step,
+            config,
+            by,
+        } => serve::decide(
+            config.as_deref(),
+            &run_id,
+            &step,
+            runner::Decision::Approved { by },
+        ),
+        Command::Deny {
+            run_id,
+            step,
+            config,
+            by,
+            reason,
+        } => serve::decide(
+            config.as_deref(),
+            &run_id,
+            &step,
+            runner::Decision::Denied { by, reason },
+        ),
     };
     match result {
         Ok(code) => code,

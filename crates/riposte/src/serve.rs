@@ -61,6 +61,26 @@ pub(crate) fn resume(
     })
 }
 
+/// `riposte approve|deny <run> <step>`: decides an approval gate; any worker resumes the run.
+pub(crate) fn decide(
+    config_file: Option<&Path>,
+    run_id: &str,
+    step: &str,
+    decision: runner::Decision,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_file)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let store = server::open_store(&config.store).await?;
+        server::decide(store.as_ref(), run_id, step, decision).await?;
+        eprintln!("Decision on step `{step}` of run {run_id} recorded: a worker resumes the run.");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 /// SIGTERM (Kubernetes, systemd) or Ctrl-C: stop taking work, finish what is in hand.
 async fn cancel_on_signal(shutdown: CancellationToken) {
     let terminate = async {

@@ -153,6 +153,7 @@ async fn hook(
         delivery_id,
         delivery_ttl: state.webhooks.delivery_ttl,
         runs,
+        ignored: ignored.clone(),
         received_at,
     };
     let admissions = state.store.accept(&delivery).await.map_err(|error| {

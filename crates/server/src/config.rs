@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine as _;
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -17,7 +18,7 @@ use crate::error::Error;
 use crate::webhook_auth::AuthProfile;
 
 /// Where the server keeps its state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     /// The embedded default: one SQLite file.
     Sqlite {
@@ -28,8 +29,8 @@ pub enum StoreConfig {
     Redis { url: String, prefix: String },
 }
 
-/// The checked configuration.
-#[derive(Debug, Clone)]
+/// The checked configuration. Its `Debug` form names secrets but never shows them.
+#[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     /// Folder of playbooks (`*.yaml`, `*.yml`, searched recursively).
@@ -72,6 +73,41 @@ pub struct WebhookConfig {
     pub delivery_ttl: Duration,
     /// Headers whose value identifies a delivery, first present wins.
     pub delivery_id_headers: Vec<http::HeaderName>,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Sqlite { path, synchronous } => f
+                .debug_struct("Sqlite")
+                .field("path", path)
+                .field("synchronous", synchronous)
+                .finish(),
+            // The URL may carry a password.
+            StoreConfig::Redis { prefix, .. } => f
+                .debug_struct("Redis")
+                .field("url", &"<hidden>")
+                .field("prefix", prefix)
+                .finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("playbooks", &self.playbooks)
+            .field("plugins", &self.plugins)
+            .field("cache_dir", &self.cache_dir)
+            .field("store", &self.store)
+            .field("workers", &self.workers)
+            .field("webhooks", &self.webhooks)
+            .field("auth", &self.auth)
+            .field("allow_private", &self.allow_private)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// The YAML file, as written.
@@ -215,7 +251,15 @@ impl Config {
                     None
                 }
             },
-            None => var("RIPOSTE_REDIS_URL"),
+            None => {
+                let url = var("RIPOSTE_REDIS_URL");
+                if url.is_none() && raw.redis.is_some() {
+                    problems.push(
+                        "redis: the section has no `url_env` and RIPOSTE_REDIS_URL is not set; remove the section to use SQLite".into(),
+                    );
+                }
+                url
+            }
         };
         let store = match redis_url {
             Some(url) => StoreConfig::Redis {
@@ -391,10 +435,20 @@ fn auth_profile(
                 Some(text) => humantime::parse_duration(&text)
                     .map_err(|error| format!("auth.{name}.tolerance: `{text}`: {error}"))?,
             };
-            Ok(AuthProfile::StandardWebhooks {
-                secrets: values("secrets_env", &raw.secrets_env)?,
-                tolerance,
-            })
+            let secrets = values("secrets_env", &raw.secrets_env)?;
+            for (index, secret) in secrets.iter().enumerate() {
+                let key = secret.strip_prefix("whsec_").unwrap_or(secret);
+                if base64::engine::general_purpose::STANDARD
+                    .decode(key)
+                    .is_err()
+                {
+                    return Err(format!(
+                        "auth.{name}.secrets_env: {} does not hold a Standard Webhooks key (`whsec_` and base64)",
+                        raw.secrets_env[index]
+                    ));
+                }
+            }
+            Ok(AuthProfile::StandardWebhooks { secrets, tolerance })
         }
         "bearer" => Ok(AuthProfile::Bearer {
             tokens: values("tokens_env", &raw.tokens_env)?,
@@ -421,3 +475,6 @@ fn auth_profile(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;

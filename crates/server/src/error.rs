@@ -13,6 +13,8 @@ pub enum Error {
     Run(#[from] runner::Error),
     #[error("cannot resume: {0}")]
     Resume(String),
+    #[error("run {0} was taken over by another worker")]
+    LostRun(String),
     #[error("the worker stopped: {0}")]
     Worker(String),
     #[error("{what}: {source}")]

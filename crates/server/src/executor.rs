@@ -26,7 +26,7 @@ impl StepExecutor for PluginExecutor {
             (plugin, _, None) => Err(StepError::new(
                 ErrorKind::Internal,
                 format!(
-                    "plugin `{plugin}` is not installed: load plugins from a folder (--plugins <dir>), or rehearse with --dry-run"
+                    "plugin `{plugin}` is not installed: no plugins folder is configured (`plugins:` for the server, `--plugins <dir>` for `riposte run`)"
                 ),
             )),
         }

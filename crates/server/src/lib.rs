@@ -61,22 +61,26 @@ impl Parts {
             }
             None => None,
         };
+        check_plugins(&catalog, plugins.as_ref())?;
         let executor = Arc::new(executor::PluginExecutor { plugins });
         let runner = Arc::new(runner::Runner::new(executor, store.clone()));
         let secrets = catalog
             .playbooks()
             .map(|playbook| {
-                let values = playbook
-                    .secrets
-                    .iter()
-                    .filter_map(|name| {
-                        let value = config.secrets.get(&name.to_ascii_uppercase());
-                        if value.is_none() {
-                            tracing::warn!(playbook = %playbook.name, secret = %name, "Secret not set: set RIPOSTE_SECRET_{}.", name.to_ascii_uppercase());
+                let mut missing = Vec::new();
+                let mut values = std::collections::BTreeMap::new();
+                for name in &playbook.secrets {
+                    let variable = name.to_ascii_uppercase();
+                    match config.secrets.get(&variable) {
+                        Some(value) => {
+                            values.insert(name.clone(), value.clone());
                         }
-                        value.map(|value| (name.clone(), value.clone()))
-                    })
-                    .collect();
+                        None => missing.push(format!("RIPOSTE_SECRET_{variable}")),
+                    }
+                }
+                if !missing.is_empty() {
+                    tracing::warn!(playbook = %playbook.name, missing = %missing.join(", "), "Secrets not set: steps that use them will fail.");
+                }
                 (playbook.name.clone(), runner::Secrets::new(values))
             })
             .collect();
@@ -109,6 +113,46 @@ impl Parts {
     }
 }
 
+/// Every step's plugin and action must be loaded (or built in): found at start, not at 3 a.m.
+fn check_plugins(
+    catalog: &catalog::Catalog,
+    plugins: Option<&plugin_host::PluginHost>,
+) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    for playbook in catalog.playbooks() {
+        for step in playbook.steps.iter().chain(&playbook.handlers) {
+            let uses = &step.uses;
+            if uses.plugin == "core" {
+                continue;
+            }
+            let manifest = plugins.and_then(|host| host.manifest(&uses.plugin));
+            match manifest {
+                None => problems.push(format!(
+                    "playbook `{}`, step `{}`: plugin `{}` is not loaded (the plugins folder: `plugins:` or RIPOSTE_PLUGINS)",
+                    playbook.name,
+                    step.id.as_str(),
+                    uses.plugin
+                )),
+                Some(manifest) if !manifest.actions.iter().any(|a| a.name == uses.action) => {
+                    problems.push(format!(
+                        "playbook `{}`, step `{}`: plugin `{}` has no action `{}`",
+                        playbook.name,
+                        step.id.as_str(),
+                        uses.plugin,
+                        uses.action
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Playbooks(problems))
+    }
+}
+
 /// Opens the configured store.
 pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn store::Store>, Error> {
     Ok(match config {
@@ -122,7 +166,9 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn store::Store>, E
 }
 
 /// Serves the HTTP API on `listener` and runs workers, until `shutdown`: then stops accepting,
-/// lets in-flight requests and runs finish (runs up to a lease), and returns.
+/// lets in-flight requests and the runs in hand finish (however long they take: the supervisor's
+/// grace period is the bound, and a SIGKILL after it is recovered through the leases), gives back
+/// jobs claimed but not started, and returns.
 pub async fn serve(
     listener: TcpListener,
     parts: Parts,
@@ -160,26 +206,85 @@ pub async fn work(parts: Parts, shutdown: CancellationToken) -> Result<(), Error
 }
 
 /// Resumes a failed run from its failed steps (after the downstream tool is back): the steps
-/// that succeeded keep their outputs, the others run again with the same idempotency keys.
+/// that succeeded keep their outputs, the others run again with the same idempotency keys. A run
+/// dead-lettered before it started is queued again. Running it again after it stopped half-way
+/// is safe: a run already marked resumed is queued again.
 pub async fn resume_failed(store: &dyn store::Store, run_id: &str, by: &str) -> Result<(), Error> {
+    let Some(record) = store.run(run_id).await? else {
+        return Err(Error::Resume(format!("there is no run {run_id}")));
+    };
     let events = store.events(run_id).await?;
-    let Some(state) = runner::RunState::from_events(&events) else {
-        return Err(Error::Resume(format!(
-            "run {run_id} has not started (or does not exist)"
-        )));
-    };
-    if state.status != runner::RunStatus::Failed {
-        return Err(Error::Resume(format!(
-            "run {run_id} is {:?}, not failed; only a failed run can be resumed",
-            state.status
-        )));
+    match runner::RunState::from_events(&events) {
+        None if record.dead.is_some() => {}
+        None => {
+            return Err(Error::Resume(format!(
+                "run {run_id} has not started yet; it is still queued"
+            )));
+        }
+        Some(state) if state.status == runner::RunStatus::Failed => {
+            let resumed = runner::RunEvent::RunResumed {
+                by: by.to_owned(),
+                at: store::now_millis(),
+            };
+            runner::Journal::append(store, run_id, &resumed).await?;
+        }
+        Some(_) if matches!(events.last(), Some(runner::RunEvent::RunResumed { .. })) => {}
+        Some(state) => {
+            return Err(Error::Resume(format!(
+                "run {run_id} is {:?}, not failed; only a failed run can be resumed",
+                state.status
+            )));
+        }
     }
-    let resumed = runner::RunEvent::RunResumed {
-        by: by.to_owned(),
-        at: store::now_millis(),
-    };
-    runner::Journal::append(store, run_id, &resumed).await?;
     store.revive(run_id).await?;
     store.push(run_id).await?;
     Ok(())
+}
+
+/// Records a decision on a step waiting for approval and queues the run, so any worker resumes
+/// it. The run's lock keeps two decisions (or a decision and the deadline) from both landing.
+pub async fn decide(
+    store: &dyn store::Store,
+    run_id: &str,
+    step: &str,
+    decision: runner::Decision,
+) -> Result<(), Error> {
+    let holder = format!("decision-{}", uuid::Uuid::now_v7().simple());
+    let lease = std::time::Duration::from_secs(30);
+    let mut tries = 0;
+    while !store.lock_run(run_id, &holder, lease).await? {
+        tries += 1;
+        if tries > 100 {
+            return Err(Error::Resume(format!(
+                "run {run_id} stayed busy; try again"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let decided = async {
+        let events = store.events(run_id).await?;
+        let state = runner::RunState::from_events(&events)
+            .ok_or_else(|| Error::Resume(format!("run {run_id} has not started")))?;
+        let waiting = state
+            .step(step)
+            .and_then(|record| record.approval.as_ref())
+            .is_some_and(|approval| approval.decision.is_none());
+        if !waiting {
+            return Err(Error::Run(runner::Error::NotWaiting {
+                run_id: run_id.to_owned(),
+                step: step.to_owned(),
+            }));
+        }
+        let event = runner::RunEvent::ApprovalDecided {
+            step: step.to_owned(),
+            decision,
+            at: store::now_millis(),
+        };
+        runner::Journal::append(store, run_id, &event).await?;
+        store.push(run_id).await?;
+        Ok(())
+    }
+    .await;
+    store.unlock_run(run_id, &holder).await?;
+    decided
 }

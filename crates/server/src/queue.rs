@@ -279,7 +279,7 @@ impl Backend for QueueBackend {
         // Pending in `Ready` means the claim came back empty. `Persisted` then parks on the
         // worker waker, which nothing wakes when a job is pushed, so arm our own timer.
         // (apalis's `poll_with_interval` re-creates its Delay without polling it, so it
-        // does not re-arm; see the report.)
+        // does not re-arm: its timer is replaced without being polled.)
         if next.is_pending() && matches!(self.persisted.state(), State::Ready) {
             loop {
                 let sleep = self

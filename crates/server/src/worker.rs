@@ -27,6 +27,9 @@ use crate::config::WorkerConfig;
 use crate::error::Error;
 use crate::queue::{QueueBackend, QueueConfig};
 
+/// How long a run waits for a worker that has its playbook before it fails.
+const MISSING_PLAYBOOK_PATIENCE_MS: u64 = 3_600_000;
+
 /// One worker process's share of the work.
 pub struct Worker {
     /// Unique per process start, so a restarted process never inherits a dead one's leases.
@@ -122,13 +125,6 @@ impl Worker {
         if record.dead.is_some() {
             return Ok(());
         }
-        if claim.deliveries > self.config.max_deliveries {
-            let reason = format!(
-                "dead-lettered: its job was handed to a worker {} times without finishing (workers crashed or stalled past their lease)",
-                claim.deliveries
-            );
-            return self.give_up(run_id, &reason).await;
-        }
         if !self
             .store
             .lock_run(run_id, &self.id, self.config.lease)
@@ -140,22 +136,37 @@ impl Worker {
                 .await?;
             return Ok(());
         }
+        // Checked under the lock: a job that came back while a live worker still advances its run
+        // (the lock was held) is not a stall.
+        if claim.deliveries > self.config.max_deliveries {
+            let reason = format!(
+                "dead-lettered: its job was handed to a worker {} times without finishing (workers crashed or stalled past their lease)",
+                claim.deliveries
+            );
+            let given_up = self.give_up(run_id, &reason).await;
+            self.store.unlock_run(run_id, &self.id).await?;
+            return given_up;
+        }
         // Renew the run's lock while the run advances; the job's lease is renewed by the queue.
         let renew = async {
             loop {
                 tokio::time::sleep(self.config.lease / 3).await;
-                if let Err(error) = self
+                match self
                     .store
                     .lock_run(run_id, &self.id, self.config.lease)
                     .await
                 {
-                    warn!(%error, "Could not renew the run's lock.");
+                    Ok(true) => {}
+                    // Another worker took the run over (this one stalled past its lease): stop
+                    // here; the journal tells the other where to go on.
+                    Ok(false) => return Error::LostRun(run_id.to_owned()),
+                    Err(error) => warn!(%error, "Could not renew the run's lock."),
                 }
             }
         };
         let outcome = tokio::select! {
             outcome = self.advance_locked(run_id, &record, claim.deliveries) => outcome,
-            never = renew => never,
+            lost = renew => Err(lost),
         };
         self.store.unlock_run(run_id, &self.id).await?;
         outcome
@@ -168,8 +179,18 @@ impl Worker {
         deliveries: u32,
     ) -> Result<(), Error> {
         let Some(playbook) = self.catalog.playbook(&record.playbook) else {
+            // During a rolling deploy another process may still have the playbook: wait for one,
+            // up to a point.
+            let waited = store::now_millis().saturating_sub(record.accepted_at);
+            if waited < MISSING_PLAYBOOK_PATIENCE_MS {
+                warn!(playbook = %record.playbook, "This worker does not have the run's playbook; trying again later.");
+                self.store
+                    .schedule(run_id, store::now_millis() + 30_000)
+                    .await?;
+                return Ok(());
+            }
             let reason = format!(
-                "playbook `{}` is not loaded on this server any more",
+                "playbook `{}` is not loaded on any worker that took the run in the hour since it was accepted",
                 record.playbook
             );
             return self.give_up(run_id, &reason).await;

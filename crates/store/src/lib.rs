@@ -39,8 +39,21 @@ pub struct Delivery {
     /// How long a delivery id is remembered.
     pub delivery_ttl: Duration,
     pub runs: Vec<NewRun>,
+    /// Playbooks on the trigger whose `filter` rejected the event: recorded, nothing started.
+    pub ignored: Vec<String>,
     pub received_at: Millis,
 }
+
+/// A delivery that every playbook on its trigger filtered out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ignored {
+    pub trigger: String,
+    pub playbooks: Vec<String>,
+    pub received_at: Millis,
+}
+
+/// How many ignored deliveries are kept (the oldest go first).
+pub const IGNORED_KEPT: u64 = 10_000;
 
 /// A run to start for a delivery.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,8 +108,12 @@ pub struct Claim {
 #[async_trait]
 pub trait Store: runner::Journal + Send + Sync + 'static {
     /// Stores a delivery's idempotency keys, run records and jobs atomically. Runs whose delivery
-    /// id or dedupe key was seen before come back as duplicates and start nothing.
+    /// id or dedupe key was seen before come back as duplicates and start nothing. Playbooks that
+    /// filtered the event out are recorded as an [`Ignored`] delivery.
     async fn accept(&self, delivery: &Delivery) -> Result<Vec<Admission>, Error>;
+
+    /// The most recent ignored deliveries, newest first.
+    async fn ignored(&self, limit: usize) -> Result<Vec<Ignored>, Error>;
 
     /// The accepted run, if it exists.
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, Error>;

@@ -15,6 +15,7 @@
 //! | `p:runs` | sorted set | run ids by acceptance time |
 //! | `p:idem:delivery:<trigger>:<id>`, `p:idem:dedupe:<playbook>:<key>` | string, TTL | idempotency keys |
 //! | `p:timers` | sorted set | run ids by due time |
+//! | `p:ignored` | stream, capped | deliveries every playbook filtered out, field `d` = JSON |
 
 use std::time::Duration;
 
@@ -25,7 +26,9 @@ use runner::{Millis, RunEvent};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::{Admission, Claim, Delivery, RunRecord, Store, millis, repeat_of};
+use crate::{
+    Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunRecord, Store, millis, repeat_of,
+};
 
 const GROUP: &str = "workers";
 
@@ -36,6 +39,9 @@ pub struct RedisStore {
     connection: ConnectionManager,
     prefix: String,
     scripts: std::sync::Arc<Scripts>,
+    /// Where the next `XAUTOCLAIM` scan starts: each call looks at a bounded slice of the pending
+    /// list, so scanning on from the last call reaches every entry, however many are in flight.
+    orphan_cursor: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -82,26 +88,36 @@ impl RedisStore {
             connection,
             prefix: prefix.to_owned(),
             scripts: std::sync::Arc::new(Scripts::new()),
+            orphan_cursor: std::sync::Arc::new(std::sync::Mutex::new("0-0".into())),
         };
         store.create_group().await?;
         Ok(store)
     }
 
     /// The consumer group must exist before the first job; `0` (not `$`) so jobs added before
-    /// any worker ever ran are delivered too.
+    /// any worker ever ran are delivered too. A Redis still loading its data (just restarted) is
+    /// waited for, up to a minute.
     async fn create_group(&self) -> Result<(), Error> {
         let mut connection = self.connection.clone();
-        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(self.key("jobs"))
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut connection)
-            .await;
-        match created {
-            Err(error) if error.code() != Some("BUSYGROUP") => Err(error.into()),
-            _ => Ok(()),
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(self.key("jobs"))
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut connection)
+                .await;
+            match created {
+                Err(error)
+                    if error.code() == Some("LOADING") && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) if error.code() != Some("BUSYGROUP") => return Err(error.into()),
+                _ => return Ok(()),
+            }
         }
     }
 
@@ -123,6 +139,9 @@ struct ScriptDelivery<'a> {
     delivery_ttl_ms: String,
     received_at: String,
     runs: Vec<ScriptRun<'a>>,
+    /// The ignored record (`[trigger, playbooks…]` as JSON), if any playbook filtered it out.
+    ignored: Option<String>,
+    ignored_kept: String,
 }
 
 #[derive(Serialize)]
@@ -181,6 +200,20 @@ impl Store for RedisStore {
                         .to_string(),
                 })
                 .collect(),
+            ignored: if delivery.ignored.is_empty() {
+                None
+            } else {
+                let record = Ignored {
+                    trigger: delivery.trigger.clone(),
+                    playbooks: delivery.ignored.clone(),
+                    received_at: delivery.received_at,
+                };
+                Some(
+                    serde_json::to_string(&record)
+                        .map_err(|error| Error::corrupt("ignored", error))?,
+                )
+            },
+            ignored_kept: IGNORED_KEPT.to_string(),
         };
         let payload =
             serde_json::to_string(&payload).map_err(|error| Error::corrupt("delivery", error))?;
@@ -196,6 +229,23 @@ impl Store for RedisStore {
             return repeat_of(&answer);
         }
         serde_json::from_str(&answer).map_err(|error| Error::corrupt("admissions", error))
+    }
+
+    async fn ignored(&self, limit: usize) -> Result<Vec<Ignored>, Error> {
+        let mut connection = self.connection.clone();
+        let reply: redis::streams::StreamRangeReply = connection
+            .xrevrange_count(self.key("ignored"), "+", "-", limit)
+            .await?;
+        reply
+            .ids
+            .iter()
+            .map(|entry| {
+                let json: String = entry
+                    .get("d")
+                    .ok_or_else(|| Error::corrupt("ignored", "no `d` field"))?;
+                serde_json::from_str(&json).map_err(|error| Error::corrupt("ignored", error))
+            })
+            .collect()
     }
 
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
@@ -272,17 +322,26 @@ impl Store for RedisStore {
         let mut connection = self.connection.clone();
         let mut claims = Vec::new();
         // Orphans first: entries idle (unrenewed) for longer than a lease lost their worker.
+        let cursor = self
+            .orphan_cursor
+            .lock()
+            .map(|cursor| cursor.clone())
+            .unwrap_or_else(|_| "0-0".into());
         let orphans: Value = redis::cmd("XAUTOCLAIM")
             .arg(&jobs)
             .arg(GROUP)
             .arg(worker)
             .arg(millis(lease))
-            .arg("0-0")
+            .arg(cursor)
             .arg("COUNT")
             .arg(max)
             .query_async(&mut connection)
             .await?;
-        for (job_id, job) in autoclaimed_entries(orphans)? {
+        let (next_cursor, entries) = autoclaimed_entries(orphans)?;
+        if let Ok(mut cursor) = self.orphan_cursor.lock() {
+            *cursor = next_cursor;
+        }
+        for (job_id, job) in entries {
             let Some(JobFields { run_id, lost }) = job else {
                 // The entry was deleted under us (acked by its slow worker): drop the lease.
                 let _: () = connection.xack(&jobs, GROUP, &[&job_id]).await?;
@@ -446,10 +505,19 @@ struct JobFields {
 
 /// `XAUTOCLAIM`'s reply: `[cursor, [[id, [field, value, …]] | nil, …], [deleted ids]]`. Entries
 /// deleted while pending come back without data (Redis 7) or as nil (6.2).
-fn autoclaimed_entries(reply: Value) -> Result<Vec<(String, Option<JobFields>)>, Error> {
+/// The cursor for the next scan (`0-0` once the whole list was scanned), and each entry's id
+/// with its fields (none when the entry was deleted while pending).
+type Autoclaimed = (String, Vec<(String, Option<JobFields>)>);
+
+/// Returns the cursor for the next scan and the entries.
+fn autoclaimed_entries(reply: Value) -> Result<Autoclaimed, Error> {
     let Value::Array(parts) = reply else {
         return Err(Error::corrupt("XAUTOCLAIM reply", "not an array"));
     };
+    let cursor = parts
+        .first()
+        .and_then(bulk_string)
+        .unwrap_or_else(|| "0-0".into());
     let mut entries = Vec::new();
     if let Some(Value::Array(claimed)) = parts.get(1) {
         for entry in claimed {
@@ -476,7 +544,7 @@ fn autoclaimed_entries(reply: Value) -> Result<Vec<(String, Option<JobFields>)>,
     if let Some(Value::Array(deleted)) = parts.get(2) {
         entries.extend(deleted.iter().filter_map(bulk_string).map(|id| (id, None)));
     }
-    Ok(entries)
+    Ok((cursor, entries))
 }
 
 fn bulk_string(value: &Value) -> Option<String> {
@@ -517,6 +585,9 @@ for _, r in ipairs(d.runs) do
 end
 local answer = '[]'
 if #out > 0 then answer = cjson.encode(out) end
+if d.ignored ~= cjson.null and d.ignored ~= nil then
+  redis.call('XADD', p .. ':ignored', 'MAXLEN', '~', d.ignored_kept, '*', 'd', d.ignored)
+end
 if delivery_key then
   redis.call('SET', p .. ':idem:' .. delivery_key, answer, 'PX', d.delivery_ttl_ms)
 end

@@ -14,7 +14,10 @@ use runner::{Millis, RunEvent};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::Error;
-use crate::{Admission, Claim, Delivery, RunRecord, Store, millis, now_millis, repeat_of};
+use crate::{
+    Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunRecord, Store, millis, now_millis,
+    repeat_of,
+};
 
 /// How hard SQLite pushes each commit to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,6 +76,12 @@ CREATE TABLE IF NOT EXISTS timers (
     due INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timers_by_due ON timers (due);
+CREATE TABLE IF NOT EXISTS ignored (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trigger_name TEXT NOT NULL,
+    playbooks TEXT NOT NULL,
+    received_at INTEGER NOT NULL
+);
 ";
 
 impl SqliteStore {
@@ -206,6 +215,18 @@ impl Store for SqliteStore {
                     duplicate: false,
                 });
             }
+            if !delivery.ignored.is_empty() {
+                let playbooks = serde_json::to_string(&delivery.ignored)
+                    .map_err(|error| Error::corrupt("ignored", error))?;
+                transaction.execute(
+                    "INSERT INTO ignored (trigger_name, playbooks, received_at) VALUES (?1, ?2, ?3)",
+                    params![delivery.trigger, playbooks, delivery.received_at as i64],
+                )?;
+                transaction.execute(
+                    "DELETE FROM ignored WHERE id <= (SELECT MAX(id) FROM ignored) - ?1",
+                    params![IGNORED_KEPT as i64],
+                )?;
+            }
             if let Some(key) = &delivery_key {
                 let answer = serde_json::to_string(&admissions)
                     .map_err(|error| Error::corrupt("admissions", error))?;
@@ -216,6 +237,33 @@ impl Store for SqliteStore {
             }
             transaction.commit()?;
             Ok(admissions)
+        })
+        .await
+    }
+
+    async fn ignored(&self, limit: usize) -> Result<Vec<Ignored>, Error> {
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT trigger_name, playbooks, received_at FROM ignored ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = statement.query_map(params![limit as i64], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut ignored = Vec::new();
+            for row in rows {
+                let (trigger, playbooks, received_at) = row?;
+                ignored.push(Ignored {
+                    trigger,
+                    playbooks: serde_json::from_str(&playbooks)
+                        .map_err(|error| Error::corrupt("ignored", error))?,
+                    received_at: received_at as Millis,
+                });
+            }
+            Ok(ignored)
         })
         .await
     }

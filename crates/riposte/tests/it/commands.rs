@@ -30,6 +30,11 @@ fn every_subcommand_has_help() {
         vec!["plugin", "--help"],
         vec!["plugin", "inspect", "--help"],
         vec!["plugin", "new", "--help"],
+        vec!["serve", "--help"],
+        vec!["worker", "--help"],
+        vec!["resume", "--help"],
+        vec!["approve", "--help"],
+        vec!["deny", "--help"],
     ] {
         let output = riposte(&args);
         assert!(output.status.success(), "{args:?}");
@@ -280,4 +285,20 @@ fn every_example_playbook_rehearses_cleanly_on_its_sample_event() {
         rehearsed += 1;
     }
     assert!(rehearsed >= 3, "expected at least three example playbooks");
+}
+
+#[test]
+fn serve_refuses_a_broken_configuration_with_every_problem_listed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("riposte.yaml");
+    std::fs::write(
+        &config,
+        "workers: { lease: soon }\nauth:\n  siem: { type: bearer, tokens_env: [NOT_SET_ANYWHERE] }\n",
+    )
+    .expect("config");
+    let output = riposte(&["serve", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("workers.lease: `soon`"), "{stderr}");
+    assert!(stderr.contains("NOT_SET_ANYWHERE is not set"), "{stderr}");
 }

@@ -22,9 +22,20 @@ use test_support::{RedisServer, free_port, plugin_dir, serve};
 const TOKEN: &str = "crash-test-token";
 
 /// The loopback ticket service: applies each `Idempotency-Key` once, counts repeats.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Tickets {
     applied: Arc<Mutex<HashMap<String, u32>>>,
+    /// How long a request takes, in milliseconds (a random value in this range).
+    latency: std::ops::Range<u64>,
+}
+
+impl Default for Tickets {
+    fn default() -> Self {
+        Tickets {
+            applied: Arc::default(),
+            latency: 2..15,
+        }
+    }
 }
 
 impl Tickets {
@@ -40,7 +51,7 @@ impl Tickets {
                     );
                 };
                 // A little latency, so kills land in the middle of steps.
-                let pause = rand::rng().random_range(2..15);
+                let pause = rand::rng().random_range(tickets.latency.clone());
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 let mut applied = tickets.applied.lock().unwrap_or_else(|e| e.into_inner());
                 *applied.entry(key.to_owned()).or_default() += 1;
@@ -496,6 +507,7 @@ async fn queue_backlog(store: &Arc<dyn Store>) -> Vec<String> {
                     event: serde_json::json!({ "n": n }),
                     dedupe: None,
                 }],
+                ignored: Vec::new(),
                 received_at: store::now_millis(),
             };
             store.accept(&delivery).await.expect("accept")[0]
@@ -564,4 +576,61 @@ async fn a_backlog_of_fifty_thousand_alerts_drains_without_a_stall() {
         .expect("data dir");
     let store = open_store(&deployment, None).await;
     drain_backlog(store, deployment, "sqlite backlog").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_runs_in_hand_finish_and_exits_cleanly() {
+    let tickets = Tickets {
+        latency: 300..400,
+        ..Tickets::default()
+    };
+    let (address, _) = serve(tickets.router()).await;
+    let mut deployment = Deployment::new(None, &playbook(address.port()));
+    deployment.start_api(8).await;
+    let runs = deliver_all(deployment.base(), 40).await;
+    // Let the workers get into their first steps, then ask the process to stop.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let api = deployment.api.take().expect("running");
+    let pid = api.id().to_string();
+    let signalled = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let mut api = api;
+        api.wait()
+    })
+    .await
+    .expect("join")
+    .expect("wait");
+    eprintln!("SIGTERM: the server stopped in {:?}", signalled.elapsed());
+    assert!(
+        exit.success(),
+        "a graceful stop exits 0: {exit:?} {}",
+        deployment.logs()
+    );
+
+    // What was in hand finished; what was not started went back to the queue. A new process
+    // finishes the rest, and no step ran twice.
+    let store = open_store(&deployment, None).await;
+    let finished_before_restart = {
+        let mut count = 0;
+        for run in &runs {
+            let events = store.events(run).await.expect("events");
+            let state = RunState::from_events(&events);
+            assert!(
+                state.as_ref().is_none_or(|s| s.status.is_terminal()),
+                "run {run} was left half-done: {state:?}"
+            );
+            count += usize::from(state.is_some());
+        }
+        count
+    };
+    assert!(finished_before_restart > 0, "runs in hand were finished");
+    deployment.start_api(8).await;
+    check_outcome(store.as_ref(), &runs, &tickets, "sigterm").await;
+    let repeated: u32 = tickets.keys().values().map(|count| count - 1).sum();
+    assert_eq!(repeated, 0, "a graceful stop repeats no step");
 }

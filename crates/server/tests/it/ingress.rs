@@ -221,6 +221,9 @@ async fn every_scheme_accepts_what_it_should_and_filtered_events_are_ignored() {
         assert_eq!(answer["status"], "ignored");
         assert_eq!(answer["ignored"][0], "signed");
         assert_eq!(answer["runs"].as_array().map(Vec::len), Some(0));
+        let recorded = server.store.ignored(1).await.expect("ignored");
+        assert_eq!(recorded[0].trigger, "signed", "{backend:?}");
+        assert_eq!(recorded[0].playbooks, ["signed"], "{backend:?}");
         server.stop().await;
     }
 }

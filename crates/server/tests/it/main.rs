@@ -32,6 +32,7 @@ pub(crate) struct Server {
     pub(crate) base: String,
     pub(crate) store: Arc<dyn store::Store>,
     pub(crate) client: reqwest::Client,
+    pub(crate) config: Config,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<(), server::Error>>>,
     _redis: Option<RedisServer>,
@@ -41,6 +42,15 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `riposte serve` in-process with these playbooks (file name, YAML).
     pub(crate) async fn start(backend: Backend, playbooks: &[(&str, String)]) -> Server {
+        Server::start_with(backend, playbooks, 8).await
+    }
+
+    /// The same with `workers` workers in the process (0: API only).
+    pub(crate) async fn start_with(
+        backend: Backend,
+        playbooks: &[(&str, String)],
+        workers: usize,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("playbooks")).expect("playbooks dir");
         for (name, yaml) in playbooks {
@@ -79,7 +89,7 @@ playbooks: playbooks
 plugins: {plugins}
 data_dir: data
 {redis_section}
-workers: {{ concurrency: 8, lease: 5s, poll_interval: 20ms }}
+workers: {{ concurrency: {workers}, lease: 5s, poll_interval: 20ms }}
 webhooks: {{ max_body_bytes: 65536 }}
 auth:
   siem: {{ type: hmac-sha256, secrets_env: [SIEM_SECRET] }}
@@ -104,6 +114,7 @@ egress:
         Server {
             base,
             store,
+            config,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()

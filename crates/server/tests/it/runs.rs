@@ -212,3 +212,247 @@ steps:
         server.stop().await;
     }
 }
+
+const ECHO: &str = r#"
+name: echo
+trigger: { webhook: echo, auth: siem }
+steps:
+  - id: echo
+    uses: core/echo
+    timeout: 2s
+    with: { ip: "{{ trigger.ip }}" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_lost_too_often_is_dead_lettered_with_its_reason() {
+    for backend in BACKENDS {
+        // API only: the test plays the workers that take the job and die.
+        let server = Server::start_with(backend, &[("echo.yaml", ECHO.to_owned())], 0).await;
+        let (status, answer) = server
+            .post_signed("echo", r#"{"ip": "203.0.113.5"}"#, &[])
+            .await;
+        assert_eq!(status, 202, "{backend:?}: {answer}");
+        let run = run_id(&answer);
+        for lost in 1..=5 {
+            let claims = server
+                .store
+                .claim(&format!("doomed-{lost}"), 1, Duration::from_millis(1))
+                .await
+                .expect("claim");
+            assert_eq!(claims.len(), 1, "{backend:?}");
+            assert_eq!(claims[0].deliveries, lost, "{backend:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A real worker gets the job a sixth time (the default allows five) and gives up.
+        let mut config = server.config.clone();
+        config.workers.concurrency = 2;
+        let parts = server::Parts::open(config).await.expect("parts");
+        let stop = server::CancellationToken::new();
+        let worker = tokio::spawn(server::work(parts, stop.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let reason = loop {
+            let record = server.store.run(&run).await.expect("run").expect("exists");
+            if let Some(reason) = record.dead {
+                break reason;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{backend:?}: never dead-lettered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(reason.contains("6 times"), "{backend:?}: {reason}");
+        // The job is acked once the worker is done with it.
+        while server.store.queue_depth().await.expect("depth") > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{backend:?}: job left"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            server.events(&run).await.is_empty(),
+            "{backend:?}: it never ran"
+        );
+        stop.cancel();
+        worker.await.expect("worker task").expect("clean stop");
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_resumes_from_its_failed_step_once_the_tool_is_back() {
+    for backend in BACKENDS {
+        let apis = apis().await;
+        let ticketing_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tickets_seen = Arc::new(AtomicUsize::new(0));
+        let (up, seen) = (Arc::clone(&ticketing_up), Arc::clone(&tickets_seen));
+        let (tickets, _) = serve(axum::Router::new().route(
+            "/tickets",
+            axum::routing::post(move || {
+                let (up, seen) = (Arc::clone(&up), Arc::clone(&seen));
+                async move {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    if up.load(Ordering::SeqCst) {
+                        (axum::http::StatusCode::CREATED, r#"{"id": 7}"#)
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            r#"{"error": "down"}"#,
+                        )
+                    }
+                }
+            }),
+        ))
+        .await;
+        let playbook = format!(
+            r##"
+name: resumable
+trigger: {{ webhook: siem, auth: siem }}
+secrets: [abuseipdb_key]
+plugins:
+  enrich-ioc: {{ hosts: ["127.0.0.1:{abuse}"], secrets: [abuseipdb_key] }}
+  http: {{ hosts: ["127.0.0.1:{tickets}"] }}
+steps:
+  - id: enrich
+    uses: enrich-ioc/check-ip
+    timeout: 3s
+    with: {{ ip: "{{{{ trigger.src_ip }}}}", base_url: "http://127.0.0.1:{abuse}" }}
+  - id: ticket
+    uses: http/request
+    needs: [enrich]
+    timeout: 3s
+    with:
+      method: POST
+      url: "http://127.0.0.1:{tickets}/tickets"
+      json: {{ score: "{{{{ steps.enrich.output.score }}}}" }}
+outputs:
+  ticket: "{{{{ steps.ticket.output.body.id }}}}"
+  score: "{{{{ steps.enrich.output.score }}}}"
+"##,
+            abuse = apis.abuse_port,
+            tickets = tickets.port()
+        );
+        let server = Server::start(backend, &[("resumable.yaml", playbook)]).await;
+        let (status, answer) = server
+            .post_signed("siem", r#"{"src_ip": "185.220.101.45"}"#, &[])
+            .await;
+        assert_eq!(status, 202, "{backend:?}: {answer}");
+        let run = run_id(&answer);
+        let failed = server.finished(&run, Duration::from_secs(20)).await;
+        assert_eq!(failed.status, RunStatus::Failed, "{backend:?}");
+        assert_eq!(apis.abuse_hits.load(Ordering::SeqCst), 1);
+
+        let not_failed = server::resume_failed(server.store.as_ref(), "no-such-run", "t").await;
+        assert!(
+            not_failed.is_err(),
+            "{backend:?}: only a failed run resumes"
+        );
+        ticketing_up.store(true, Ordering::SeqCst);
+        server::resume_failed(server.store.as_ref(), &run, "analyst@example.com")
+            .await
+            .expect("resumes");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let state = loop {
+            let events = server.events(&run).await;
+            let state = runner::RunState::from_events(&events).expect("a run");
+            if state.status == RunStatus::Succeeded {
+                break state;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{backend:?}: {state:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            state.outputs,
+            Some(serde_json::json!({"ticket": 7, "score": 100})),
+            "{backend:?}"
+        );
+        assert_eq!(
+            apis.abuse_hits.load(Ordering::SeqCst),
+            1,
+            "{backend:?}: the enrichment that succeeded is kept, not repeated"
+        );
+        assert!(server.events(&run).await.iter().any(|event| matches!(
+            event,
+            RunEvent::RunResumed { by, .. } if by == "analyst@example.com"
+        )));
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_decided_while_the_run_waits_resumes_it_on_a_worker() {
+    let playbook = r#"
+name: gated
+trigger: { webhook: gated, auth: siem }
+steps:
+  - id: ask
+    uses: core/echo
+    timeout: 2s
+    with: { ip: "{{ trigger.ip }}" }
+    approval: { approvers: [soc], timeout: 1h, on_timeout: deny }
+  - id: after
+    uses: core/echo
+    needs: [ask]
+    timeout: 2s
+    with: { approved_by: done }
+"#;
+    for backend in BACKENDS {
+        let server = Server::start(backend, &[("gated.yaml", playbook.to_owned())]).await;
+        let (status, answer) = server
+            .post_signed("gated", r#"{"ip": "203.0.113.5"}"#, &[])
+            .await;
+        assert_eq!(status, 202, "{backend:?}: {answer}");
+        let run = run_id(&answer);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !server
+            .events(&run)
+            .await
+            .iter()
+            .any(|event| matches!(event, RunEvent::ApprovalRequested { .. }))
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{backend:?}: never asked"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let wrong_step = server::decide(
+            server.store.as_ref(),
+            &run,
+            "after",
+            runner::Decision::Approved { by: "x".into() },
+        )
+        .await;
+        assert!(wrong_step.is_err(), "{backend:?}: `after` is not waiting");
+        server::decide(
+            server.store.as_ref(),
+            &run,
+            "ask",
+            runner::Decision::Approved {
+                by: "oncall@example.com".into(),
+            },
+        )
+        .await
+        .expect("decided");
+        let state = server.finished(&run, Duration::from_secs(10)).await;
+        assert_eq!(
+            state.status,
+            RunStatus::Succeeded,
+            "{backend:?}: {:?}",
+            state.error
+        );
+        let twice = server::decide(
+            server.store.as_ref(),
+            &run,
+            "ask",
+            runner::Decision::Approved { by: "y".into() },
+        )
+        .await;
+        assert!(twice.is_err(), "{backend:?}: decided once");
+        server.stop().await;
+    }
+}

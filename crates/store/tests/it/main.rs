@@ -60,6 +60,7 @@ fn delivery(delivery_id: Option<&str>, runs: Vec<NewRun>) -> Delivery {
         delivery_id: delivery_id.map(str::to_owned),
         delivery_ttl: Duration::from_secs(60),
         runs,
+        ignored: Vec::new(),
         received_at: store::now_millis(),
     }
 }
@@ -496,4 +497,27 @@ async fn redis_keeps_acknowledged_writes_across_a_restart() {
     };
     assert_eq!(claims.len(), 1);
     assert_eq!(claims[0].run_id, accepted.run_id);
+}
+
+#[tokio::test]
+async fn ignored_deliveries_are_recorded_newest_first() {
+    for backend in backends().await {
+        let store = &backend.store;
+        for n in 0..3 {
+            let mut filtered = delivery(None, Vec::new());
+            filtered.ignored = vec![format!("playbook-{n}")];
+            let admissions = store.accept(&filtered).await.expect("accept");
+            assert!(admissions.is_empty(), "{}", backend.name);
+        }
+        let ignored = store.ignored(2).await.expect("ignored");
+        let names: Vec<_> = ignored.iter().map(|i| i.playbooks[0].as_str()).collect();
+        assert_eq!(names, ["playbook-2", "playbook-1"], "{}", backend.name);
+        assert_eq!(ignored[0].trigger, "siem");
+        assert_eq!(
+            store.queue_depth().await.expect("depth"),
+            0,
+            "{}",
+            backend.name
+        );
+    }
 }

@@ -1,0 +1,137 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{Config, StoreConfig};
+use crate::error::Error;
+use crate::webhook_auth::AuthProfile;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn with_file(yaml: &str, vars: &[(&str, &str)]) -> Result<Config, Error> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("riposte.yaml");
+    std::fs::write(&file, yaml).expect("write");
+    Config::from_parts(Some(&file), &env(vars))
+}
+
+fn problems(result: Result<Config, Error>) -> Vec<String> {
+    match result {
+        Err(Error::Config(problems)) => problems,
+        other => panic!("expected configuration problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn without_a_file_the_defaults_make_a_local_single_node() {
+    let config = Config::from_parts(None, &env(&[])).expect("defaults are valid");
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        config.store,
+        StoreConfig::Sqlite {
+            path: ".riposte/riposte.db".into(),
+            synchronous: store::Synchronous::Normal,
+        }
+    );
+    assert_eq!(config.workers.lease, Duration::from_secs(60));
+    assert!(!config.workers.lease_configured);
+    assert_eq!(config.webhooks.max_body_bytes, 1024 * 1024);
+    assert!(config.auth.is_empty());
+}
+
+#[test]
+fn the_environment_overrides_the_file_and_carries_the_secrets() {
+    let config = with_file(
+        "listen: 0.0.0.0:9000\nworkers: { concurrency: 4 }\nauth:\n  siem: { type: bearer, tokens_env: [SIEM_TOKEN] }\n",
+        &[
+            ("RIPOSTE_LISTEN", "127.0.0.1:7000"),
+            ("RIPOSTE_WORKERS", "0"),
+            ("RIPOSTE_REDIS_URL", "redis://:pw@redis:6379/0"),
+            ("SIEM_TOKEN", "t0ken"),
+            ("RIPOSTE_SECRET_ABUSEIPDB_KEY", "k"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
+    assert_eq!(config.workers.concurrency, 0);
+    assert_eq!(
+        config.store,
+        StoreConfig::Redis {
+            url: "redis://:pw@redis:6379/0".into(),
+            prefix: "riposte".into()
+        }
+    );
+    assert!(matches!(&config.auth["siem"], AuthProfile::Bearer { tokens } if tokens == &["t0ken"]));
+    assert_eq!(
+        config.secrets.get("ABUSEIPDB_KEY").map(String::as_str),
+        Some("k")
+    );
+    // Paths in the file are relative to the file.
+    let config = with_file("playbooks: books\n", &[]).expect("valid");
+    assert!(config.playbooks.ends_with("books") && config.playbooks.is_absolute());
+}
+
+#[test]
+fn every_problem_is_listed_at_once() {
+    let found = problems(with_file(
+        r#"
+listen: "localhost"
+workers: { lease: "soon" }
+sqlite: { synchronous: sometimes }
+redis: { url_env: NO_SUCH_VARIABLE }
+auth:
+  siem: { type: hmac-sha256, secrets_env: [MISSING_SECRET] }
+  weird: { type: kerberos }
+  empty: { type: bearer }
+  pair: { type: basic, credentials_env: [NOT_A_PAIR] }
+egress: { allow_private: [10.0.0.0/33] }
+"#,
+        &[("NOT_A_PAIR", "no-colon-here")],
+    ));
+    let expected = [
+        "listen: `localhost`",
+        "workers.lease: `soon`",
+        "redis.url_env: the environment variable NO_SUCH_VARIABLE is not set",
+        "sqlite.synchronous: `sometimes`",
+        "auth.siem.secrets_env: the environment variable MISSING_SECRET is not set",
+        "auth.weird.type: `kerberos`",
+        "auth.empty: `tokens_env` must name at least one environment variable",
+        "auth.pair.credentials_env: NOT_A_PAIR must hold `user:password`",
+        "egress.allow_private: `10.0.0.0/33`",
+    ];
+    for text in expected {
+        assert!(
+            found.iter().any(|problem| problem.contains(text)),
+            "no problem mentions `{text}`: {found:#?}"
+        );
+    }
+    // Without a usable Redis URL the SQLite settings are checked too.
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_line() {
+    let found = problems(with_file("listen: 127.0.0.1:1\nworkerz: {}\n", &[]));
+    assert_eq!(found.len(), 1);
+    assert!(found[0].contains("workerz"), "{}", found[0]);
+    assert!(found[0].contains("riposte.yaml"), "{}", found[0]);
+}
+
+#[test]
+fn no_secret_value_appears_in_the_debug_form() {
+    let config = with_file(
+        "auth:\n  siem: { type: hmac-sha256, secrets_env: [S] }\n",
+        &[
+            ("S", "very-secret-value"),
+            ("RIPOSTE_SECRET_X", "another-secret"),
+        ],
+    )
+    .expect("valid");
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("very-secret-value"), "{printed}");
+    assert!(!printed.contains("another-secret"), "{printed}");
+}

@@ -1,0 +1,453 @@
+//! The server's load generator (`bench/load` builds and runs it).
+//!
+//! It starts loopback services that speak the real APIs (AbuseIPDB, Slack, a ticket API), a
+//! `riposte serve` process on a four-step playbook with three plugin calls, and measures:
+//! 1. ingest: alerts posted as fast as `--concurrency` connections allow, into an API-only
+//!    process: accepted alerts/s and accept latency (p50, p99, max);
+//! 2. drain: a `riposte worker` process started on that backlog: completed runs/s;
+//! 3. steady: API and workers in one process under load at once: accept latency and runs/s;
+//!
+//! and the peak memory (VmHWM) of each riposte process.
+//!
+//! Usage: `loadgen --riposte <binary> --plugins <dir> [--alerts N] [--concurrency C]
+//! [--redis <url>]` (SQLite when no Redis is given).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::post;
+use futures::StreamExt;
+use runner::{RunEvent, RunState, RunStatus};
+use store::Store;
+use test_support::apis::{ABUSEIPDB_KEY, SLACK_TOKEN, abuseipdb, slack};
+use test_support::{free_port, serve};
+
+const TOKEN: &str = "load-test-token";
+
+struct Options {
+    riposte: PathBuf,
+    plugins: PathBuf,
+    alerts: usize,
+    concurrency: usize,
+    redis: Option<String>,
+}
+
+fn options() -> Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let mut options = Options {
+        riposte: PathBuf::new(),
+        plugins: PathBuf::new(),
+        alerts: 20_000,
+        concurrency: 64,
+        redis: None,
+    };
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--riposte" => options.riposte = value.into(),
+            "--plugins" => options.plugins = value.into(),
+            "--alerts" => options.alerts = value.parse().map_err(|_| "--alerts: a number")?,
+            "--concurrency" => {
+                options.concurrency = value.parse().map_err(|_| "--concurrency: a number")?
+            }
+            "--redis" => options.redis = Some(value),
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if options.riposte.as_os_str().is_empty() || options.plugins.as_os_str().is_empty() {
+        return Err("--riposte <binary> and --plugins <dir> are required".into());
+    }
+    // The processes run in a temporary directory: make the paths absolute.
+    for path in [&mut options.riposte, &mut options.plugins] {
+        *path = path
+            .canonicalize()
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+    }
+    Ok(options)
+}
+
+fn playbook(abuse: u16, tickets: u16, slack: u16) -> String {
+    format!(
+        r##"
+name: load
+trigger: {{ webhook: load, auth: token }}
+secrets: [abuseipdb_key, slack_bot_token]
+plugins:
+  enrich-ioc: {{ hosts: ["127.0.0.1:{abuse}"], secrets: [abuseipdb_key] }}
+  http: {{ hosts: ["127.0.0.1:{tickets}"] }}
+  notify-slack: {{ hosts: ["127.0.0.1:{slack}"], secrets: [slack_bot_token] }}
+steps:
+  - id: enrich
+    uses: enrich-ioc/check-ip
+    timeout: 5s
+    with: {{ ip: "{{{{ trigger.ip }}}}", base_url: "http://127.0.0.1:{abuse}" }}
+  - id: decide
+    uses: core/echo
+    needs: [enrich]
+    timeout: 5s
+    with: {{ escalate: "{{{{ steps.enrich.output.score >= 50 }}}}" }}
+  - id: ticket
+    uses: http/request
+    needs: [decide]
+    timeout: 5s
+    with:
+      method: POST
+      url: "http://127.0.0.1:{tickets}/tickets"
+      json: {{ ip: "{{{{ trigger.ip }}}}", escalate: "{{{{ steps.decide.output.escalate }}}}" }}
+  - id: notify
+    uses: notify-slack/post-message
+    needs: [ticket]
+    timeout: 5s
+    with:
+      channel: "#soc"
+      text: "{{{{ trigger.ip | defang }}}}: ticket {{{{ steps.ticket.output.body.id }}}}"
+      base_url: "http://127.0.0.1:{slack}"
+"##
+    )
+}
+
+struct Deployment {
+    dir: tempfile::TempDir,
+    env: BTreeMap<String, String>,
+    options: Arc<Options>,
+    port: u16,
+}
+
+impl Deployment {
+    fn spawn(&self, role: &str, workers: usize) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("{role}-{workers}.log")));
+        let mut command = Command::new(&self.options.riposte);
+        command
+            .args([role, "--config"])
+            .arg(self.dir.path().join("riposte.yaml"))
+            .current_dir(self.dir.path())
+            .envs(&self.env)
+            .env("RIPOSTE_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("RIPOSTE_WORKERS", workers.to_string())
+            .env("RIPOSTE_LOG", "warn")
+            .stdout(Stdio::null());
+        if let Ok(log) = log {
+            command.stderr(log);
+        }
+        command.spawn().unwrap_or_else(|error| {
+            panic!("cannot start {}: {error}", self.options.riposte.display())
+        })
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn store(&self) -> Arc<dyn Store> {
+        match &self.options.redis {
+            Some(url) => Arc::new(
+                store::RedisStore::connect(url, &self.prefix())
+                    .await
+                    .expect("redis"),
+            ),
+            None => Arc::new(
+                store::SqliteStore::open(
+                    &self.dir.path().join("data/riposte.db"),
+                    store::Synchronous::Normal,
+                )
+                .expect("sqlite"),
+            ),
+        }
+    }
+
+    fn prefix(&self) -> String {
+        format!("load{}", self.port)
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "riposte did not get ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Posts `count` alerts starting at `first`, `concurrency` at a time: latencies and run ids.
+async fn post_alerts(
+    client: &reqwest::Client,
+    base: &str,
+    first: usize,
+    count: usize,
+    concurrency: usize,
+) -> (Vec<Duration>, Vec<String>, Duration) {
+    let started = Instant::now();
+    let results: Vec<(Duration, Option<String>)> = futures::stream::iter(first..first + count)
+        .map(|n| {
+            let client = client.clone();
+            let url = format!("{base}/hooks/load");
+            async move {
+                let ip = format!("198.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+                let sent = Instant::now();
+                let response = client
+                    .post(url)
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .body(format!(r#"{{"ip": "{ip}", "n": {n}}}"#))
+                    .send()
+                    .await;
+                let run = match response {
+                    Ok(response) if response.status().as_u16() == 202 => response
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|answer| answer["runs"][0]["run_id"].as_str().map(str::to_owned)),
+                    _ => None,
+                };
+                (sent.elapsed(), run)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let mut latencies: Vec<Duration> = results.iter().map(|(latency, _)| *latency).collect();
+    latencies.sort_unstable();
+    let runs = results.into_iter().filter_map(|(_, run)| run).collect();
+    (latencies, runs, elapsed)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+fn report_accepts(label: &str, latencies: &[Duration], accepted: usize, elapsed: Duration) {
+    println!(
+        "{label}: {accepted}/{} accepted in {:.2} s = {:.0} alerts/s; accept latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        accepted as f64 / elapsed.as_secs_f64(),
+        percentile(latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(latencies, 0.99).as_secs_f64() * 1e3,
+        percentile(latencies, 1.0).as_secs_f64() * 1e3,
+    );
+}
+
+/// Waits for every run to finish; returns (succeeded, first start, last finish) in ms.
+async fn finished(store: &dyn Store, runs: &[String]) -> (usize, u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while store.queue_depth().await.unwrap_or(1) > 0 {
+        assert!(Instant::now() < deadline, "the queue did not drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut succeeded, mut first, mut last) = (0, u64::MAX, 0);
+    for run in runs {
+        let events = loop {
+            let events = store.events(run).await.unwrap_or_default();
+            if RunState::from_events(&events).is_some_and(|s| s.status.is_terminal()) {
+                break events;
+            }
+            assert!(Instant::now() < deadline, "run {run} did not finish");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for event in &events {
+            match event {
+                RunEvent::RunStarted { at, .. } => first = first.min(*at),
+                RunEvent::RunFinished { at, status, .. } => {
+                    last = last.max(*at);
+                    succeeded += usize::from(*status == RunStatus::Succeeded);
+                }
+                _ => {}
+            }
+        }
+    }
+    (succeeded, first, last)
+}
+
+fn report_runs(label: &str, runs: usize, (succeeded, first, last): (usize, u64, u64)) {
+    let seconds = last.saturating_sub(first) as f64 / 1e3;
+    println!(
+        "{label}: {succeeded}/{runs} four-step runs succeeded in {seconds:.2} s = {:.0} runs/s",
+        succeeded as f64 / seconds.max(0.001)
+    );
+}
+
+/// Peak and current resident memory of a process, from /proc.
+fn memory(child: &Child) -> String {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .map(|line| line[name.len()..].trim().to_owned())
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "peak {} (now {}), CPU {}",
+        field("VmHWM:"),
+        field("VmRSS:"),
+        cpu(&format!("/proc/{}/stat", child.id()))
+    )
+}
+
+/// User + system CPU time of a process so far, from /proc (clock ticks of 10 ms).
+fn cpu(stat_file: &str) -> String {
+    let stat = std::fs::read_to_string(stat_file).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    format!("{:.1} s", (ticks(11) + ticks(12)) as f64 / 100.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let options = match options() {
+        Ok(options) => Arc::new(options),
+        Err(problem) => {
+            eprintln!("loadgen: {problem}");
+            std::process::exit(2);
+        }
+    };
+    let (abuse, _) = serve(abuseipdb(Arc::new(AtomicUsize::new(0)))).await;
+    let (slack_address, _) = serve(slack()).await;
+    let ticket_ids = Arc::new(AtomicUsize::new(0));
+    let tickets = Router::new().route(
+        "/tickets",
+        post(move || {
+            let ids = Arc::clone(&ticket_ids);
+            async move {
+                let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (
+                    axum::http::StatusCode::CREATED,
+                    axum::Json(serde_json::json!({ "id": id })),
+                )
+            }
+        }),
+    );
+    let (tickets_address, _) = serve(tickets).await;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("playbooks")).expect("playbooks dir");
+    std::fs::write(
+        dir.path().join("playbooks/load.yaml"),
+        playbook(abuse.port(), tickets_address.port(), slack_address.port()),
+    )
+    .expect("playbook");
+    let port = free_port();
+    let redis = if options.redis.is_some() {
+        format!("redis: {{ url_env: LOAD_REDIS_URL, prefix: load{port} }}")
+    } else {
+        String::new()
+    };
+    let config = format!(
+        r#"
+playbooks: playbooks
+plugins: {plugins}
+data_dir: data
+{redis}
+workers: {{ concurrency: 64, poll_interval: 20ms }}
+auth: {{ token: {{ type: bearer, tokens_env: [LOAD_TOKEN] }} }}
+egress: {{ allow_private: [127.0.0.0/8] }}
+"#,
+        plugins = options.plugins.display()
+    );
+    std::fs::write(dir.path().join("riposte.yaml"), config).expect("config");
+    let mut env = BTreeMap::from([
+        ("LOAD_TOKEN".to_owned(), TOKEN.to_owned()),
+        (
+            "RIPOSTE_SECRET_ABUSEIPDB_KEY".to_owned(),
+            ABUSEIPDB_KEY.to_owned(),
+        ),
+        (
+            "RIPOSTE_SECRET_SLACK_BOT_TOKEN".to_owned(),
+            SLACK_TOKEN.to_owned(),
+        ),
+    ]);
+    if let Some(url) = &options.redis {
+        env.insert("LOAD_REDIS_URL".into(), url.clone());
+    }
+    let deployment = Deployment {
+        dir,
+        env,
+        options: Arc::clone(&options),
+        port,
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency)
+        .build()
+        .expect("client");
+    let backend = if options.redis.is_some() {
+        "redis"
+    } else {
+        "sqlite"
+    };
+    println!(
+        "riposte load: {} alerts, {} connections, {backend} store, 2 cores shared by everything",
+        options.alerts, options.concurrency
+    );
+
+    // 1. Ingest into an API-only process.
+    let mut api = deployment.spawn("serve", 0);
+    wait_ready(&client, &deployment.base()).await;
+    let (latencies, runs, elapsed) = post_alerts(
+        &client,
+        &deployment.base(),
+        0,
+        options.alerts,
+        options.concurrency,
+    )
+    .await;
+    report_accepts("ingest (API only)", &latencies, runs.len(), elapsed);
+    println!("  API process memory: {}", memory(&api));
+
+    // 2. A worker process drains the backlog.
+    let store = deployment.store().await;
+    let mut worker = deployment.spawn("worker", 64);
+    let drained = finished(store.as_ref(), &runs).await;
+    report_runs("drain (1 worker process)", runs.len(), drained);
+    println!("  worker process memory: {}", memory(&worker));
+    println!(
+        "  load generator and loopback services so far: CPU {}",
+        cpu("/proc/self/stat")
+    );
+    let _ = worker.kill();
+    let _ = api.kill();
+    let _ = worker.wait();
+    let _ = api.wait();
+
+    // 3. Steady state: one process accepts and runs at once.
+    let mut both = deployment.spawn("serve", 64);
+    wait_ready(&client, &deployment.base()).await;
+    let (latencies, runs, elapsed) = post_alerts(
+        &client,
+        &deployment.base(),
+        options.alerts,
+        options.alerts,
+        options.concurrency,
+    )
+    .await;
+    report_accepts("steady (API + workers)", &latencies, runs.len(), elapsed);
+    let steady = finished(store.as_ref(), &runs).await;
+    report_runs("steady (API + workers)", runs.len(), steady);
+    println!("  process memory: {}", memory(&both));
+    let _ = both.kill();
+    let _ = both.wait();
+}
