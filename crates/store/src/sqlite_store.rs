@@ -132,11 +132,12 @@ impl runner::Journal for SqliteStore {
         let json = serde_json::to_string(event)
             .map_err(|error| runner::Error::Journal(error.to_string()))?;
         self.with(move |connection| {
-            connection.execute(
-                "INSERT INTO run_events (run_id, seq, event) VALUES (?1,
+            connection
+                .prepare_cached(
+                    "INSERT INTO run_events (run_id, seq, event) VALUES (?1,
                  (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_events WHERE run_id = ?1), ?2)",
-                params![run_id, json],
-            )?;
+                )?
+                .execute(params![run_id, json])?;
             Ok(())
         })
         .await
@@ -152,10 +153,9 @@ impl Store for SqliteStore {
             let transaction =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let now = now_millis();
-            transaction.execute(
-                "DELETE FROM idempotency WHERE expires_at <= ?1",
-                params![now as i64],
-            )?;
+            transaction
+                .prepare_cached("DELETE FROM idempotency WHERE expires_at <= ?1")?
+                .execute(params![now as i64])?;
             let delivery_key = delivery
                 .delivery_id
                 .as_ref()
@@ -191,24 +191,28 @@ impl Store for SqliteStore {
                         });
                         continue;
                     }
-                    transaction.execute(
-                        "INSERT INTO idempotency (key, value, expires_at) VALUES (?1, ?2, ?3)",
-                        params![key, run.run_id, (now + dedupe.window_ms) as i64],
-                    )?;
+                    transaction
+                        .prepare_cached(
+                            "INSERT INTO idempotency (key, value, expires_at)
+                 VALUES  (?1, ?2, ?3)",
+                        )?
+                        .execute(params![key, run.run_id, (now + dedupe.window_ms) as i64])?;
                 }
-                transaction.execute(
-                    "INSERT INTO runs (run_id, playbook, trigger_name, event, accepted_at)
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO runs (run_id, playbook, trigger_name, event, accepted_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
+                    )?
+                    .execute(params![
                         run.run_id,
                         run.playbook,
                         delivery.trigger,
                         run.event.to_string(),
                         delivery.received_at as i64
-                    ],
-                )?;
+                    ])?;
                 transaction
-                    .execute("INSERT INTO jobs (run_id) VALUES (?1)", params![run.run_id])?;
+                    .prepare_cached("INSERT INTO jobs (run_id) VALUES (?1)")?
+                    .execute(params![run.run_id])?;
                 admissions.push(Admission {
                     playbook: run.playbook.clone(),
                     run_id: run.run_id.clone(),
@@ -218,22 +222,35 @@ impl Store for SqliteStore {
             if !delivery.ignored.is_empty() {
                 let playbooks = serde_json::to_string(&delivery.ignored)
                     .map_err(|error| Error::corrupt("ignored", error))?;
-                transaction.execute(
-                    "INSERT INTO ignored (trigger_name, playbooks, received_at) VALUES (?1, ?2, ?3)",
-                    params![delivery.trigger, playbooks, delivery.received_at as i64],
-                )?;
-                transaction.execute(
-                    "DELETE FROM ignored WHERE id <= (SELECT MAX(id) FROM ignored) - ?1",
-                    params![IGNORED_KEPT as i64],
-                )?;
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO ignored (trigger_name, playbooks, received_at)
+                 VALUES  (?1, ?2, ?3)",
+                    )?
+                    .execute(params![
+                        delivery.trigger,
+                        playbooks,
+                        delivery.received_at as i64
+                    ])?;
+                transaction
+                    .prepare_cached(
+                        "DELETE FROM ignored WHERE id <= (SELECT MAX(id) FROM ignored) - ?1",
+                    )?
+                    .execute(params![IGNORED_KEPT as i64])?;
             }
             if let Some(key) = &delivery_key {
                 let answer = serde_json::to_string(&admissions)
                     .map_err(|error| Error::corrupt("admissions", error))?;
-                transaction.execute(
-                    "INSERT INTO idempotency (key, value, expires_at) VALUES (?1, ?2, ?3)",
-                    params![key, answer, (now + millis(delivery.delivery_ttl)) as i64],
-                )?;
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO idempotency (key, value, expires_at)
+                 VALUES  (?1, ?2, ?3)",
+                    )?
+                    .execute(params![
+                        key,
+                        answer,
+                        (now + millis(delivery.delivery_ttl)) as i64
+                    ])?;
             }
             transaction.commit()?;
             Ok(admissions)
@@ -244,7 +261,8 @@ impl Store for SqliteStore {
     async fn ignored(&self, limit: usize) -> Result<Vec<Ignored>, Error> {
         self.with(move |connection| {
             let mut statement = connection.prepare_cached(
-                "SELECT trigger_name, playbooks, received_at FROM ignored ORDER BY id DESC LIMIT ?1",
+                "SELECT trigger_name, playbooks, received_at FROM ignored
+                 ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = statement.query_map(params![limit as i64], |row| {
                 Ok((
@@ -326,10 +344,9 @@ impl Store for SqliteStore {
     async fn dead_letter(&self, run_id: &str, reason: &str) -> Result<(), Error> {
         let (run_id, reason) = (run_id.to_owned(), reason.to_owned());
         self.with(move |connection| {
-            connection.execute(
-                "UPDATE runs SET dead = ?2 WHERE run_id = ?1",
-                params![run_id, reason],
-            )?;
+            connection
+                .prepare_cached("UPDATE runs SET dead = ?2 WHERE run_id = ?1")?
+                .execute(params![run_id, reason])?;
             Ok(())
         })
         .await
@@ -338,10 +355,9 @@ impl Store for SqliteStore {
     async fn revive(&self, run_id: &str) -> Result<(), Error> {
         let run_id = run_id.to_owned();
         self.with(move |connection| {
-            connection.execute(
-                "UPDATE runs SET dead = NULL WHERE run_id = ?1",
-                params![run_id],
-            )?;
+            connection
+                .prepare_cached("UPDATE runs SET dead = NULL WHERE run_id = ?1")?
+                .execute(params![run_id])?;
             Ok(())
         })
         .await
@@ -350,7 +366,9 @@ impl Store for SqliteStore {
     async fn push(&self, run_id: &str) -> Result<(), Error> {
         let run_id = run_id.to_owned();
         self.with(move |connection| {
-            connection.execute("INSERT INTO jobs (run_id) VALUES (?1)", params![run_id])?;
+            connection
+                .prepare_cached("INSERT INTO jobs (run_id) VALUES (?1)")?
+                .execute(params![run_id])?;
             Ok(())
         })
         .await
@@ -390,10 +408,11 @@ impl Store for SqliteStore {
             let until = (now_millis() + millis(lease)) as i64;
             let transaction = connection.transaction()?;
             for id in &job_ids {
-                transaction.execute(
-                    "UPDATE jobs SET lease_until = ?1 WHERE id = ?2 AND leased_by = ?3",
-                    params![until, id, worker],
-                )?;
+                transaction
+                    .prepare_cached(
+                        "UPDATE jobs SET lease_until = ?1 WHERE id = ?2 AND leased_by = ?3",
+                    )?
+                    .execute(params![until, id, worker])?;
             }
             transaction.commit()?;
             Ok(())
@@ -404,7 +423,9 @@ impl Store for SqliteStore {
     async fn ack(&self, job_id: &str) -> Result<(), Error> {
         let job_id = job_id.to_owned();
         self.with(move |connection| {
-            connection.execute("DELETE FROM jobs WHERE id = ?1", params![job_id])?;
+            connection
+                .prepare_cached("DELETE FROM jobs WHERE id = ?1")?
+                .execute(params![job_id])?;
             Ok(())
         })
         .await
@@ -416,11 +437,12 @@ impl Store for SqliteStore {
             let transaction = connection.transaction()?;
             for id in &job_ids {
                 // Handing back is not a failed delivery: undo its count.
-                transaction.execute(
-                    "UPDATE jobs SET leased_by = NULL, lease_until = 0,
+                transaction
+                    .prepare_cached(
+                        "UPDATE jobs SET leased_by = NULL, lease_until = 0,
                      deliveries = MAX(deliveries - 1, 0) WHERE id = ?1 AND leased_by = ?2",
-                    params![id, worker],
-                )?;
+                    )?
+                    .execute(params![id, worker])?;
             }
             transaction.commit()?;
             Ok(())
@@ -440,11 +462,12 @@ impl Store for SqliteStore {
     async fn schedule(&self, run_id: &str, due: Millis) -> Result<(), Error> {
         let run_id = run_id.to_owned();
         self.with(move |connection| {
-            connection.execute(
-                "INSERT INTO timers (run_id, due) VALUES (?1, ?2)
+            connection
+                .prepare_cached(
+                    "INSERT INTO timers (run_id, due) VALUES (?1, ?2)
                  ON CONFLICT (run_id) DO UPDATE SET due = MIN(due, excluded.due)",
-                params![run_id, due as i64],
-            )?;
+                )?
+                .execute(params![run_id, due as i64])?;
             Ok(())
         })
         .await
@@ -461,7 +484,9 @@ impl Store for SqliteStore {
                 rows.collect::<Result<_, _>>()?
             };
             for run_id in &due {
-                transaction.execute("INSERT INTO jobs (run_id) VALUES (?1)", params![run_id])?;
+                transaction
+                    .prepare_cached("INSERT INTO jobs (run_id) VALUES (?1)")?
+                    .execute(params![run_id])?;
             }
             transaction.commit()?;
             Ok(due.len())
@@ -473,11 +498,17 @@ impl Store for SqliteStore {
         let (run_id, worker) = (run_id.to_owned(), worker.to_owned());
         self.with(move |connection| {
             let now = now_millis();
-            let changed = connection.execute(
-                "UPDATE runs SET locked_by = ?2, lock_until = ?3
+            let changed = connection
+                .prepare_cached(
+                    "UPDATE runs SET locked_by = ?2, lock_until = ?3
                  WHERE run_id = ?1 AND (locked_by IS NULL OR locked_by = ?2 OR lock_until <= ?4)",
-                params![run_id, worker, (now + millis(lease)) as i64, now as i64],
-            )?;
+                )?
+                .execute(params![
+                    run_id,
+                    worker,
+                    (now + millis(lease)) as i64,
+                    now as i64
+                ])?;
             Ok(changed == 1)
         })
         .await
@@ -486,11 +517,12 @@ impl Store for SqliteStore {
     async fn unlock_run(&self, run_id: &str, worker: &str) -> Result<(), Error> {
         let (run_id, worker) = (run_id.to_owned(), worker.to_owned());
         self.with(move |connection| {
-            connection.execute(
-                "UPDATE runs SET locked_by = NULL, lock_until = NULL
+            connection
+                .prepare_cached(
+                    "UPDATE runs SET locked_by = NULL, lock_until = NULL
                  WHERE run_id = ?1 AND locked_by = ?2",
-                params![run_id, worker],
-            )?;
+                )?
+                .execute(params![run_id, worker])?;
             Ok(())
         })
         .await
