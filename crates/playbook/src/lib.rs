@@ -48,6 +48,28 @@ pub fn load(path: &Path) -> Result<Playbook, Error> {
     })
 }
 
+/// The playbook files (`*.yaml`, `*.yml`) in `dir` and its subfolders, sorted.
+pub fn files_in(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    fn walk(dir: &Path, files: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, files)?;
+            } else if path
+                .extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+            {
+                files.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
 /// Checks one playbook file and returns its diagnostics (empty when it is valid).
 pub fn check_file(path: &Path) -> Result<FileDiagnostics, Error> {
     let source = read(path)?;

@@ -48,16 +48,10 @@ pub(crate) fn resume(
     run_id: &str,
     by: &str,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(config_file)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let store = server::open_store(&config.store).await?;
-        server::resume_failed(store.as_ref(), run_id, by).await?;
+    on_the_store(config_file, async |store| {
+        server::resume_failed(store, run_id, by).await?;
         eprintln!("Run {run_id} resumed: a worker picks it up from its failed steps.");
-        Ok(ExitCode::SUCCESS)
+        Ok(())
     })
 }
 
@@ -68,6 +62,18 @@ pub(crate) fn decide(
     step: &str,
     decision: runner::Decision,
 ) -> anyhow::Result<ExitCode> {
+    on_the_store(config_file, async |store| {
+        server::decide(store, run_id, step, decision).await?;
+        eprintln!("Decision on step `{step}` of run {run_id} recorded: a worker resumes the run.");
+        Ok(())
+    })
+}
+
+/// Runs one operation on the store the configuration names (the server's own).
+fn on_the_store(
+    config_file: Option<&Path>,
+    operation: impl AsyncFnOnce(&dyn store::Store) -> Result<(), server::Error>,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_file)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -75,8 +81,7 @@ pub(crate) fn decide(
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let store = server::open_store(&config.store).await?;
-        server::decide(store.as_ref(), run_id, step, decision).await?;
-        eprintln!("Decision on step `{step}` of run {run_id} recorded: a worker resumes the run.");
+        operation(store.as_ref()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -1,7 +1,6 @@
 //! The loaded playbooks, indexed by name and by the trigger they listen on.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,15 +38,13 @@ impl Catalog {
     /// each `trigger.auth` names a configured profile, playbooks sharing a trigger agree on its
     /// authentication, and every step timeout is shorter than the worker lease.
     pub fn load(config: &Config) -> Result<Catalog, Error> {
-        let mut files = Vec::new();
-        collect(&config.playbooks, &mut files).map_err(|source| Error::Io {
+        let files = playbook::files_in(&config.playbooks).map_err(|source| Error::Io {
             what: format!(
                 "cannot read the playbooks folder {}",
                 config.playbooks.display()
             ),
             source,
         })?;
-        files.sort();
         let mut problems = Vec::new();
         let mut playbooks = Vec::new();
         for file in &files {
@@ -158,19 +155,4 @@ fn names<'a>(names: impl Iterator<Item = &'a String>) -> String {
     } else {
         list.join(", ")
     }
-}
-
-fn collect(path: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(path)? {
-        let entry = entry?.path();
-        if entry.is_dir() {
-            collect(&entry, files)?;
-        } else if entry
-            .extension()
-            .is_some_and(|ext| ext == "yaml" || ext == "yml")
-        {
-            files.push(entry);
-        }
-    }
-    Ok(())
 }
