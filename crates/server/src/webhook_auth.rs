@@ -58,12 +58,9 @@ impl std::fmt::Debug for AuthProfile {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("the `{0}` header is missing")]
-    Missing(&'static str),
+    Missing(String),
     #[error("the `{header}` header is malformed: {reason}")]
-    Malformed {
-        header: &'static str,
-        reason: String,
-    },
+    Malformed { header: String, reason: String },
     #[error("the signature or credentials do not match")]
     Mismatch,
     #[error(
@@ -116,10 +113,10 @@ fn verify_hmac(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), AuthError> {
-    let name = static_name(header);
+    let name = header.as_str();
     let value = headers
         .get(header)
-        .ok_or(AuthError::Missing(name))?
+        .ok_or_else(|| AuthError::Missing(name.to_owned()))?
         .to_str()
         .map_err(|_| malformed(name, "not text"))?;
     let hex = value
@@ -154,7 +151,7 @@ fn verify_standard(
     let get = |name: &'static str| -> Result<&str, AuthError> {
         headers
             .get(name)
-            .ok_or(AuthError::Missing(name))?
+            .ok_or_else(|| AuthError::Missing(name.to_owned()))?
             .to_str()
             .map_err(|_| malformed(name, "not text"))
     };
@@ -215,7 +212,7 @@ fn verify_standard(
 fn authorization<'h>(headers: &'h HeaderMap, scheme: &str) -> Result<&'h str, AuthError> {
     let value = headers
         .get(http::header::AUTHORIZATION)
-        .ok_or(AuthError::Missing("authorization"))?
+        .ok_or_else(|| AuthError::Missing("authorization".into()))?
         .to_str()
         .map_err(|_| malformed("authorization", "not text"))?;
     let (given_scheme, credentials) = value.split_at(scheme.len().min(value.len()));
@@ -249,19 +246,10 @@ fn any_matches<'a>(
     }
 }
 
-fn malformed(header: &'static str, reason: &str) -> AuthError {
+fn malformed(header: &str, reason: &str) -> AuthError {
     AuthError::Malformed {
-        header,
+        header: header.to_owned(),
         reason: reason.to_owned(),
-    }
-}
-
-/// Header names in errors are `'static`; the well-known ones are mapped, others are generic.
-fn static_name(header: &http::HeaderName) -> &'static str {
-    match header.as_str() {
-        "x-hub-signature-256" => "x-hub-signature-256",
-        "x-signature" => "x-signature",
-        _ => "signature",
     }
 }
 

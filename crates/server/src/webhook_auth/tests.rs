@@ -71,18 +71,21 @@ fn github_signatures_verify_with_the_current_or_the_previous_secret() {
 fn github_signature_problems_are_named() {
     let profile = github(&["s"]);
     let cases = [
-        (headers(&[]), AuthError::Missing("x-hub-signature-256")),
+        (
+            headers(&[]),
+            AuthError::Missing("x-hub-signature-256".into()),
+        ),
         (
             headers(&[("x-hub-signature-256", "757107ea")]),
             AuthError::Malformed {
-                header: "x-hub-signature-256",
+                header: "x-hub-signature-256".into(),
                 reason: "it does not start with `sha256=`".into(),
             },
         ),
         (
             headers(&[("x-hub-signature-256", "sha256=zz")]),
             AuthError::Malformed {
-                header: "x-hub-signature-256",
+                header: "x-hub-signature-256".into(),
                 reason: "the digest is not hex".into(),
             },
         ),
@@ -192,7 +195,7 @@ fn standard_webhooks_refuse_replays_outside_the_window() {
             STANDARD_BODY,
             at(1)
         ),
-        Err(AuthError::Missing("webhook-signature"))
+        Err(AuthError::Missing("webhook-signature".into()))
     );
 }
 
@@ -217,7 +220,7 @@ fn bearer_and_basic_credentials_are_checked_against_every_configured_value() {
     ));
     assert_eq!(
         verify(&bearer, &headers(&[]), b"", at(0)),
-        Err(AuthError::Missing("authorization"))
+        Err(AuthError::Missing("authorization".into()))
     );
 
     let basic = AuthProfile::Basic {
@@ -262,4 +265,19 @@ fn only_an_explicitly_public_trigger_skips_authentication_and_nothing_prints_sec
     )
     .expect_err("refused");
     assert!(!error.to_string().contains("canary"));
+}
+
+#[test]
+fn a_custom_signature_header_is_named_in_the_refusal() {
+    let profile = AuthProfile::HmacSha256 {
+        header: http::HeaderName::from_static("x-wazuh-signature"),
+        prefix: "sha256=".into(),
+        secrets: vec![b"s".to_vec()],
+    };
+    let refused = verify(&profile, &headers(&[]), b"{}", SystemTime::now());
+    assert_eq!(refused, Err(AuthError::Missing("x-wazuh-signature".into())));
+    assert_eq!(
+        refused.map_err(|e| e.to_string()),
+        Err("the `x-wazuh-signature` header is missing".to_owned())
+    );
 }
