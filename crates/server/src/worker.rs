@@ -76,8 +76,11 @@ impl Worker {
             .build(handler);
         let running = tokio::spawn(apalis_worker.run());
         shutdown.cancelled().await;
-        // Stopping fails only if the worker never started, and then there is nothing to stop.
-        let _ = context.stop();
+        // Stopping is refused until apalis has started the worker (a signal right after start):
+        // ask again until it takes or the worker is gone.
+        while context.stop().is_err() && !running.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let stopped = running
             .await
             .map_err(|error| Error::Worker(error.to_string()))?;

@@ -456,3 +456,14 @@ steps:
         server.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stopped_right_after_it_started_stops() {
+    for backend in BACKENDS {
+        let server = Server::start(backend, &[("echo.yaml", ECHO.to_owned())]).await;
+        // No request, no pause: the worker may not have been polled yet.
+        tokio::time::timeout(Duration::from_secs(10), server.stop())
+            .await
+            .unwrap_or_else(|_| panic!("{backend:?}: the server did not stop"));
+    }
+}
