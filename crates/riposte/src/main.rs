@@ -89,9 +89,26 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Check the tamper-evident audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Inspect and scaffold WebAssembly plugins.
     #[command(subcommand)]
     Plugin(plugins::PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of every run's journal (or of one run) and name the first broken
+    /// record. Exit code 1 if a chain is broken.
+    Verify {
+        /// Only this run.
+        #[arg(long)]
+        run: Option<String>,
+        /// The server's configuration file (it says where the store is).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -113,6 +130,9 @@ fn main() -> ExitCode {
         Command::Plugin(command) => plugins::run(command),
         Command::Serve { config } => serve::run(config.as_deref(), serve::Role::Serve),
         Command::Worker { config } => serve::run(config.as_deref(), serve::Role::Worker),
+        Command::Audit(AuditCommand::Verify { run, config }) => {
+            serve::audit_verify(config.as_deref(), run.as_deref())
+        }
         Command::Resume { run_id, config, by } => serve::resume(config.as_deref(), &run_id, &by),
         Command::Approve {
             run_id,

@@ -69,6 +69,44 @@ pub(crate) fn decide(
     })
 }
 
+/// `riposte audit verify`: checks the hash chain of one run's journal, or of every run's.
+pub(crate) fn audit_verify(
+    config_file: Option<&Path>,
+    run: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let mut intact = true;
+    on_the_store(config_file, async |store| {
+        let runs = match run {
+            Some(run) => vec![run.to_owned()],
+            None => store.run_ids().await?,
+        };
+        let (mut records, mut checked) = (0, 0);
+        for run_id in &runs {
+            let chain = store.audit_records(run_id).await?;
+            match store::audit::verify(run_id, &chain) {
+                Ok(count) => {
+                    records += count;
+                    checked += 1;
+                }
+                Err(broken) => {
+                    intact = false;
+                    crate::print_stdout(&format!("BROKEN {broken}"));
+                }
+            }
+        }
+        crate::print_stdout(&format!(
+            "{checked} of {} run(s) intact, {records} record(s) checked",
+            runs.len()
+        ));
+        Ok(())
+    })?;
+    Ok(if intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Runs one operation on the store the configuration names (the server's own).
 fn on_the_store(
     config_file: Option<&Path>,

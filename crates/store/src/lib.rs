@@ -15,6 +15,7 @@
 //!   [`Store::claim`] hands it out again (at-least-once delivery). Jobs are idempotent per run.
 //! - [`runner::Journal::append`] returns only once the event is stored.
 
+pub mod audit;
 mod error;
 mod redis_store;
 mod sqlite_store;
@@ -120,6 +121,12 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
 
     /// The run's journal in order (empty before the run starts).
     async fn events(&self, run_id: &str) -> Result<Vec<RunEvent>, Error>;
+
+    /// The run's journal as chained records, for verification and export.
+    async fn audit_records(&self, run_id: &str) -> Result<Vec<audit::AuditRecord>, Error>;
+
+    /// Every accepted run, oldest first.
+    async fn run_ids(&self) -> Result<Vec<String>, Error>;
 
     /// Gives up on a run: it is marked dead with `reason` and no longer advanced.
     async fn dead_letter(&self, run_id: &str, reason: &str) -> Result<(), Error>;

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `p:jobs` | stream, group `workers` | one entry per job: `run` = run id, `lost` = deliveries lost before a release |
 //! | `p:run:<id>` | hash | playbook, trigger, event, accepted_at, dead |
-//! | `p:run:<id>:events` | stream | the run's journal, field `e` = JSON event |
+//! | `p:run:<id>:events` | stream | the run's journal: `e` = JSON event, `n` = seq, `p`/`h` = previous and own hash (`audit`) |
 //! | `p:run:<id>:lock` | string | worker holding the run, with a TTL |
 //! | `p:runs` | sorted set | run ids by acceptance time |
 //! | `p:idem:delivery:<trigger>:<id>`, `p:idem:dedupe:<playbook>:<key>` | string, TTL | idempotency keys |
@@ -25,6 +25,7 @@ use redis::{AsyncCommands, Script, Value};
 use runner::{Millis, RunEvent};
 use serde::Serialize;
 
+use crate::audit::{AuditRecord, GENESIS, record_hash};
 use crate::error::Error;
 use crate::{
     Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunRecord, Store, millis, repeat_of,
@@ -42,6 +43,8 @@ pub struct RedisStore {
     /// Where the next `XAUTOCLAIM` scan starts: each call looks at a bounded slice of the pending
     /// list, so scanning on from the last call reaches every entry, however many are in flight.
     orphan_cursor: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Each run's last journal record (`seq`, hash) as this process last wrote it.
+    heads: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, String)>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -55,6 +58,7 @@ impl std::fmt::Debug for RedisStore {
 
 struct Scripts {
     accept: Script,
+    append: Script,
     ack: Script,
     extend: Script,
     release: Script,
@@ -67,6 +71,7 @@ impl Scripts {
     fn new() -> Self {
         Scripts {
             accept: Script::new(ACCEPT),
+            append: Script::new(APPEND),
             ack: Script::new(ACK),
             extend: Script::new(EXTEND),
             release: Script::new(RELEASE),
@@ -91,6 +96,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             scripts: std::sync::Arc::new(Scripts::new()),
             orphan_cursor: std::sync::Arc::new(std::sync::Mutex::new("0-0".into())),
+            heads: std::sync::Arc::default(),
         };
         store.create_group().await?;
         Ok(store)
@@ -160,18 +166,80 @@ impl runner::Journal for RedisStore {
     async fn append(&self, run_id: &str, event: &RunEvent) -> Result<(), runner::Error> {
         let json = serde_json::to_string(event)
             .map_err(|error| runner::Error::Journal(error.to_string()))?;
-        let mut connection = self.connection.clone();
-        let _: String = connection
-            .xadd(
-                format!("{}:events", self.run_key(run_id)),
-                "*",
-                &[("e", json)],
-            )
+        self.append_chained(run_id, &json)
             .await
-            .map_err(|error| runner::Error::from(Error::from(error)))?;
+            .map_err(runner::Error::from)?;
+        if matches!(event, RunEvent::RunFinished { .. })
+            && let Ok(mut heads) = self.heads.lock()
+        {
+            heads.remove(run_id);
+        }
         Ok(())
     }
 }
+
+impl RedisStore {
+    /// Appends a record linked to the run's chain head. The head is cached per process (one
+    /// worker advances a run at a time) and checked by the script: if another process appended
+    /// meanwhile, the head is read again and the record re-linked.
+    async fn append_chained(&self, run_id: &str, json: &str) -> Result<(), Error> {
+        let events = format!("{}:events", self.run_key(run_id));
+        let mut connection = self.connection.clone();
+        for _ in 0..5 {
+            let cached = self
+                .heads
+                .lock()
+                .ok()
+                .and_then(|heads| heads.get(run_id).cloned());
+            let (last, prev) = match cached {
+                Some(head) => head,
+                None => self.read_head(&events).await?,
+            };
+            let seq = last + 1;
+            let hash = record_hash(run_id, seq, &prev, json);
+            let appended: u8 = self
+                .scripts
+                .append
+                .key(&events)
+                .arg(&prev)
+                .arg(seq)
+                .arg(json)
+                .arg(&hash)
+                .invoke_async(&mut connection)
+                .await?;
+            if let Ok(mut heads) = self.heads.lock() {
+                if heads.len() > MAX_CACHED_HEADS {
+                    heads.clear();
+                }
+                if appended == 1 {
+                    heads.insert(run_id.to_owned(), (seq, hash));
+                    return Ok(());
+                }
+                heads.remove(run_id);
+            }
+        }
+        Err(Error::Config(format!(
+            "the journal of run {run_id} kept changing under this process; is another process writing to it?"
+        )))
+    }
+
+    /// The run's last record: its `seq` and hash (0 and the genesis hash for an empty journal).
+    async fn read_head(&self, events: &str) -> Result<(u64, String), Error> {
+        let mut connection = self.connection.clone();
+        let reply: redis::streams::StreamRangeReply =
+            connection.xrevrange_count(events, "+", "-", 1).await?;
+        Ok(match reply.ids.first() {
+            Some(entry) => (
+                entry.get("n").unwrap_or(0),
+                entry.get("h").unwrap_or_else(|| GENESIS.to_owned()),
+            ),
+            None => (0, GENESIS.to_owned()),
+        })
+    }
+}
+
+/// Chain heads kept per process before the cache starts over.
+const MAX_CACHED_HEADS: usize = 100_000;
 
 #[async_trait]
 impl Store for RedisStore {
@@ -295,6 +363,28 @@ impl Store for RedisStore {
                 })
             })
             .collect()
+    }
+
+    async fn audit_records(&self, run_id: &str) -> Result<Vec<AuditRecord>, Error> {
+        let mut connection = self.connection.clone();
+        let reply: redis::streams::StreamRangeReply = connection
+            .xrange_all(format!("{}:events", self.run_key(run_id)))
+            .await?;
+        Ok(reply
+            .ids
+            .iter()
+            .map(|entry| AuditRecord {
+                seq: entry.get("n").unwrap_or(0),
+                prev: entry.get("p").unwrap_or_default(),
+                hash: entry.get("h").unwrap_or_default(),
+                event: entry.get("e").unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn run_ids(&self) -> Result<Vec<String>, Error> {
+        let mut connection = self.connection.clone();
+        Ok(connection.zrange(self.key("runs"), 0, -1).await?)
     }
 
     async fn dead_letter(&self, run_id: &str, reason: &str) -> Result<(), Error> {
@@ -593,6 +683,23 @@ if delivery_key then
   redis.call('SET', p .. ':idem:' .. delivery_key, answer, 'PX', d.delivery_ttl_ms)
 end
 return {0, answer}
+"#;
+
+/// KEYS: a run's events. ARGV: prev, seq, event, hash. Appends the record only if the stream's
+/// last record is `prev` at `seq - 1`; returns 1 if it did, 0 if the head has moved.
+const APPEND: &str = r#"
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local head, n = '0000000000000000000000000000000000000000000000000000000000000000', 0
+if last[1] then
+  local fields = last[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'h' then head = fields[i + 1] end
+    if fields[i] == 'n' then n = tonumber(fields[i + 1]) end
+  end
+end
+if head ~= ARGV[1] or n + 1 ~= tonumber(ARGV[2]) then return 0 end
+redis.call('XADD', KEYS[1], '*', 'e', ARGV[3], 'n', ARGV[2], 'p', ARGV[1], 'h', ARGV[4])
+return 1
 "#;
 
 /// KEYS: jobs. ARGV: group, id. One script rather than MULTI/XACK/XDEL/EXEC: half the commands

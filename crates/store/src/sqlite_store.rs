@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use runner::{Millis, RunEvent};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::audit::{AuditRecord, GENESIS, record_hash};
 use crate::error::Error;
 use crate::{
     Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunRecord, Store, millis, now_millis,
@@ -56,6 +57,8 @@ CREATE TABLE IF NOT EXISTS run_events (
     run_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     event TEXT NOT NULL,
+    prev TEXT NOT NULL DEFAULT '',
+    hash TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, seq)
 );
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -102,6 +105,7 @@ impl SqliteStore {
         };
         connection.pragma_update(None, "synchronous", level)?;
         connection.execute_batch(SCHEMA)?;
+        add_chain_columns(&connection)?;
         Ok(SqliteStore {
             connection: Arc::new(Mutex::new(connection)),
         })
@@ -132,12 +136,26 @@ impl runner::Journal for SqliteStore {
         let json = serde_json::to_string(event)
             .map_err(|error| runner::Error::Journal(error.to_string()))?;
         self.with(move |connection| {
-            connection
+            // One transaction reads the chain's head and links the new record to it.
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let head: Option<(i64, String)> = transaction
                 .prepare_cached(
-                    "INSERT INTO run_events (run_id, seq, event) VALUES (?1,
-                 (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_events WHERE run_id = ?1), ?2)",
+                    "SELECT seq, hash FROM run_events WHERE run_id = ?1
+                     ORDER BY seq DESC LIMIT 1",
                 )?
-                .execute(params![run_id, json])?;
+                .query_row(params![run_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let (last, prev) = head.unwrap_or((0, GENESIS.to_owned()));
+            let seq = last as u64 + 1;
+            let hash = record_hash(&run_id, seq, &prev, &json);
+            transaction
+                .prepare_cached(
+                    "INSERT INTO run_events (run_id, seq, event, prev, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![run_id, seq as i64, json, prev, hash])?;
+            transaction.commit()?;
             Ok(())
         })
         .await
@@ -341,6 +359,35 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn audit_records(&self, run_id: &str) -> Result<Vec<AuditRecord>, Error> {
+        let run_id = run_id.to_owned();
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT seq, prev, hash, event FROM run_events WHERE run_id = ?1 ORDER BY seq",
+            )?;
+            let rows = statement.query_map(params![run_id], |row| {
+                Ok(AuditRecord {
+                    seq: row.get::<_, i64>(0)? as u64,
+                    prev: row.get(1)?,
+                    hash: row.get(2)?,
+                    event: row.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn run_ids(&self) -> Result<Vec<String>, Error> {
+        self.with(|connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT run_id FROM runs ORDER BY accepted_at, run_id")?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     async fn dead_letter(&self, run_id: &str, reason: &str) -> Result<(), Error> {
         let (run_id, reason) = (run_id.to_owned(), reason.to_owned());
         self.with(move |connection| {
@@ -535,4 +582,21 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// Files created before the journal was chained lack its columns; their old records verify as
+/// unchained.
+fn add_chain_columns(connection: &Connection) -> Result<(), Error> {
+    let mut statement = connection.prepare("PRAGMA table_info(run_events)")?;
+    let columns: Vec<String> = statement
+        .query_map([], |row| row.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?;
+    for column in ["prev", "hash"] {
+        if !columns.iter().any(|name| name == column) {
+            connection.execute_batch(&format!(
+                "ALTER TABLE run_events ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"
+            ))?;
+        }
+    }
+    Ok(())
 }

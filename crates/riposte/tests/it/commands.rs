@@ -35,6 +35,7 @@ fn every_subcommand_has_help() {
         vec!["resume", "--help"],
         vec!["approve", "--help"],
         vec!["deny", "--help"],
+        vec!["audit", "verify", "--help"],
     ] {
         let output = riposte(&args);
         assert!(output.status.success(), "{args:?}");
@@ -301,4 +302,64 @@ fn serve_refuses_a_broken_configuration_with_every_problem_listed() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("workers.lease: `soon`"), "{stderr}");
     assert!(stderr.contains("NOT_SET_ANYWHERE is not set"), "{stderr}");
+}
+
+#[test]
+fn audit_verify_accepts_an_intact_trail_and_names_the_first_edited_record() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("data/riposte.db");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let run_id = runtime.block_on(async {
+        let store = store::SqliteStore::open(&database, store::Synchronous::Normal).expect("open");
+        let run_id = "01a2-audit-run".to_owned();
+        let delivery = store::Delivery {
+            trigger: "t".into(),
+            delivery_id: None,
+            delivery_ttl: std::time::Duration::from_secs(60),
+            runs: vec![store::NewRun {
+                run_id: run_id.clone(),
+                playbook: "p".into(),
+                event: serde_json::json!({}),
+                dedupe: None,
+            }],
+            ignored: Vec::new(),
+            received_at: 1,
+        };
+        store::Store::accept(&store, &delivery)
+            .await
+            .expect("accept");
+        for at in 1..=3 {
+            let event = runner::RunEvent::RunRecovered { deliveries: 2, at };
+            runner::Journal::append(&store, &run_id, &event)
+                .await
+                .expect("append");
+        }
+        run_id
+    });
+    let config = dir.path().join("riposte.yaml");
+    std::fs::write(&config, "data_dir: data\n").expect("config");
+    let config = config.to_str().expect("utf-8");
+
+    let intact = riposte(&["audit", "verify", "--config", config]);
+    assert_eq!(intact.status.code(), Some(0), "{}", text(&intact.stderr));
+    assert!(text(&intact.stdout).contains("1 of 1 run(s) intact, 3 record(s) checked"));
+
+    let connection = rusqlite::Connection::open(&database).expect("open");
+    connection
+        .execute(
+            "UPDATE run_events SET event = replace(event, '\"at\":2', '\"at\":9') WHERE seq = 2",
+            [],
+        )
+        .expect("tamper");
+    let broken = riposte(&["audit", "verify", "--config", config, "--run", &run_id]);
+    assert_eq!(broken.status.code(), Some(1));
+    let report = text(&broken.stdout);
+    assert!(
+        report.contains(&format!("BROKEN record 2 of run {run_id}")),
+        "{report}"
+    );
+    assert!(report.contains("edited"), "{report}");
 }

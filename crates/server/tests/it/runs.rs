@@ -93,6 +93,9 @@ async fn a_signed_webhook_runs_the_real_plugins_to_completion() {
         for secret in [ABUSEIPDB_KEY, SLACK_TOKEN] {
             assert!(!record.contains(secret), "{backend:?}: a secret leaked");
         }
+        // The journal is a hash chain, intact: run started, 2 × (started, succeeded), finished.
+        let chain = server.store.audit_records(&run).await.expect("records");
+        assert_eq!(store::audit::verify(&run, &chain), Ok(6), "{backend:?}");
         server.stop().await;
     }
 }

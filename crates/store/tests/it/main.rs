@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runner::{RunEvent, RunStatus};
+use runner::{Journal, RunEvent, RunStatus};
 use store::{DedupeKey, Delivery, NewRun, RedisStore, SqliteStore, Store, Synchronous};
 use test_support::RedisServer;
 
@@ -520,4 +520,176 @@ async fn ignored_deliveries_are_recorded_newest_first() {
             backend.name
         );
     }
+}
+
+/// What a tamperer with write access to the store does to a run's journal.
+enum Tamper {
+    Edit(usize),
+    Delete(usize),
+    Swap(usize, usize),
+}
+
+/// Rewrites a run's journal in Redis, keeping entry ids, with one change.
+async fn tamper_redis(url: &str, key: &str, tamper: &Tamper) {
+    let client = redis::Client::open(url).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let entries: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrange_all(&mut connection, key)
+            .await
+            .expect("xrange");
+    let mut rows: Vec<(String, Vec<(String, String)>)> = entries
+        .ids
+        .iter()
+        .map(|entry| {
+            let fields = ["e", "n", "p", "h"]
+                .iter()
+                .map(|name| {
+                    (
+                        (*name).to_owned(),
+                        entry.get::<String>(name).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            (entry.id.clone(), fields)
+        })
+        .collect();
+    match tamper {
+        Tamper::Edit(index) => {
+            rows[*index].1[0].1 = rows[*index].1[0].1.replace("succeeded", "failed")
+        }
+        Tamper::Delete(index) => {
+            rows.remove(*index);
+        }
+        Tamper::Swap(a, b) => {
+            let (first, second) = (rows[*a].1.clone(), rows[*b].1.clone());
+            rows[*a].1 = second;
+            rows[*b].1 = first;
+        }
+    }
+    let _: () = redis::AsyncCommands::del(&mut connection, key)
+        .await
+        .expect("del");
+    for (id, fields) in rows {
+        let _: String = redis::AsyncCommands::xadd(&mut connection, key, &id, &fields)
+            .await
+            .expect("xadd");
+    }
+}
+
+fn tamper_sqlite(path: &std::path::Path, run_id: &str, tamper: &Tamper) {
+    let connection = rusqlite::Connection::open(path).expect("open");
+    match tamper {
+        Tamper::Edit(index) => connection.execute(
+            "UPDATE run_events SET event = replace(event, 'succeeded', 'failed') WHERE run_id = ?1 AND seq = ?2",
+            rusqlite::params![run_id, *index as i64 + 1],
+        ),
+        Tamper::Delete(index) => connection.execute(
+            "DELETE FROM run_events WHERE run_id = ?1 AND seq = ?2",
+            rusqlite::params![run_id, *index as i64 + 1],
+        ),
+        // Swap the positions of two rows, as a reordering of records would.
+        Tamper::Swap(a, b) => connection
+            .execute(
+                "UPDATE run_events SET seq = CASE seq WHEN ?2 THEN -?3 WHEN ?3 THEN -?2 END
+                 WHERE run_id = ?1 AND seq IN (?2, ?3)",
+                rusqlite::params![run_id, *a as i64 + 1, *b as i64 + 1],
+            )
+            .and_then(|_| {
+                connection.execute(
+                    "UPDATE run_events SET seq = -seq WHERE run_id = ?1 AND seq < 0",
+                    rusqlite::params![run_id],
+                )
+            }),
+    }
+    .expect("tampered");
+}
+
+async fn journal_of_three(store: &dyn Store) -> String {
+    let accepted = run("a", None);
+    store
+        .accept(&delivery(None, vec![accepted.clone()]))
+        .await
+        .expect("accept");
+    let started = RunEvent::RunStarted {
+        run_id: accepted.run_id.clone(),
+        playbook: "a".into(),
+        playbook_version: None,
+        event: accepted.event.clone(),
+        incident: Default::default(),
+        at: 1,
+    };
+    store
+        .append(&accepted.run_id, &started)
+        .await
+        .expect("append");
+    for n in 2..=3 {
+        let finished = RunEvent::RunFinished {
+            status: RunStatus::Succeeded,
+            outputs: serde_json::json!({ "n": n }),
+            error: None,
+            at: n,
+        };
+        store
+            .append(&accepted.run_id, &finished)
+            .await
+            .expect("append");
+    }
+    accepted.run_id
+}
+
+#[tokio::test]
+async fn the_journal_is_hash_chained_and_tampering_is_found_and_named() {
+    for tamper in [Tamper::Edit(1), Tamper::Delete(1), Tamper::Swap(1, 2)] {
+        // Redis.
+        let redis = RedisServer::start();
+        let store = RedisStore::connect(&redis.url(), "chain")
+            .await
+            .expect("connect");
+        let run_id = journal_of_three(&store).await;
+        let records = store.audit_records(&run_id).await.expect("records");
+        assert_eq!(store::audit::verify(&run_id, &records), Ok(3));
+        assert_eq!(store.run_ids().await.expect("runs"), vec![run_id.clone()]);
+        tamper_redis(&redis.url(), &format!("chain:run:{run_id}:events"), &tamper).await;
+        let records = store.audit_records(&run_id).await.expect("records");
+        let broken = store::audit::verify(&run_id, &records).expect_err("tampering is found");
+        assert_eq!(broken.position, 2, "redis: {broken}");
+
+        // SQLite.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("riposte.db");
+        let store = SqliteStore::open(&path, Synchronous::Normal).expect("open");
+        let run_id = journal_of_three(&store).await;
+        let records = store.audit_records(&run_id).await.expect("records");
+        assert_eq!(store::audit::verify(&run_id, &records), Ok(3));
+        assert_eq!(store.run_ids().await.expect("runs"), vec![run_id.clone()]);
+        tamper_sqlite(&path, &run_id, &tamper);
+        let records = store.audit_records(&run_id).await.expect("records");
+        let broken = store::audit::verify(&run_id, &records).expect_err("tampering is found");
+        assert_eq!(broken.position, 2, "sqlite: {broken}");
+    }
+}
+
+#[tokio::test]
+async fn two_processes_writing_one_journal_keep_one_chain() {
+    // A worker that lost its run appends after another one took over: the chain stays linked.
+    let redis = RedisServer::start();
+    let first = RedisStore::connect(&redis.url(), "two")
+        .await
+        .expect("connect");
+    let second = RedisStore::connect(&redis.url(), "two")
+        .await
+        .expect("connect");
+    let event = |n: u64| RunEvent::RunRecovered {
+        deliveries: n as u32,
+        at: n,
+    };
+    for n in 0..6 {
+        let writer = if n % 2 == 0 { &first } else { &second };
+        writer.append("shared", &event(n)).await.expect("append");
+    }
+    let records = first.audit_records("shared").await.expect("records");
+    assert_eq!(store::audit::verify("shared", &records), Ok(6));
 }
