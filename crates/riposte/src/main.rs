@@ -109,6 +109,22 @@ enum AuditCommand {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print a run's timeline for post-incident review, with the state of its hash chain.
+    Export {
+        run_id: String,
+        /// `markdown` for people, `json` for tools.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Markdown)]
+        format: ExportFormat,
+        /// The server's configuration file (it says where the store is).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    Markdown,
+    Json,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -133,6 +149,11 @@ fn main() -> ExitCode {
         Command::Audit(AuditCommand::Verify { run, config }) => {
             serve::audit_verify(config.as_deref(), run.as_deref())
         }
+        Command::Audit(AuditCommand::Export {
+            run_id,
+            format,
+            config,
+        }) => serve::audit_export(config.as_deref(), &run_id, format == ExportFormat::Json),
         Command::Resume { run_id, config, by } => serve::resume(config.as_deref(), &run_id, &by),
         Command::Approve {
             run_id,

@@ -107,6 +107,93 @@ pub(crate) fn audit_verify(
     })
 }
 
+/// `riposte audit export <run>`: the run's timeline, as Markdown or JSON, with its chain's state.
+pub(crate) fn audit_export(
+    config_file: Option<&Path>,
+    run_id: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    on_the_store(config_file, async |store| {
+        let records = store.audit_records(run_id).await?;
+        if records.is_empty() {
+            return Err(server::Error::Resume(format!(
+                "run {run_id} has no journal"
+            )));
+        }
+        let chain = store::audit::verify(run_id, &records)
+            .map(|count| format!("intact ({count} records)"))
+            .unwrap_or_else(|broken| format!("BROKEN: {broken}"));
+        let events: Vec<serde_json::Value> = records
+            .iter()
+            .map(|record| serde_json::from_str(&record.event).unwrap_or(serde_json::Value::Null))
+            .collect();
+        let text = if json {
+            let records: Vec<serde_json::Value> = records
+                .iter()
+                .zip(&events)
+                .map(|(record, event)| {
+                    serde_json::json!({
+                        "seq": record.seq, "prev": record.prev, "hash": record.hash, "event": event,
+                    })
+                })
+                .collect();
+            let export =
+                serde_json::json!({ "run_id": run_id, "chain": chain, "records": records });
+            serde_json::to_string_pretty(&export).unwrap_or_default()
+        } else {
+            timeline_markdown(run_id, &chain, &events)
+        };
+        crate::print_stdout(&text);
+        Ok(())
+    })
+}
+
+/// A run's timeline as a Markdown table: when, what, which step, the details that matter.
+fn timeline_markdown(run_id: &str, chain: &str, events: &[serde_json::Value]) -> String {
+    let playbook = events
+        .first()
+        .and_then(|event| event["playbook"].as_str())
+        .unwrap_or("?");
+    let mut text = format!(
+        "# Run {run_id}\n\n- Playbook: `{playbook}`\n- Hash chain: {chain}\n\n\
+         | # | Time (UTC) | Event | Step | Details |\n|---|---|---|---|---|\n"
+    );
+    for (index, event) in events.iter().enumerate() {
+        let at = event["at"].as_u64().unwrap_or(0);
+        let time = humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(at),
+        );
+        let kind = event["type"].as_str().unwrap_or("?");
+        let step = event["step"].as_str().unwrap_or("");
+        let details = match kind {
+            "step_started" => format!("attempt {}", event["attempt"]),
+            "step_retrying" => format!(
+                "attempt {} failed: {}; retry in {} ms",
+                event["attempt"], event["error"]["message"], event["delay_ms"]
+            ),
+            "step_succeeded" => format!(
+                "{} attempt(s), {} ms; output {}",
+                event["attempts"], event["duration_ms"], event["output"]
+            ),
+            "step_failed" => format!("{}: {}", event["error"]["kind"], event["error"]["message"]),
+            "step_skipped" => event["reason"].as_str().unwrap_or("").to_owned(),
+            "approval_requested" => format!("approvers {}", event["approvers"]),
+            "approval_decided" => format!("{} {}", event["decision"], event["by"]),
+            "run_recovered" => format!("delivery {}", event["deliveries"]),
+            "run_resumed" => format!("by {}", event["by"]),
+            "run_finished" => format!("{} {}", event["status"], event["error"]),
+            _ => String::new(),
+        };
+        // Table cells cannot hold pipes or line breaks.
+        let details = details.replace('|', "\\|").replace('\n', " ");
+        text.push_str(&format!(
+            "| {} | {time} | {kind} | {step} | {details} |\n",
+            index + 1
+        ));
+    }
+    text
+}
+
 /// Runs one operation on the store the configuration names (the server's own).
 fn on_the_store(
     config_file: Option<&Path>,

@@ -36,6 +36,7 @@ fn every_subcommand_has_help() {
         vec!["approve", "--help"],
         vec!["deny", "--help"],
         vec!["audit", "verify", "--help"],
+        vec!["audit", "export", "--help"],
     ] {
         let output = riposte(&args);
         assert!(output.status.success(), "{args:?}");
@@ -347,6 +348,31 @@ fn audit_verify_accepts_an_intact_trail_and_names_the_first_edited_record() {
     assert_eq!(intact.status.code(), Some(0), "{}", text(&intact.stderr));
     assert!(text(&intact.stdout).contains("1 of 1 run(s) intact, 3 record(s) checked"));
 
+    let markdown = riposte(&["audit", "export", &run_id, "--config", config]);
+    assert_eq!(
+        markdown.status.code(),
+        Some(0),
+        "{}",
+        text(&markdown.stderr)
+    );
+    let timeline = text(&markdown.stdout);
+    assert!(timeline.contains(&format!("# Run {run_id}")), "{timeline}");
+    assert!(
+        timeline.contains("- Hash chain: intact (3 records)"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("| 3 | 1970-01-01T00:00:00.003Z | run_recovered |  | delivery 2 |"),
+        "{timeline}"
+    );
+    let json = riposte(&[
+        "audit", "export", &run_id, "--format", "json", "--config", config,
+    ]);
+    let export: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON export");
+    assert_eq!(export["records"].as_array().map(Vec::len), Some(3));
+    assert_eq!(export["records"][1]["seq"], 2);
+    assert_eq!(export["records"][1]["event"]["type"], "run_recovered");
+
     let connection = rusqlite::Connection::open(&database).expect("open");
     connection
         .execute(
@@ -362,4 +388,6 @@ fn audit_verify_accepts_an_intact_trail_and_names_the_first_edited_record() {
         "{report}"
     );
     assert!(report.contains("edited"), "{report}");
+    let exported = riposte(&["audit", "export", &run_id, "--config", config]);
+    assert!(text(&exported.stdout).contains("- Hash chain: BROKEN: record 2"));
 }
