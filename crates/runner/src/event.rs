@@ -96,6 +96,23 @@ pub enum RunEvent {
 }
 
 impl RunEvent {
+    /// When it happened.
+    pub fn at(&self) -> Millis {
+        match self {
+            RunEvent::RunStarted { at, .. }
+            | RunEvent::StepStarted { at, .. }
+            | RunEvent::StepRetrying { at, .. }
+            | RunEvent::StepSucceeded { at, .. }
+            | RunEvent::StepFailed { at, .. }
+            | RunEvent::StepSkipped { at, .. }
+            | RunEvent::ApprovalRequested { at, .. }
+            | RunEvent::ApprovalDecided { at, .. }
+            | RunEvent::RunRecovered { at, .. }
+            | RunEvent::RunResumed { at, .. }
+            | RunEvent::RunFinished { at, .. } => *at,
+        }
+    }
+
     /// The step this event is about, if any.
     pub fn step(&self) -> Option<&str> {
         match self {

@@ -15,7 +15,6 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
 use futures::FutureExt;
 
-use playbook::Playbook;
 use runner::{RunEvent, RunState, RunStatus, Runner, Secrets};
 use store::{Claim, Store};
 use tokio_util::sync::CancellationToken;
@@ -214,14 +213,14 @@ impl Worker {
                 self.store.append(run_id, &recovered).await?;
                 state.apply(&recovered);
                 info!(deliveries, "Recovering a run its worker lost.");
-                self.resume(playbook, state, &secrets).await?
+                self.runner.resume(playbook, state, &secrets).await?
             }
             None => {
                 self.runner
                     .start(playbook, run_id, record.event.clone(), &secrets)
                     .await?
             }
-            Some(state) => self.resume(playbook, state, &secrets).await?,
+            Some(state) => self.runner.resume(playbook, state, &secrets).await?,
         };
         if state.status == RunStatus::WaitingForApproval
             && let Some(deadline) = state.next_deadline()
@@ -229,18 +228,6 @@ impl Worker {
             self.store.schedule(run_id, deadline).await?;
         }
         Ok(())
-    }
-
-    async fn resume(
-        &self,
-        playbook: &Playbook,
-        state: RunState,
-        secrets: &Secrets,
-    ) -> Result<RunState, Error> {
-        if state.status.is_terminal() {
-            return Ok(state);
-        }
-        Ok(self.runner.resume(playbook, state, secrets).await?)
     }
 
     /// Gives up on a run: it ends as failed with `reason` (if it started and has not ended) and

@@ -342,7 +342,7 @@ async fn check_outcome(store: &dyn Store, runs: &[String], tickets: &Tickets, la
         let events = store.events(&state.run_id).await.unwrap_or_default();
         for pair in events.windows(2) {
             if let RunEvent::RunRecovered { at, .. } = &pair[1] {
-                stalls.push(at.saturating_sub(event_time(&pair[0])));
+                stalls.push(at.saturating_sub(pair[0].at()));
             }
         }
     }
@@ -361,22 +361,6 @@ async fn check_outcome(store: &dyn Store, runs: &[String], tickets: &Tickets, la
         percentile(1.0),
         repeats
     );
-}
-
-fn event_time(event: &RunEvent) -> u64 {
-    match event {
-        RunEvent::RunStarted { at, .. }
-        | RunEvent::StepStarted { at, .. }
-        | RunEvent::StepRetrying { at, .. }
-        | RunEvent::StepSucceeded { at, .. }
-        | RunEvent::StepFailed { at, .. }
-        | RunEvent::StepSkipped { at, .. }
-        | RunEvent::ApprovalRequested { at, .. }
-        | RunEvent::ApprovalDecided { at, .. }
-        | RunEvent::RunRecovered { at, .. }
-        | RunEvent::RunResumed { at, .. }
-        | RunEvent::RunFinished { at, .. } => *at,
-    }
 }
 
 async fn open_store(deployment: &Deployment, redis: Option<&RedisServer>) -> Arc<dyn Store> {
