@@ -118,6 +118,7 @@ async fn run_async(
     } else {
         Arc::new(server::executor::PluginExecutor {
             plugins: args.plugins.host().await?,
+            metrics: Arc::default(),
         })
     };
     let (journal, earlier) = match &args.journal {
@@ -220,7 +221,7 @@ fn decide(args: &RunArgs, step: &str, approvers: &[String]) -> anyhow::Result<Op
         return Ok(Some(Decision::Denied { by, reason: None }));
     }
     if args.approve.iter().any(|s| s == step || s == "all") || args.dry_run {
-        return Ok(Some(Decision::Approved { by }));
+        return Ok(Some(Decision::Approved { by, comment: None }));
     }
     if !std::io::stdin().is_terminal() {
         return Ok(None);
@@ -233,7 +234,7 @@ fn decide(args: &RunArgs, step: &str, approvers: &[String]) -> anyhow::Result<Op
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(Some(if matches!(answer.trim(), "y" | "Y" | "yes") {
-        Decision::Approved { by }
+        Decision::Approved { by, comment: None }
     } else {
         Decision::Denied {
             by,
@@ -248,6 +249,7 @@ fn print_summary(state: &RunState) {
         RunStatus::Failed => "failed",
         RunStatus::Running => "running",
         RunStatus::WaitingForApproval => "waiting for approval",
+        RunStatus::Cancelled => "cancelled",
     };
     eprintln!("Run {} {status}.", state.run_id);
     if let Some(error) = &state.error {
@@ -310,7 +312,10 @@ impl Printer {
                     serde_json::Value::Object(incident.clone())
                 )
             }
-            RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => return None,
+            RunEvent::RunAccepted { .. }
+            | RunEvent::RunStarted { .. }
+            | RunEvent::RunFinished { .. } => return None,
+            RunEvent::RunCancelled { by, .. } => format!("■ cancelled by {by}"),
             RunEvent::RunRecovered { deliveries, .. } => {
                 format!("↺ recovered after its worker was lost (delivery {deliveries})")
             }
@@ -369,7 +374,7 @@ impl Printer {
                     .unwrap_or_default()
             ),
             RunEvent::ApprovalDecided { step, decision, .. } => match decision {
-                Decision::Approved { by } => format!("  {step} approved by {by}"),
+                Decision::Approved { by, .. } => format!("  {step} approved by {by}"),
                 Decision::Denied { by, .. } => format!("  {step} denied by {by}"),
                 Decision::TimedOut => format!("  {step}: nobody decided in time"),
             },

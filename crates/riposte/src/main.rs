@@ -92,6 +92,9 @@ enum Command {
     /// Check the tamper-evident audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Manage tokens for the management API.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Inspect and scaffold WebAssembly plugins.
     #[command(subcommand)]
     Plugin(plugins::PluginCommand),
@@ -118,6 +121,21 @@ enum AuditCommand {
         /// The server's configuration file (it says where the store is).
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new random API token. Prints the token once (give it to its user) and the lines
+    /// that configure it by its SHA-256: the server never stores the token itself.
+    New {
+        /// Who uses it: the actor named in the audit trail.
+        #[arg(long)]
+        name: String,
+        /// viewer (reads), responder (also approves, denies, cancels, resumes), admin (also
+        /// reloads playbooks).
+        #[arg(long, value_parser = ["viewer", "responder", "admin"])]
+        role: String,
     },
 }
 
@@ -154,6 +172,7 @@ fn main() -> ExitCode {
             format,
             config,
         }) => serve::audit_export(config.as_deref(), &run_id, format == ExportFormat::Json),
+        Command::Token(TokenCommand::New { name, role }) => new_token(&name, &role),
         Command::Resume { run_id, config, by } => serve::resume(config.as_deref(), &run_id, &by),
         Command::Approve {
             run_id,
@@ -164,7 +183,7 @@ fn main() -> ExitCode {
             config.as_deref(),
             &run_id,
             &step,
-            runner::Decision::Approved { by },
+            runner::Decision::Approved { by, comment: None },
         ),
         Command::Deny {
             run_id,
@@ -206,5 +225,26 @@ fn default_actor() -> String {
 fn print_schema() -> anyhow::Result<ExitCode> {
     let schema = serde_json::to_string_pretty(&playbook::schema::playbook_schema())?;
     print_stdout(&schema);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `riposte token new`: the token on stdout (for scripts), how to configure it on stderr.
+fn new_token(name: &str, role: &str) -> anyhow::Result<ExitCode> {
+    let valid_name = !name.is_empty()
+        && name.bytes().all(|byte| {
+            byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' || byte == b'.'
+        });
+    if !valid_name {
+        anyhow::bail!("--name must be letters, digits, `-`, `_` or `.`");
+    }
+    let token = server::access::new_token();
+    let hash = server::access::token_hash(&token);
+    print_stdout(&token);
+    let variable = name.to_ascii_uppercase().replace(['-', '.'], "_");
+    eprintln!(
+        "Token for `{name}` ({role}) printed above; it is shown only this once.\n\
+         Configure it in the server's file:\n\n  api:\n    tokens:\n      - name: {name}\n        role: {role}\n        sha256: {hash}\n\n\
+         or in its environment:\n\n  RIPOSTE_API_TOKEN_{variable}={role}:{hash}"
+    );
     Ok(ExitCode::SUCCESS)
 }

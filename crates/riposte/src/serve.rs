@@ -69,35 +69,40 @@ pub(crate) fn decide(
     })
 }
 
-/// `riposte audit verify`: checks the hash chain of one run's journal, or of every run's.
+/// `riposte audit verify`: checks one run's chain, or everything: the global trail, every
+/// run's chain, and every run against its seal in the trail.
 pub(crate) fn audit_verify(
     config_file: Option<&Path>,
     run: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let mut intact = true;
     on_the_store(config_file, async |store| {
-        let runs = match run {
-            Some(run) => vec![run.to_owned()],
-            None => store.run_ids().await?,
+        let Some(run_id) = run else {
+            let report = store::audit::verify_store(store).await?;
+            for broken in &report.problems {
+                crate::print_stdout(&format!("BROKEN {broken}"));
+            }
+            intact = report.problems.is_empty();
+            crate::print_stdout(&format!(
+                "{}: trail of {} record(s), {} run(s) with {} record(s), {} sealed",
+                if intact { "intact" } else { "BROKEN" },
+                report.trail_records,
+                report.runs,
+                report.records,
+                report.sealed
+            ));
+            return Ok(());
         };
-        let (mut records, mut checked) = (0, 0);
-        for run_id in &runs {
-            let chain = store.audit_records(run_id).await?;
-            match store::audit::verify(run_id, &chain) {
-                Ok(count) => {
-                    records += count;
-                    checked += 1;
-                }
-                Err(broken) => {
-                    intact = false;
-                    crate::print_stdout(&format!("BROKEN {broken}"));
-                }
+        let chain = store.audit_records(run_id).await?;
+        match store::audit::verify(run_id, &chain) {
+            Ok(count) => {
+                crate::print_stdout(&format!("intact: run {run_id}, {count} record(s) checked"))
+            }
+            Err(broken) => {
+                intact = false;
+                crate::print_stdout(&format!("BROKEN {broken}"));
             }
         }
-        crate::print_stdout(&format!(
-            "{checked} of {} run(s) intact, {records} record(s) checked",
-            runs.len()
-        ));
         Ok(())
     })?;
     Ok(if intact {
@@ -114,34 +119,15 @@ pub(crate) fn audit_export(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     on_the_store(config_file, async |store| {
-        let records = store.audit_records(run_id).await?;
-        if records.is_empty() {
+        let Some(timeline) = server::timeline(store, run_id).await? else {
             return Err(server::Error::Resume(format!(
                 "run {run_id} has no journal"
             )));
-        }
-        let chain = store::audit::verify(run_id, &records)
-            .map(|count| format!("intact ({count} records)"))
-            .unwrap_or_else(|broken| format!("BROKEN: {broken}"));
-        let events: Vec<serde_json::Value> = records
-            .iter()
-            .map(|record| serde_json::from_str(&record.event).unwrap_or(serde_json::Value::Null))
-            .collect();
+        };
         let text = if json {
-            let records: Vec<serde_json::Value> = records
-                .iter()
-                .zip(&events)
-                .map(|(record, event)| {
-                    serde_json::json!({
-                        "seq": record.seq, "prev": record.prev, "hash": record.hash, "event": event,
-                    })
-                })
-                .collect();
-            let export =
-                serde_json::json!({ "run_id": run_id, "chain": chain, "records": records });
-            serde_json::to_string_pretty(&export).unwrap_or_default()
+            serde_json::to_string_pretty(&timeline).unwrap_or_default()
         } else {
-            timeline_markdown(run_id, &chain, &events)
+            timeline_markdown(&timeline)
         };
         crate::print_stdout(&text);
         Ok(())
@@ -149,14 +135,27 @@ pub(crate) fn audit_export(
 }
 
 /// A run's timeline as a Markdown table: when, what, which step, the details that matter.
-fn timeline_markdown(run_id: &str, chain: &str, events: &[serde_json::Value]) -> String {
+fn timeline_markdown(timeline: &server::Timeline) -> String {
+    let events: Vec<&serde_json::Value> = timeline
+        .records
+        .iter()
+        .map(|record| &record.event)
+        .collect();
     let playbook = events
-        .first()
-        .and_then(|event| event["playbook"].as_str())
+        .iter()
+        .find_map(|event| event["playbook"].as_str())
         .unwrap_or("?");
+    let chain = match &timeline.chain.broken {
+        None => format!("intact ({} records)", timeline.chain.records),
+        Some(broken) => format!(
+            "BROKEN: record {} of run {}: {}",
+            broken.position, timeline.run_id, broken.reason
+        ),
+    };
     let mut text = format!(
-        "# Run {run_id}\n\n- Playbook: `{playbook}`\n- Hash chain: {chain}\n\n\
-         | # | Time (UTC) | Event | Step | Details |\n|---|---|---|---|---|\n"
+        "# Run {}\n\n- Playbook: `{playbook}`\n- Hash chain: {chain}\n\n\
+         | # | Time (UTC) | Event | Step | Details |\n|---|---|---|---|---|\n",
+        timeline.run_id
     );
     for (index, event) in events.iter().enumerate() {
         let at = event["at"].as_u64().unwrap_or(0);
@@ -166,6 +165,8 @@ fn timeline_markdown(run_id: &str, chain: &str, events: &[serde_json::Value]) ->
         let kind = event["type"].as_str().unwrap_or("?");
         let step = event["step"].as_str().unwrap_or("");
         let details = match kind {
+            "run_accepted" => format!("from {} on trigger {}", event["actor"], event["trigger"]),
+            "run_cancelled" => format!("by {} {}", event["by"], event["reason"]),
             "step_started" => format!("attempt {}", event["attempt"]),
             "step_retrying" => format!(
                 "attempt {} failed: {}; retry in {} ms",

@@ -17,6 +17,16 @@ pub type Millis = u64;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RunEvent {
+    /// The webhook delivery that asked for the run was accepted: the run's first record, written
+    /// with the delivery itself (before any worker saw it).
+    RunAccepted {
+        trigger: String,
+        /// Who sent it: the webhook authentication profile that verified it, or `public`.
+        actor: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivery_id: Option<String>,
+        at: Millis,
+    },
     RunStarted {
         run_id: String,
         playbook: String,
@@ -86,6 +96,13 @@ pub enum RunEvent {
     /// Someone resumed a failed run: its failed and skipped steps run again (with the same
     /// idempotency keys); the outputs of the steps that succeeded are kept.
     RunResumed { by: String, at: Millis },
+    /// Someone cancelled the run: nothing more of it runs.
+    RunCancelled {
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        at: Millis,
+    },
     RunFinished {
         status: RunStatus,
         outputs: serde_json::Value,
@@ -99,7 +116,8 @@ impl RunEvent {
     /// When it happened.
     pub fn at(&self) -> Millis {
         match self {
-            RunEvent::RunStarted { at, .. }
+            RunEvent::RunAccepted { at, .. }
+            | RunEvent::RunStarted { at, .. }
             | RunEvent::StepStarted { at, .. }
             | RunEvent::StepRetrying { at, .. }
             | RunEvent::StepSucceeded { at, .. }
@@ -109,8 +127,17 @@ impl RunEvent {
             | RunEvent::ApprovalDecided { at, .. }
             | RunEvent::RunRecovered { at, .. }
             | RunEvent::RunResumed { at, .. }
+            | RunEvent::RunCancelled { at, .. }
             | RunEvent::RunFinished { at, .. } => *at,
         }
+    }
+
+    /// Whether this event ends the run (until someone resumes it).
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            RunEvent::RunFinished { .. } | RunEvent::RunCancelled { .. }
+        )
     }
 
     /// The step this event is about, if any.
@@ -123,9 +150,11 @@ impl RunEvent {
             | RunEvent::StepSkipped { step, .. }
             | RunEvent::ApprovalRequested { step, .. }
             | RunEvent::ApprovalDecided { step, .. } => Some(step),
-            RunEvent::RunStarted { .. }
+            RunEvent::RunAccepted { .. }
+            | RunEvent::RunStarted { .. }
             | RunEvent::RunRecovered { .. }
             | RunEvent::RunResumed { .. }
+            | RunEvent::RunCancelled { .. }
             | RunEvent::RunFinished { .. } => None,
         }
     }
@@ -158,6 +187,9 @@ impl StepError {
 pub enum Decision {
     Approved {
         by: String,
+        /// Why, in the approver's words.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
     },
     Denied {
         by: String,
@@ -176,11 +208,25 @@ pub enum RunStatus {
     WaitingForApproval,
     Succeeded,
     Failed,
+    Cancelled,
 }
 
 impl RunStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::WaitingForApproval => "waiting_for_approval",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
     }
 }
 
@@ -270,9 +316,12 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// Rebuilds a run from its journal. Returns `None` if the first event is not `RunStarted`.
+    /// Rebuilds a run from its journal. Returns `None` until the run has started (the events
+    /// before `RunStarted` record its acceptance, or its cancellation while it was queued).
     pub fn from_events<'a>(events: impl IntoIterator<Item = &'a RunEvent>) -> Option<RunState> {
-        let mut events = events.into_iter();
+        let mut events = events
+            .into_iter()
+            .skip_while(|event| matches!(event, RunEvent::RunAccepted { .. }));
         let mut state = match events.next()? {
             RunEvent::RunStarted {
                 run_id,
@@ -326,7 +375,21 @@ impl RunState {
     /// is the truth and the fold must never refuse it.
     pub fn apply(&mut self, event: &RunEvent) {
         match event {
-            RunEvent::RunStarted { .. } => {}
+            RunEvent::RunAccepted { .. } | RunEvent::RunStarted { .. } => {}
+            RunEvent::RunCancelled { by, reason, at } => {
+                self.status = RunStatus::Cancelled;
+                self.error = Some(match reason {
+                    Some(reason) => format!("cancelled by {by}: {reason}"),
+                    None => format!("cancelled by {by}"),
+                });
+                self.finished_at = Some(*at);
+                for record in self.steps.values_mut() {
+                    if record.status == StepStatus::WaitingForApproval {
+                        record.status = StepStatus::Skipped;
+                        record.skip_reason = Some("the run was cancelled".into());
+                    }
+                }
+            }
             RunEvent::RunRecovered { .. } => self.recoveries += 1,
             RunEvent::RunResumed { .. } => {
                 self.status = RunStatus::Running;

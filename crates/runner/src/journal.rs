@@ -15,6 +15,15 @@ use crate::event::{RunEvent, RunState};
 #[async_trait]
 pub trait Journal: Send + Sync {
     async fn append(&self, run_id: &str, event: &RunEvent) -> Result<(), Error>;
+
+    /// Appends events in order. The runner batches what happened between two plugin calls into
+    /// one call; a store that can write them in one round trip (all or none) should.
+    async fn append_all(&self, run_id: &str, events: &[RunEvent]) -> Result<(), Error> {
+        for event in events {
+            self.append(run_id, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A journal in memory: for local runs and tests.
@@ -45,13 +54,17 @@ impl MemoryJournal {
 #[async_trait]
 impl Journal for MemoryJournal {
     async fn append(&self, run_id: &str, event: &RunEvent) -> Result<(), Error> {
+        self.append_all(run_id, std::slice::from_ref(event)).await
+    }
+
+    async fn append_all(&self, run_id: &str, events: &[RunEvent]) -> Result<(), Error> {
         let mut runs = self
             .runs
             .lock()
             .map_err(|_| Error::Journal("the in-memory journal is poisoned".into()))?;
         runs.entry(run_id.to_owned())
             .or_default()
-            .push(event.clone());
+            .extend_from_slice(events);
         Ok(())
     }
 }

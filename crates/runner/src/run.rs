@@ -123,7 +123,6 @@ impl Runner {
             incident,
             at: now,
         };
-        self.journal.append(run_id, &started).await?;
         let mut state = RunState::from_events([&started]).ok_or_else(|| Error::Resume {
             run_id: run_id.to_owned(),
             reason: "the run could not be started".into(),
@@ -136,11 +135,14 @@ impl Runner {
                 error: Some(error),
                 at: self.now(),
             };
-            self.journal.append(run_id, &finished).await?;
+            self.journal
+                .append_all(run_id, &[started, finished.clone()])
+                .await?;
             state.apply(&finished);
             return Ok(state);
         }
-        self.resume(playbook, state, secrets).await
+        // `RunStarted` is written with the first step's start, before its plugin is called.
+        self.drive(playbook, state, secrets, vec![started]).await
     }
 
     /// Continues a run from its recorded state: completed steps are not repeated; a step that was
@@ -164,8 +166,19 @@ impl Runner {
         if state.status.is_terminal() {
             return Ok(state);
         }
-        let drive = Drive::new(self, playbook, state, secrets);
+        self.drive(playbook, state, secrets, Vec::new()).await
+    }
+
+    async fn drive(
+        &self,
+        playbook: &Playbook,
+        state: RunState,
+        secrets: &Secrets,
+        unsaved: Vec<RunEvent>,
+    ) -> Result<RunState, Error> {
+        let drive = Drive::new(self, playbook, state, secrets, unsaved);
         drive.run().await?;
+        drive.save().await?;
         drive.into_state()
     }
 
@@ -245,6 +258,11 @@ struct Drive<'a> {
     /// Fixed for the run; kept apart from `state` so emitting an event takes no extra lock.
     run_id: String,
     state: Mutex<RunState>,
+    /// Events applied to `state` but not yet in the journal: written together before the next
+    /// plugin call, retry wait or return, so a step costs one journal write, not three.
+    unsaved: Mutex<Vec<RunEvent>>,
+    /// Held while writing, so concurrent steps' batches reach the journal in order.
+    saving: tokio::sync::Mutex<()>,
     redactor: Redactor,
     secrets: minijinja::Value,
     /// Values of the secrets the playbook declares, for building plugin grants.
@@ -257,7 +275,13 @@ struct Drive<'a> {
 }
 
 impl<'a> Drive<'a> {
-    fn new(runner: &'a Runner, playbook: &'a Playbook, state: RunState, secrets: &Secrets) -> Self {
+    fn new(
+        runner: &'a Runner,
+        playbook: &'a Playbook,
+        state: RunState,
+        secrets: &Secrets,
+        unsaved: Vec<RunEvent>,
+    ) -> Self {
         let granted: BTreeMap<&str, &str> = playbook
             .secrets
             .iter()
@@ -287,6 +311,8 @@ impl<'a> Drive<'a> {
             incident: minijinja::Value::from_serialize(&state.incident),
             run_id: state.run_id.clone(),
             state: Mutex::new(state),
+            unsaved: Mutex::new(unsaved),
+            saving: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -304,14 +330,28 @@ impl<'a> Drive<'a> {
             .map_err(|_| Error::Journal("the run state lock is poisoned".into()))
     }
 
-    /// Appends an event to the journal, then applies it: nothing happens that is not on record.
+    /// Applies an event and queues it for the journal. Nothing happens off the record: every
+    /// queued event is saved ([`Drive::save`]) before the next plugin call.
     async fn emit(&self, event: RunEvent) -> Result<(), Error> {
-        self.runner.journal.append(&self.run_id, &event).await?;
-        self.state
-            .lock()
-            .map_err(|_| Error::Journal("the run state lock is poisoned".into()))?
-            .apply(&event);
+        let poisoned = || Error::Journal("the run state lock is poisoned".into());
+        self.state.lock().map_err(|_| poisoned())?.apply(&event);
+        self.unsaved.lock().map_err(|_| poisoned())?.push(event);
         Ok(())
+    }
+
+    /// Writes the queued events to the journal, in one batch.
+    async fn save(&self) -> Result<(), Error> {
+        let _in_order = self.saving.lock().await;
+        let events = std::mem::take(
+            &mut *self
+                .unsaved
+                .lock()
+                .map_err(|_| Error::Journal("the journal queue lock is poisoned".into()))?,
+        );
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.runner.journal.append_all(&self.run_id, &events).await
     }
 
     async fn run(&self) -> Result<(), Error> {
@@ -753,6 +793,7 @@ impl<'a> Drive<'a> {
                 at: self.runner.now(),
             })
             .await?;
+            self.save().await?;
             let call = StepCall {
                 run_id: run_id.clone(),
                 step_id: step.id.to_string(),
@@ -795,6 +836,7 @@ impl<'a> Drive<'a> {
                 at: self.runner.now(),
             })
             .await?;
+            self.save().await?;
             tokio::time::sleep(delay).await;
         }
     }

@@ -1,4 +1,5 @@
-//! The HTTP side: `POST /hooks/{trigger}` and the health endpoints.
+//! The HTTP side: `POST /hooks/{trigger}`, the management API (`/api/v1`, [`crate::api`]),
+//! `/metrics`, `/openapi.json` and the health endpoints.
 //!
 //! A delivery is answered 202 only after [`store::Store::accept`] has stored its runs and jobs;
 //! everything before that (size, authentication, content type, JSON, the playbooks' filters) is
@@ -17,25 +18,111 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use serde_json::json;
 
-use crate::catalog::{Catalog, TriggerAuth};
+use crate::access::{Permissions, Tokens};
+use crate::api;
+use crate::catalog::{Playbooks, TriggerAuth};
 use crate::config::WebhookConfig;
-use crate::ingress;
-use crate::webhook_auth;
+use crate::error::Error;
+use crate::executor::PluginExecutor;
+use crate::metrics::Metrics;
+use crate::{Parts, Reloader, ingress, webhook_auth};
+
+/// The API's description, which also declares the role each operation needs.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn store::Store>,
-    pub catalog: Arc<Catalog>,
+    pub playbooks: Arc<Playbooks>,
     pub webhooks: Arc<WebhookConfig>,
+    pub tokens: Arc<Tokens>,
+    pub permissions: Arc<Permissions>,
+    pub metrics: Arc<Metrics>,
+    pub executor: Arc<PluginExecutor>,
+    pub reloader: Reloader,
+    pub openapi: Arc<serde_json::Value>,
+    pub cors_origins: Vec<http::HeaderValue>,
+}
+
+impl AppState {
+    pub fn new(parts: &Parts) -> Result<AppState, Error> {
+        let openapi: serde_json::Value = serde_json::from_str(OPENAPI)
+            .map_err(|error| Error::Config(vec![format!("openapi.json is broken: {error}")]))?;
+        Ok(AppState {
+            store: Arc::clone(&parts.store),
+            playbooks: Arc::clone(&parts.playbooks),
+            webhooks: Arc::new(parts.config.webhooks.clone()),
+            tokens: Arc::new(Tokens::new(&parts.config.api.tokens)),
+            permissions: Arc::new(Permissions::from_openapi(&openapi)),
+            metrics: Arc::clone(&parts.metrics),
+            executor: Arc::clone(&parts.executor),
+            reloader: parts.reloader(),
+            openapi: Arc::new(openapi),
+            cors_origins: parts.config.api.cors_origins.clone(),
+        })
+    }
 }
 
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let managed = Router::new()
+        .route("/api/v1/runs", get(api::list_runs))
+        .route("/api/v1/runs/{run_id}", get(api::run))
+        .route("/api/v1/runs/{run_id}/timeline", get(api::run_timeline))
+        .route("/api/v1/runs/{run_id}/cancel", post(api::cancel))
+        .route("/api/v1/runs/{run_id}/resume", post(api::resume))
+        .route(
+            "/api/v1/runs/{run_id}/steps/{step}/approve",
+            post(api::approve),
+        )
+        .route("/api/v1/runs/{run_id}/steps/{step}/deny", post(api::deny))
+        .route("/api/v1/playbooks", get(api::playbooks))
+        .route("/api/v1/playbooks/validate", post(api::validate))
+        .route("/api/v1/playbooks/reload", post(api::reload))
+        .route("/api/v1/plugins", get(api::plugins))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::authorize,
+        ));
+    let cors = (!state.cors_origins.is_empty()).then(|| {
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(state.cors_origins.clone())
+            .allow_methods([http::Method::GET, http::Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+    });
+    let router = Router::new()
         .route("/hooks/{trigger}", post(hook))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .route("/openapi.json", get(openapi))
+        .merge(managed)
+        .fallback(not_found)
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /openapi.json")
+}
+
+async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::Value::clone(&state.openapi))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let depth = state.store.queue_depth().await.ok();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(depth),
+    )
+        .into_response()
 }
 
 /// An error answer: a status and a JSON body `{"error": reason}`.
@@ -46,7 +133,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
         ApiError {
             status,
             reason: reason.into(),
@@ -80,21 +167,41 @@ async fn hook(
     Path(trigger): Path<String>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let catalog = state.playbooks.current();
+    let known = catalog.trigger(&trigger).is_some();
+    let response = match deliver(&state, &catalog, &trigger, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    // Only configured triggers become label values: callers cannot grow the metric's series.
+    let label = if known { trigger.as_str() } else { "unknown" };
+    state.metrics.webhook(label, response.status().as_u16());
+    response
+}
+
+async fn deliver(
+    state: &AppState,
+    catalog: &crate::catalog::Catalog,
+    trigger: &str,
+    headers: &HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let Some(target) = state.catalog.trigger(&trigger) else {
+    let Some(target) = catalog.trigger(trigger) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no playbook listens on trigger `{trigger}`"),
         ));
     };
-    let body = read_limited(&headers, body, state.webhooks.max_body_bytes).await?;
-    match &target.auth {
-        TriggerAuth::Public => {}
-        TriggerAuth::Profile(profile) => {
-            webhook_auth::verify(profile, &headers, &body, SystemTime::now()).map_err(|error| {
+    let body = read_limited(headers, body, state.webhooks.max_body_bytes).await?;
+    let actor = match &target.auth {
+        TriggerAuth::Public => "public".to_owned(),
+        TriggerAuth::Profile { name, profile } => {
+            webhook_auth::verify(profile, headers, &body, SystemTime::now()).map_err(|error| {
                 tracing::info!(%error, "Webhook refused.");
                 ApiError::new(StatusCode::UNAUTHORIZED, error.to_string())
-            })?
+            })?;
+            format!("webhook:{name}")
         }
         TriggerAuth::Unconfigured => {
             return Err(ApiError::new(
@@ -104,7 +211,7 @@ async fn hook(
                 ),
             ));
         }
-    }
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
@@ -149,12 +256,13 @@ async fn hook(
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     let delivery = store::Delivery {
-        trigger: trigger.clone(),
+        trigger: trigger.to_owned(),
         delivery_id,
         delivery_ttl: state.webhooks.delivery_ttl,
         runs,
         ignored: ignored.clone(),
         received_at,
+        actor,
     };
     let admissions = state.store.accept(&delivery).await.map_err(|error| {
         tracing::error!(%error, "Could not store a delivery.");

@@ -1,7 +1,8 @@
-//! The loaded playbooks, indexed by name and by the trigger they listen on.
+//! The loaded playbooks, indexed by name and by the trigger they listen on, with the secrets each
+//! may read; and [`Playbooks`], the set in use, which a reload replaces whole.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use playbook::Playbook;
@@ -13,7 +14,8 @@ use crate::webhook_auth::AuthProfile;
 /// How a trigger's deliveries must authenticate, decided once at start.
 #[derive(Debug, Clone)]
 pub enum TriggerAuth {
-    Profile(AuthProfile),
+    /// The named profile from the server configuration.
+    Profile { name: String, profile: AuthProfile },
     /// Every playbook on the trigger says `public: true`.
     Public,
     /// No playbook on the trigger names a profile or says `public`: deliveries are refused.
@@ -31,6 +33,34 @@ pub struct Trigger {
 pub struct Catalog {
     by_name: BTreeMap<String, Arc<Playbook>>,
     by_trigger: BTreeMap<String, Trigger>,
+    /// The values of the secrets each playbook declares, from `RIPOSTE_SECRET_*`.
+    secrets: BTreeMap<String, runner::Secrets>,
+}
+
+/// The catalog in use. Requests and runs take the current one and keep it to the end, so a
+/// reload never changes a playbook under a run in progress.
+#[derive(Debug)]
+pub struct Playbooks(RwLock<Arc<Catalog>>);
+
+impl Playbooks {
+    pub fn new(catalog: Catalog) -> Self {
+        Playbooks(RwLock::new(Arc::new(catalog)))
+    }
+
+    pub fn current(&self) -> Arc<Catalog> {
+        match self.0.read() {
+            Ok(current) => Arc::clone(&current),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn replace(&self, catalog: Catalog) {
+        let catalog = Arc::new(catalog);
+        match self.0.write() {
+            Ok(mut current) => *current = catalog,
+            Err(poisoned) => *poisoned.into_inner() = catalog,
+        }
+    }
 }
 
 impl Catalog {
@@ -81,11 +111,14 @@ impl Catalog {
                 }
             }
             let auth = match (&playbook.trigger.auth, playbook.trigger.public) {
-                (Some(profile), _) => match config.auth.get(profile) {
-                    Some(profile) => TriggerAuth::Profile(profile.clone()),
+                (Some(profile_name), _) => match config.auth.get(profile_name) {
+                    Some(profile) => TriggerAuth::Profile {
+                        name: profile_name.clone(),
+                        profile: profile.clone(),
+                    },
                     None => {
                         problems.push(format!(
-                            "playbook `{name}`: trigger.auth names `{profile}`, but the server configuration has no such auth profile (configured: {})",
+                            "playbook `{name}`: trigger.auth names `{profile_name}`, but the server configuration has no such auth profile (configured: {})",
                             names(config.auth.keys())
                         ));
                         TriggerAuth::Unconfigured
@@ -123,6 +156,25 @@ impl Catalog {
             }
             trigger.playbooks.push(playbook);
         }
+        for playbook in catalog.by_name.values() {
+            let mut missing = Vec::new();
+            let mut values = BTreeMap::new();
+            for name in &playbook.secrets {
+                let variable = name.to_ascii_uppercase();
+                match config.secrets.get(&variable) {
+                    Some(value) => {
+                        values.insert(name.clone(), value.clone());
+                    }
+                    None => missing.push(format!("RIPOSTE_SECRET_{variable}")),
+                }
+            }
+            if !missing.is_empty() {
+                tracing::warn!(playbook = %playbook.name, missing = %missing.join(", "), "Secrets not set: steps that use them will fail.");
+            }
+            catalog
+                .secrets
+                .insert(playbook.name.clone(), runner::Secrets::new(values));
+        }
         catalog
     }
 
@@ -136,6 +188,11 @@ impl Catalog {
 
     pub fn playbooks(&self) -> impl Iterator<Item = &Arc<Playbook>> {
         self.by_name.values()
+    }
+
+    /// The secret values `playbook` may read (none for an unknown playbook).
+    pub fn secrets(&self, playbook: &str) -> runner::Secrets {
+        self.secrets.get(playbook).cloned().unwrap_or_default()
     }
 
     /// The longest step timeout of all playbooks (zero when there are none).

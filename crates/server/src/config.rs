@@ -14,6 +14,7 @@ use base64::Engine as _;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::access::{ApiToken, Role};
 use crate::error::Error;
 use crate::webhook_auth::AuthProfile;
 
@@ -49,6 +50,16 @@ pub struct Config {
     /// Secret values from `RIPOSTE_SECRET_<NAME>` variables, by `<NAME>` (a playbook's secret
     /// `abuseipdb_key` reads `RIPOSTE_SECRET_ABUSEIPDB_KEY`).
     pub secrets: BTreeMap<String, String>,
+    pub api: ApiConfig,
+}
+
+/// The management API: who may call it, and from which browser origins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Tokens, by the SHA-256 of their value: the values themselves are never configured.
+    pub tokens: Vec<ApiToken>,
+    /// Browser origins allowed to call the API (CORS). Empty: CORS is off.
+    pub cors_origins: Vec<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +117,7 @@ impl std::fmt::Debug for Config {
             .field("auth", &self.auth)
             .field("allow_private", &self.allow_private)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("api", &self.api)
             .finish()
     }
 }
@@ -128,6 +140,28 @@ struct RawConfig {
     auth: BTreeMap<String, RawAuth>,
     #[serde(default)]
     egress: RawEgress,
+    #[serde(default)]
+    api: RawApi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+    #[serde(default)]
+    cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    role: String,
+    sha256: String,
+    /// Groups the token's holder belongs to, for steps whose `approvers` name a group.
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -369,6 +403,8 @@ impl Config {
             }
         }
 
+        let api = api_config(raw.api, env, &mut problems);
+
         let secrets = env
             .iter()
             .filter_map(|(key, value)| {
@@ -391,7 +427,88 @@ impl Config {
             auth,
             allow_private,
             secrets,
+            api,
         })
+    }
+}
+
+/// Tokens from the file and from `RIPOSTE_API_TOKEN_<NAME>=<role>:<sha256>[:<group>,…]`
+/// variables.
+fn api_config(
+    raw: RawApi,
+    env: &BTreeMap<String, String>,
+    problems: &mut Vec<String>,
+) -> ApiConfig {
+    let from_env = env.iter().filter_map(|(key, value)| {
+        let name = key.strip_prefix("RIPOSTE_API_TOKEN_")?;
+        let mut parts = value.splitn(3, ':');
+        let (role, sha256, groups) = (parts.next()?, parts.next().unwrap_or(""), parts.next());
+        Some((
+            key.clone(),
+            RawToken {
+                name: name.to_ascii_lowercase().replace('_', "-"),
+                role: role.to_owned(),
+                sha256: sha256.to_owned(),
+                groups: groups
+                    .into_iter()
+                    .flat_map(|groups| groups.split(','))
+                    .map(str::trim)
+                    .filter(|group| !group.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            },
+        ))
+    });
+    let from_file = raw
+        .tokens
+        .into_iter()
+        .enumerate()
+        .map(|(index, token)| (format!("api.tokens[{index}]"), token));
+    let mut tokens: Vec<ApiToken> = Vec::new();
+    for (source, token) in from_file.chain(from_env) {
+        let Some(role) = Role::parse(&token.role) else {
+            problems.push(format!(
+                "{source}: role `{}` is not one of viewer, responder, admin",
+                token.role
+            ));
+            continue;
+        };
+        let sha256 = token.sha256.trim().to_ascii_lowercase();
+        if sha256.len() != 64 || !sha256.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            problems.push(format!(
+                "{source}: `sha256` must be the token's SHA-256 in hex (64 characters; `riposte token new` prints it), never the token itself"
+            ));
+            continue;
+        }
+        if tokens.iter().any(|other| other.name == token.name) {
+            problems.push(format!(
+                "{source}: a token named `{}` is already configured",
+                token.name
+            ));
+            continue;
+        }
+        tokens.push(ApiToken {
+            name: token.name,
+            role,
+            sha256,
+            groups: token.groups,
+        });
+    }
+    let mut cors_origins = Vec::new();
+    for origin in raw.cors_origins {
+        let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+            && !origin.ends_with('/')
+            && origin != "*";
+        match http::HeaderValue::from_str(&origin) {
+            Ok(value) if valid => cors_origins.push(value),
+            _ => problems.push(format!(
+                "api.cors_origins: `{origin}` is not an exact origin like https://soc.example.com (no wildcards, no path)"
+            )),
+        }
+    }
+    ApiConfig {
+        tokens,
+        cors_origins,
     }
 }
 

@@ -13,6 +13,9 @@ pub enum Error {
     Run(#[from] runner::Error),
     #[error("cannot resume: {0}")]
     Resume(String),
+    /// The request conflicts with the run's state (it ended, it is busy).
+    #[error("{0}")]
+    Conflict(String),
     #[error("run {0} was taken over by another worker")]
     LostRun(String),
     #[error("the worker stopped: {0}")]

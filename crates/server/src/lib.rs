@@ -9,22 +9,25 @@
 //! through the plugins. This crate knows HTTP and process wiring; it knows no Redis keys (the
 //! `store` crate does) and no wasmtime (the `plugin-host` crate does).
 
+pub mod access;
+mod api;
 pub mod app;
 pub mod catalog;
 pub mod config;
 mod error;
 pub mod executor;
 pub mod ingress;
+pub mod metrics;
 mod queue;
 pub mod webhook_auth;
 pub mod worker;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
 
+pub use crate::api::{Timeline, timeline};
 pub use crate::config::{Config, StoreConfig};
 pub use crate::error::Error;
 
@@ -32,15 +35,16 @@ pub use crate::error::Error;
 pub struct Parts {
     pub config: Config,
     pub store: Arc<dyn store::Store>,
-    pub catalog: Arc<catalog::Catalog>,
+    pub playbooks: Arc<catalog::Playbooks>,
     pub runner: Arc<runner::Runner>,
-    pub secrets: Arc<HashMap<String, runner::Secrets>>,
+    pub executor: Arc<executor::PluginExecutor>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Parts {
     /// Loads the playbooks and plugins and opens the store.
     pub async fn open(mut config: Config) -> Result<Parts, Error> {
-        let catalog = Arc::new(catalog::Catalog::load(&config)?);
+        let catalog = catalog::Catalog::load(&config)?;
         if !config.workers.lease_configured {
             let longest = catalog.longest_step_timeout() + std::time::Duration::from_secs(30);
             config.workers.lease = config.workers.lease.max(longest);
@@ -62,34 +66,23 @@ impl Parts {
             None => None,
         };
         check_plugins(&catalog, plugins.as_ref())?;
-        let executor = Arc::new(executor::PluginExecutor { plugins });
-        let runner = Arc::new(runner::Runner::new(executor, store.clone()));
-        let secrets = catalog
-            .playbooks()
-            .map(|playbook| {
-                let mut missing = Vec::new();
-                let mut values = std::collections::BTreeMap::new();
-                for name in &playbook.secrets {
-                    let variable = name.to_ascii_uppercase();
-                    match config.secrets.get(&variable) {
-                        Some(value) => {
-                            values.insert(name.clone(), value.clone());
-                        }
-                        None => missing.push(format!("RIPOSTE_SECRET_{variable}")),
-                    }
-                }
-                if !missing.is_empty() {
-                    tracing::warn!(playbook = %playbook.name, missing = %missing.join(", "), "Secrets not set: steps that use them will fail.");
-                }
-                (playbook.name.clone(), runner::Secrets::new(values))
-            })
-            .collect();
+        let metrics = Arc::new(metrics::Metrics::default());
+        let executor = Arc::new(executor::PluginExecutor {
+            plugins,
+            metrics: Arc::clone(&metrics),
+        });
+        let journal = Arc::new(metrics::MeteredJournal {
+            store: Arc::clone(&store),
+            metrics: Arc::clone(&metrics),
+        });
+        let runner = Arc::new(runner::Runner::new(executor.clone(), journal));
         Ok(Parts {
             config,
             store,
-            catalog,
+            playbooks: Arc::new(catalog::Playbooks::new(catalog)),
             runner,
-            secrets: Arc::new(secrets),
+            executor,
+            metrics,
         })
     }
 
@@ -98,18 +91,52 @@ impl Parts {
             id: worker::new_worker_id(),
             store: Arc::clone(&self.store),
             runner: Arc::clone(&self.runner),
-            catalog: Arc::clone(&self.catalog),
-            secrets: Arc::clone(&self.secrets),
+            playbooks: Arc::clone(&self.playbooks),
             config: self.config.workers.clone(),
         })
     }
 
-    fn app_state(&self) -> app::AppState {
-        app::AppState {
-            store: Arc::clone(&self.store),
-            catalog: Arc::clone(&self.catalog),
-            webhooks: Arc::new(self.config.webhooks.clone()),
+    fn app_state(&self) -> Result<app::AppState, Error> {
+        app::AppState::new(self)
+    }
+
+    /// What reloads this process's playbooks from disk.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            config: self.config.clone(),
+            executor: Arc::clone(&self.executor),
+            playbooks: Arc::clone(&self.playbooks),
         }
+    }
+}
+
+/// Reloads the playbooks of one process.
+#[derive(Clone)]
+pub struct Reloader {
+    config: Config,
+    executor: Arc<executor::PluginExecutor>,
+    playbooks: Arc<catalog::Playbooks>,
+}
+
+impl Reloader {
+    /// Loads the playbooks from disk again and puts them in use if every one is valid and every
+    /// plugin they use is loaded; otherwise keeps the ones in use and returns the problems. Runs in
+    /// progress finish on the playbook they started with.
+    pub fn reload(&self) -> Result<usize, Error> {
+        let catalog = catalog::Catalog::load(&self.config)?;
+        check_plugins(&catalog, self.executor.plugins.as_ref())?;
+        let longest = catalog.longest_step_timeout();
+        if longest >= self.config.workers.lease {
+            return Err(Error::Playbooks(vec![format!(
+                "a step timeout ({}) is not shorter than this process's worker lease ({}); restart to raise the lease",
+                humantime::format_duration(longest),
+                humantime::format_duration(self.config.workers.lease)
+            )]));
+        }
+        let count = catalog.playbooks().count();
+        self.playbooks.replace(catalog);
+        tracing::info!(playbooks = count, "Playbooks reloaded.");
+        Ok(count)
     }
 }
 
@@ -118,39 +145,48 @@ fn check_plugins(
     catalog: &catalog::Catalog,
     plugins: Option<&plugin_host::PluginHost>,
 ) -> Result<(), Error> {
-    let mut problems = Vec::new();
-    for playbook in catalog.playbooks() {
-        for step in playbook.steps.iter().chain(&playbook.handlers) {
-            let uses = &step.uses;
-            if uses.plugin == "core" {
-                continue;
-            }
-            let manifest = plugins.and_then(|host| host.manifest(&uses.plugin));
-            match manifest {
-                None => problems.push(format!(
-                    "playbook `{}`, step `{}`: plugin `{}` is not loaded (the plugins folder: `plugins:` or RIPOSTE_PLUGINS)",
-                    playbook.name,
-                    step.id.as_str(),
-                    uses.plugin
-                )),
-                Some(manifest) if !manifest.actions.iter().any(|a| a.name == uses.action) => {
-                    problems.push(format!(
-                        "playbook `{}`, step `{}`: plugin `{}` has no action `{}`",
-                        playbook.name,
-                        step.id.as_str(),
-                        uses.plugin,
-                        uses.action
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-    }
+    let problems: Vec<String> = catalog
+        .playbooks()
+        .flat_map(|playbook| plugin_problems(playbook, plugins))
+        .collect();
     if problems.is_empty() {
         Ok(())
     } else {
         Err(Error::Playbooks(problems))
     }
+}
+
+/// The steps of `playbook` whose plugin or action is not loaded.
+fn plugin_problems(
+    playbook: &playbook::Playbook,
+    plugins: Option<&plugin_host::PluginHost>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for step in playbook.steps.iter().chain(&playbook.handlers) {
+        let uses = &step.uses;
+        if uses.plugin == "core" {
+            continue;
+        }
+        match plugins.and_then(|host| host.manifest(&uses.plugin)) {
+            None => problems.push(format!(
+                "playbook `{}`, step `{}`: plugin `{}` is not loaded (the plugins folder: `plugins:` or RIPOSTE_PLUGINS)",
+                playbook.name,
+                step.id.as_str(),
+                uses.plugin
+            )),
+            Some(manifest) if !manifest.actions.iter().any(|a| a.name == uses.action) => {
+                problems.push(format!(
+                    "playbook `{}`, step `{}`: plugin `{}` has no action `{}`",
+                    playbook.name,
+                    step.id.as_str(),
+                    uses.plugin,
+                    uses.action
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    problems
 }
 
 /// Opens the configured store.
@@ -177,7 +213,7 @@ pub async fn serve(
     // `workers.concurrency: 0` makes an API-only process (scale the two independently).
     let worker = (parts.config.workers.concurrency > 0)
         .then(|| tokio::spawn(parts.worker().run(shutdown.clone())));
-    let router = app::app(parts.app_state());
+    let router = app::app(parts.app_state()?);
     let signal = shutdown.clone();
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { signal.cancelled().await })
@@ -214,6 +250,14 @@ pub async fn resume_failed(store: &dyn store::Store, run_id: &str, by: &str) -> 
         return Err(Error::Resume(format!("there is no run {run_id}")));
     };
     let events = store.events(run_id).await?;
+    if events
+        .iter()
+        .any(|event| matches!(event, runner::RunEvent::RunCancelled { .. }))
+    {
+        return Err(Error::Resume(format!(
+            "run {run_id} was cancelled; a cancelled run is not resumed"
+        )));
+    }
     match runner::RunState::from_events(&events) {
         None if record.dead.is_some() => {}
         None => {
@@ -241,35 +285,47 @@ pub async fn resume_failed(store: &dyn store::Store, run_id: &str, by: &str) -> 
     Ok(())
 }
 
+/// Runs `operation` on a run under its lock, so it never races a worker, a decision or a deadline.
+/// A run being advanced holds the lock until its worker is done with it: waits up to 10 s.
+async fn with_run_lock<T>(
+    store: &dyn store::Store,
+    run_id: &str,
+    operation: impl AsyncFnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
+    let holder = format!("api-{}", uuid::Uuid::now_v7().simple());
+    let lease = std::time::Duration::from_secs(30);
+    let mut tries = 0;
+    while !store.lock_run(run_id, &holder, lease).await? {
+        tries += 1;
+        if tries > 100 {
+            return Err(Error::Conflict(format!(
+                "run {run_id} is being advanced by a worker; try again"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let outcome = operation().await;
+    store.unlock_run(run_id, &holder).await?;
+    outcome
+}
+
 /// Records a decision on a step waiting for approval and queues the run, so any worker resumes
-/// it. The run's lock keeps two decisions (or a decision and the deadline) from both landing.
+/// it.
 pub async fn decide(
     store: &dyn store::Store,
     run_id: &str,
     step: &str,
     decision: runner::Decision,
 ) -> Result<(), Error> {
-    let holder = format!("decision-{}", uuid::Uuid::now_v7().simple());
-    let lease = std::time::Duration::from_secs(30);
-    let mut tries = 0;
-    while !store.lock_run(run_id, &holder, lease).await? {
-        tries += 1;
-        if tries > 100 {
-            return Err(Error::Resume(format!(
-                "run {run_id} stayed busy; try again"
-            )));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let decided = async {
+    with_run_lock(store, run_id, async || {
         let events = store.events(run_id).await?;
         let state = runner::RunState::from_events(&events)
-            .ok_or_else(|| Error::Resume(format!("run {run_id} has not started")))?;
+            .ok_or_else(|| Error::Conflict(format!("run {run_id} has not started")))?;
         let waiting = state
             .step(step)
             .and_then(|record| record.approval.as_ref())
             .is_some_and(|approval| approval.decision.is_none());
-        if !waiting {
+        if !waiting || state.status.is_terminal() {
             return Err(Error::Run(runner::Error::NotWaiting {
                 run_id: run_id.to_owned(),
                 step: step.to_owned(),
@@ -283,8 +339,49 @@ pub async fn decide(
         runner::Journal::append(store, run_id, &event).await?;
         store.push(run_id).await?;
         Ok(())
-    }
-    .await;
-    store.unlock_run(run_id, &holder).await?;
-    decided
+    })
+    .await
+}
+
+/// Cancels a run that has not ended: nothing more of it runs. A queued run is also taken off
+/// the queue (marked dead with the reason), so no worker starts it.
+pub async fn cancel(
+    store: &dyn store::Store,
+    run_id: &str,
+    by: &str,
+    reason: Option<String>,
+) -> Result<(), Error> {
+    with_run_lock(store, run_id, async || {
+        let events = store.events(run_id).await?;
+        let state = runner::RunState::from_events(&events);
+        if let Some(state) = &state
+            && state.status.is_terminal()
+        {
+            return Err(Error::Conflict(format!(
+                "run {run_id} has already ended: {}",
+                state.status.as_str()
+            )));
+        }
+        if events
+            .iter()
+            .any(|event| matches!(event, runner::RunEvent::RunCancelled { .. }))
+        {
+            return Err(Error::Conflict(format!(
+                "run {run_id} was already cancelled"
+            )));
+        }
+        let cancelled = runner::RunEvent::RunCancelled {
+            by: by.to_owned(),
+            reason,
+            at: store::now_millis(),
+        };
+        runner::Journal::append(store, run_id, &cancelled).await?;
+        if state.is_none() {
+            store
+                .dead_letter(run_id, &format!("cancelled by {by} before it started"))
+                .await?;
+        }
+        Ok(())
+    })
+    .await
 }

@@ -6,7 +6,6 @@
 //! The run's lock keeps two workers off one run; a run waiting for approval holds no worker (a
 //! timer at its deadline, or a decision, brings it back).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,13 +14,13 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
 use futures::FutureExt;
 
-use runner::{RunEvent, RunState, RunStatus, Runner, Secrets};
+use runner::{RunEvent, RunState, RunStatus, Runner};
 use store::{Claim, Store};
 use tokio_util::sync::CancellationToken;
 use tower::limit::ConcurrencyLimitLayer;
 use tracing::{info, warn};
 
-use crate::catalog::Catalog;
+use crate::catalog::Playbooks;
 use crate::config::WorkerConfig;
 use crate::error::Error;
 use crate::queue::{QueueBackend, QueueConfig};
@@ -35,8 +34,8 @@ pub struct Worker {
     pub id: String,
     pub store: Arc<dyn Store>,
     pub runner: Arc<Runner>,
-    pub catalog: Arc<Catalog>,
-    pub secrets: Arc<HashMap<String, Secrets>>,
+    /// The playbooks in use; each run takes the current set when a worker picks it up.
+    pub playbooks: Arc<Playbooks>,
     pub config: WorkerConfig,
 }
 
@@ -180,7 +179,8 @@ impl Worker {
         record: &store::RunRecord,
         deliveries: u32,
     ) -> Result<(), Error> {
-        let Some(playbook) = self.catalog.playbook(&record.playbook) else {
+        let catalog = self.playbooks.current();
+        let Some(playbook) = catalog.playbook(&record.playbook) else {
             // During a rolling deploy another process may still have the playbook: wait for one,
             // up to a point.
             let waited = store::now_millis().saturating_sub(record.accepted_at);
@@ -197,11 +197,7 @@ impl Worker {
             );
             return self.give_up(run_id, &reason).await;
         };
-        let secrets = self
-            .secrets
-            .get(&record.playbook)
-            .cloned()
-            .unwrap_or_default();
+        let secrets = catalog.secrets(&record.playbook);
         let events = self.store.events(run_id).await?;
         let state = match RunState::from_events(&events) {
             Some(mut state) if deliveries > 1 && !state.status.is_terminal() => {

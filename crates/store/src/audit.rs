@@ -5,8 +5,45 @@
 //! and the event exactly as stored. Editing a record changes its hash; deleting, inserting or
 //! reordering records breaks a `seq` or a `prev` link. What the chain cannot show by itself is a
 //! cut tail: dropping the last records leaves a valid, shorter chain (docs/audit.md).
+//!
+//! The global trail is one more chain, hashed under the id [`TRAIL`]: calls to the management
+//! API, and a seal for every run that ends (its number of records and its last hash), written
+//! atomically with the run's last record. [`verify_store`] checks both: the trail, every run's
+//! chain, and every run against its seal, so a cut tail or a deleted run shows too.
 
+use std::collections::HashMap;
+
+use runner::{Millis, RunEvent};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::{Error, Store};
+
+/// The id the global trail's records are hashed under (run ids are UUIDs: they never clash).
+pub const TRAIL: &str = "trail";
+
+/// A record of the global trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TrailEntry {
+    /// A run ended: its journal had `records` records, the last with hash `head`.
+    RunSealed {
+        run_id: String,
+        status: String,
+        records: u64,
+        head: String,
+        at: Millis,
+    },
+    /// A call to the management API by an authenticated token, allowed or refused.
+    ApiCall {
+        actor: String,
+        role: String,
+        method: String,
+        path: String,
+        status: u16,
+        at: Millis,
+    },
+}
 
 /// `prev` of a run's first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -48,34 +85,193 @@ pub fn record_hash(run_id: &str, seq: u64, prev: &str, event: &str) -> String {
 
 /// Checks a run's records in the order they were read; returns how many there are.
 pub fn verify(run_id: &str, records: &[AuditRecord]) -> Result<usize, ChainBreak> {
-    let mut prev = GENESIS;
-    for (index, record) in records.iter().enumerate() {
-        let position = index + 1;
+    let mut chain = Chain::new(run_id);
+    for record in records {
+        chain.check(record)?;
+    }
+    Ok(chain.position)
+}
+
+/// A chain checked record by record (the trail is read in pages).
+struct Chain<'a> {
+    id: &'a str,
+    prev: String,
+    position: usize,
+}
+
+impl<'a> Chain<'a> {
+    fn new(id: &'a str) -> Self {
+        Chain {
+            id,
+            prev: GENESIS.to_owned(),
+            position: 0,
+        }
+    }
+
+    fn check(&mut self, record: &AuditRecord) -> Result<(), ChainBreak> {
+        self.position += 1;
         let broken = |reason: String| ChainBreak {
-            run_id: run_id.to_owned(),
-            position,
+            run_id: self.id.to_owned(),
+            position: self.position,
             reason,
         };
-        if record.seq != position as u64 {
+        if record.seq != self.position as u64 {
             return Err(broken(format!(
                 "it says it is record {}: records before it were deleted, or records were reordered",
                 record.seq
             )));
         }
-        if record.prev != prev {
+        if record.prev != self.prev {
             return Err(broken(
                 "it does not link to the record before it: that one was replaced, or records were removed or reordered"
                     .into(),
             ));
         }
-        if record.hash != record_hash(run_id, record.seq, &record.prev, &record.event) {
+        if record.hash != record_hash(self.id, record.seq, &record.prev, &record.event) {
             return Err(broken(
                 "its content does not match its hash: it was edited".into(),
             ));
         }
-        prev = &record.hash;
+        self.prev.clone_from(&record.hash);
+        Ok(())
     }
-    Ok(records.len())
+}
+
+/// Links `events` (JSON) to a chain whose last record is `head` (`seq`, hash).
+pub fn link(id: &str, head: (u64, &str), events: Vec<String>) -> Vec<AuditRecord> {
+    let (mut seq, mut prev) = (head.0, head.1.to_owned());
+    events
+        .into_iter()
+        .map(|event| {
+            seq += 1;
+            let hash = record_hash(id, seq, &prev, &event);
+            AuditRecord {
+                seq,
+                prev: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+                event,
+            }
+        })
+        .collect()
+}
+
+/// The seal for a batch of a run's records, if the batch ends the run.
+pub(crate) fn seal(
+    run_id: &str,
+    events: &[RunEvent],
+    linked: &[AuditRecord],
+) -> Option<TrailEntry> {
+    let last = linked.last()?;
+    let status = events.iter().rev().find_map(|event| match event {
+        RunEvent::RunFinished { status, .. } => Some(status.as_str()),
+        RunEvent::RunCancelled { .. } => Some("cancelled"),
+        _ => None,
+    })?;
+    Some(TrailEntry::RunSealed {
+        run_id: run_id.to_owned(),
+        status: status.to_owned(),
+        records: last.seq,
+        head: last.hash.clone(),
+        at: crate::now_millis(),
+    })
+}
+
+/// What [`verify_store`] found.
+#[derive(Debug, Default)]
+pub struct Verification {
+    pub trail_records: usize,
+    pub runs: usize,
+    pub records: usize,
+    pub sealed: usize,
+    /// Every chain that is broken, at its first broken record; runs that disagree with their seal.
+    pub problems: Vec<ChainBreak>,
+}
+
+/// Checks the global trail, every run's chain, and every run against its seal.
+pub async fn verify_store(store: &dyn Store) -> Result<Verification, Error> {
+    let mut report = Verification::default();
+    let mut trail = Chain::new(TRAIL);
+    let mut trail_intact = true;
+    let mut seals: HashMap<String, (u64, String)> = HashMap::new();
+    let mut after = None;
+    loop {
+        let page = store.trail_page(after.as_deref(), 1_000).await?;
+        for record in &page.records {
+            report.trail_records += 1;
+            if trail_intact && let Err(broken) = trail.check(record) {
+                report.problems.push(broken);
+                trail_intact = false;
+            }
+            if let Ok(TrailEntry::RunSealed {
+                run_id,
+                records,
+                head,
+                ..
+            }) = serde_json::from_str(&record.event)
+            {
+                seals.insert(run_id, (records, head));
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    for run_id in store.run_ids().await? {
+        report.runs += 1;
+        let records = store.audit_records(&run_id).await?;
+        report.records += records.len();
+        if let Err(broken) = verify(&run_id, &records) {
+            report.problems.push(broken);
+            seals.remove(&run_id);
+            continue;
+        }
+        let ended = records.last().is_some_and(|record| {
+            serde_json::from_str::<RunEvent>(&record.event).is_ok_and(|event| event.is_terminal())
+        });
+        let problem = |position: usize, reason: String| ChainBreak {
+            run_id: run_id.clone(),
+            position,
+            reason,
+        };
+        match seals.remove(&run_id) {
+            Some((sealed, head)) => {
+                report.sealed += 1;
+                let at_seal = usize::try_from(sealed)
+                    .ok()
+                    .and_then(|n| records.get(n.checked_sub(1)?));
+                match at_seal {
+                    None => report.problems.push(problem(
+                        records.len() + 1,
+                        format!(
+                            "the run was sealed at {sealed} records but its journal has {}: records were cut from its end",
+                            records.len()
+                        ),
+                    )),
+                    Some(record) if record.hash != head => report.problems.push(problem(
+                        sealed as usize,
+                        "it is not the record the run was sealed with: the journal was rewritten".into(),
+                    )),
+                    Some(_) => {}
+                }
+            }
+            None if ended => report.problems.push(problem(
+                records.len(),
+                "the run ended but the trail holds no seal for it: the trail's tail was cut".into(),
+            )),
+            None => {}
+        }
+    }
+    for (run_id, (sealed, _)) in seals {
+        report.problems.push(ChainBreak {
+            run_id,
+            position: 1,
+            reason: format!(
+                "the trail sealed this run at {sealed} records, but the run is gone from the store"
+            ),
+        });
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

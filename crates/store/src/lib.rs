@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use runner::{Millis, RunEvent};
 use serde::{Deserialize, Serialize};
 
+pub use audit::{AuditRecord, TrailEntry};
 pub use error::Error;
 pub use redis_store::RedisStore;
 pub use sqlite_store::{SqliteStore, Synchronous};
@@ -43,6 +44,42 @@ pub struct Delivery {
     /// Playbooks on the trigger whose `filter` rejected the event: recorded, nothing started.
     pub ignored: Vec<String>,
     pub received_at: Millis,
+    /// Who sent it, for the audit trail: the authentication profile that verified it, or
+    /// `public`.
+    pub actor: String,
+}
+
+impl Delivery {
+    /// The first record of each run it starts, stored with the run.
+    fn accepted(&self) -> Result<String, Error> {
+        let event = RunEvent::RunAccepted {
+            trigger: self.trigger.clone(),
+            actor: self.actor.clone(),
+            delivery_id: self.delivery_id.clone(),
+            at: self.received_at,
+        };
+        serde_json::to_string(&event).map_err(|error| Error::corrupt("run_accepted", error))
+    }
+}
+
+/// Which runs to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    pub playbook: Option<String>,
+    /// Accepted at or after.
+    pub since: Option<Millis>,
+    /// Accepted at or before.
+    pub until: Option<Millis>,
+    /// Only runs listed after this one (acceptance time, run id): the previous page's last.
+    pub after: Option<(Millis, String)>,
+    pub limit: usize,
+}
+
+/// Records of the global trail, and where the next page starts (`None` after the last).
+#[derive(Debug, Clone, Default)]
+pub struct TrailPage {
+    pub records: Vec<AuditRecord>,
+    pub next: Option<String>,
 }
 
 /// A delivery that every playbook on its trigger filtered out.
@@ -123,10 +160,19 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
     async fn events(&self, run_id: &str) -> Result<Vec<RunEvent>, Error>;
 
     /// The run's journal as chained records, for verification and export.
-    async fn audit_records(&self, run_id: &str) -> Result<Vec<audit::AuditRecord>, Error>;
+    async fn audit_records(&self, run_id: &str) -> Result<Vec<AuditRecord>, Error>;
 
     /// Every accepted run, oldest first.
     async fn run_ids(&self) -> Result<Vec<String>, Error>;
+
+    /// Accepted runs matching `query`, newest first, at most `query.limit`.
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, Error>;
+
+    /// Appends to the global trail (runs are sealed by the store itself, when they end).
+    async fn trail_append(&self, entry: &audit::TrailEntry) -> Result<(), Error>;
+
+    /// The global trail in order, a page at a time: `after` is the previous page's `next`.
+    async fn trail_page(&self, after: Option<&str>, limit: usize) -> Result<TrailPage, Error>;
 
     /// Gives up on a run: it is marked dead with `reason` and no longer advanced.
     async fn dead_letter(&self, run_id: &str, reason: &str) -> Result<(), Error>;

@@ -16,6 +16,7 @@
 //! | `p:idem:delivery:<trigger>:<id>`, `p:idem:dedupe:<playbook>:<key>` | string, TTL | idempotency keys |
 //! | `p:timers` | sorted set | run ids by due time |
 //! | `p:ignored` | stream, capped | deliveries every playbook filtered out, field `d` = JSON |
+//! | `p:trail` | stream | the global trail (`audit::TrailEntry`), chained like a journal |
 
 use std::time::Duration;
 
@@ -25,10 +26,11 @@ use redis::{AsyncCommands, Script, Value};
 use runner::{Millis, RunEvent};
 use serde::Serialize;
 
-use crate::audit::{AuditRecord, GENESIS, record_hash};
+use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
 use crate::{
-    Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunRecord, Store, millis, repeat_of,
+    Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunQuery, RunRecord, Store, TrailPage,
+    millis, repeat_of,
 };
 
 const GROUP: &str = "workers";
@@ -45,6 +47,11 @@ pub struct RedisStore {
     orphan_cursor: std::sync::Arc<std::sync::Mutex<String>>,
     /// Each run's last journal record (`seq`, hash) as this process last wrote it.
     heads: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, String)>>>,
+    /// The global trail's last record as this process last saw it.
+    trail_head: std::sync::Arc<std::sync::Mutex<Option<(u64, String)>>>,
+    /// One append to the trail at a time from this process: concurrent runs ending together
+    /// would otherwise all link to the same head, and all but one retry.
+    trail_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -58,7 +65,7 @@ impl std::fmt::Debug for RedisStore {
 
 struct Scripts {
     accept: Script,
-    append: Script,
+    chain: Script,
     ack: Script,
     extend: Script,
     release: Script,
@@ -71,7 +78,7 @@ impl Scripts {
     fn new() -> Self {
         Scripts {
             accept: Script::new(ACCEPT),
-            append: Script::new(APPEND),
+            chain: Script::new(CHAIN),
             ack: Script::new(ACK),
             extend: Script::new(EXTEND),
             release: Script::new(RELEASE),
@@ -97,6 +104,8 @@ impl RedisStore {
             scripts: std::sync::Arc::new(Scripts::new()),
             orphan_cursor: std::sync::Arc::new(std::sync::Mutex::new("0-0".into())),
             heads: std::sync::Arc::default(),
+            trail_head: std::sync::Arc::default(),
+            trail_turn: std::sync::Arc::default(),
         };
         store.create_group().await?;
         Ok(store)
@@ -149,6 +158,9 @@ struct ScriptDelivery<'a> {
     runs: Vec<ScriptRun<'a>>,
     /// The ignored record (`[trigger, playbooks…]` as JSON), if any playbook filtered it out.
     ignored: Option<String>,
+    /// Each new run's first journal record (`RunEvent::RunAccepted`).
+    accepted: String,
+    genesis: &'static str,
     ignored_kept: String,
 }
 
@@ -159,17 +171,26 @@ struct ScriptRun<'a> {
     event: String,
     dedupe_key: Option<String>,
     window_ms: String,
+    /// The hash of the run's first record, `accepted`.
+    accepted_hash: String,
 }
 
 #[async_trait]
 impl runner::Journal for RedisStore {
     async fn append(&self, run_id: &str, event: &RunEvent) -> Result<(), runner::Error> {
-        let json = serde_json::to_string(event)
+        self.append_all(run_id, std::slice::from_ref(event)).await
+    }
+
+    async fn append_all(&self, run_id: &str, events: &[RunEvent]) -> Result<(), runner::Error> {
+        let json = events
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|error| runner::Error::Journal(error.to_string()))?;
-        self.append_chained(run_id, &json)
+        self.append_chained(run_id, events, json)
             .await
             .map_err(runner::Error::from)?;
-        if matches!(event, RunEvent::RunFinished { .. })
+        if events.iter().any(RunEvent::is_terminal)
             && let Ok(mut heads) = self.heads.lock()
         {
             heads.remove(run_id);
@@ -178,14 +199,31 @@ impl runner::Journal for RedisStore {
     }
 }
 
+/// Which chain's head had moved when the chain script refused an append.
+enum Moved {
+    Nothing,
+    Run,
+    Trail,
+}
+
 impl RedisStore {
-    /// Appends a record linked to the run's chain head. The head is cached per process (one
-    /// worker advances a run at a time) and checked by the script: if another process appended
-    /// meanwhile, the head is read again and the record re-linked.
-    async fn append_chained(&self, run_id: &str, json: &str) -> Result<(), Error> {
-        let events = format!("{}:events", self.run_key(run_id));
-        let mut connection = self.connection.clone();
-        for _ in 0..5 {
+    /// Appends records linked to the run's chain head, and the run's seal to the trail if they
+    /// end it, in one script. Heads are cached per process (one worker advances a run at a
+    /// time) and checked by the script: if another process appended meanwhile, the head is read
+    /// again and the records re-linked.
+    async fn append_chained(
+        &self,
+        run_id: &str,
+        events: &[RunEvent],
+        json: Vec<String>,
+    ) -> Result<(), Error> {
+        let stream = format!("{}:events", self.run_key(run_id));
+        let seals = events.iter().any(RunEvent::is_terminal);
+        let _turn = match seals {
+            true => Some(self.trail_turn.lock().await),
+            false => None,
+        };
+        for _ in 0..20 {
             let cached = self
                 .heads
                 .lock()
@@ -193,29 +231,35 @@ impl RedisStore {
                 .and_then(|heads| heads.get(run_id).cloned());
             let (last, prev) = match cached {
                 Some(head) => head,
-                None => self.read_head(&events).await?,
+                None => self.read_head(&stream).await?,
             };
-            let seq = last + 1;
-            let hash = record_hash(run_id, seq, &prev, json);
-            let appended: u8 = self
-                .scripts
-                .append
-                .key(&events)
-                .arg(&prev)
-                .arg(seq)
-                .arg(json)
-                .arg(&hash)
-                .invoke_async(&mut connection)
-                .await?;
-            if let Ok(mut heads) = self.heads.lock() {
-                if heads.len() > MAX_CACHED_HEADS {
-                    heads.clear();
-                }
-                if appended == 1 {
-                    heads.insert(run_id.to_owned(), (seq, hash));
+            let linked = audit::link(run_id, (last, &prev), json.clone());
+            let mut chains = vec![(stream.clone(), (last, prev), linked.clone())];
+            if let Some(seal) = audit::seal(run_id, events, &linked) {
+                chains.push(self.trail_link(&seal).await?);
+            }
+            let moved = self.chain(&chains).await?;
+            let Ok(mut heads) = self.heads.lock() else {
+                continue;
+            };
+            if heads.len() > MAX_CACHED_HEADS {
+                heads.clear();
+            }
+            match moved {
+                Moved::Nothing => {
+                    if let Some(last) = linked.last() {
+                        heads.insert(run_id.to_owned(), (last.seq, last.hash.clone()));
+                    }
+                    drop(heads);
+                    if let Some((_, _, trail)) = chains.get(1) {
+                        self.trail_moved_to(trail.last());
+                    }
                     return Ok(());
                 }
-                heads.remove(run_id);
+                Moved::Run => {
+                    heads.remove(run_id);
+                }
+                Moved::Trail => self.trail_moved_to(None),
             }
         }
         Err(Error::Config(format!(
@@ -223,11 +267,59 @@ impl RedisStore {
         )))
     }
 
-    /// The run's last record: its `seq` and hash (0 and the genesis hash for an empty journal).
-    async fn read_head(&self, events: &str) -> Result<(u64, String), Error> {
+    /// The trail's key, head and `entry` linked to it.
+    async fn trail_link(
+        &self,
+        entry: &TrailEntry,
+    ) -> Result<(String, (u64, String), Vec<AuditRecord>), Error> {
+        let key = self.key("trail");
+        let cached = self.trail_head.lock().ok().and_then(|head| head.clone());
+        let (last, prev) = match cached {
+            Some(head) => head,
+            None => self.read_head(&key).await?,
+        };
+        let json = serde_json::to_string(entry).map_err(|error| Error::corrupt("trail", error))?;
+        let linked = audit::link(audit::TRAIL, (last, &prev), vec![json]);
+        Ok((key, (last, prev), linked))
+    }
+
+    /// Remembers the trail's new head, or forgets it (`None`: it moved under us).
+    fn trail_moved_to(&self, last: Option<&AuditRecord>) {
+        if let Ok(mut head) = self.trail_head.lock() {
+            *head = last.map(|record| (record.seq, record.hash.clone()));
+        }
+    }
+
+    /// Runs the chain script over one or two chains: all appended, or none.
+    async fn chain(
+        &self,
+        chains: &[(String, (u64, String), Vec<AuditRecord>)],
+    ) -> Result<Moved, Error> {
+        let mut invocation = self.scripts.chain.prepare_invoke();
+        for (key, (last, prev), records) in chains {
+            invocation
+                .key(key)
+                .arg(prev)
+                .arg(last + 1)
+                .arg(records.len());
+            for record in records {
+                invocation.arg(&record.event).arg(&record.hash);
+            }
+        }
+        let mut connection = self.connection.clone();
+        let moved: u8 = invocation.invoke_async(&mut connection).await?;
+        Ok(match moved {
+            0 => Moved::Nothing,
+            1 => Moved::Run,
+            _ => Moved::Trail,
+        })
+    }
+
+    /// A chain's last record: its `seq` and hash (0 and the genesis hash for an empty one).
+    async fn read_head(&self, stream: &str) -> Result<(u64, String), Error> {
         let mut connection = self.connection.clone();
         let reply: redis::streams::StreamRangeReply =
-            connection.xrevrange_count(events, "+", "-", 1).await?;
+            connection.xrevrange_count(stream, "+", "-", 1).await?;
         Ok(match reply.ids.first() {
             Some(entry) => (
                 entry.get("n").unwrap_or(0),
@@ -238,12 +330,22 @@ impl RedisStore {
     }
 }
 
+fn audit_record(entry: &redis::streams::StreamId) -> AuditRecord {
+    AuditRecord {
+        seq: entry.get("n").unwrap_or(0),
+        prev: entry.get("p").unwrap_or_default(),
+        hash: entry.get("h").unwrap_or_default(),
+        event: entry.get("e").unwrap_or_default(),
+    }
+}
+
 /// Chain heads kept per process before the cache starts over.
 const MAX_CACHED_HEADS: usize = 100_000;
 
 #[async_trait]
 impl Store for RedisStore {
     async fn accept(&self, delivery: &Delivery) -> Result<Vec<Admission>, Error> {
+        let accepted = delivery.accepted()?;
         let payload = ScriptDelivery {
             trigger: &delivery.trigger,
             delivery_key: delivery
@@ -268,6 +370,7 @@ impl Store for RedisStore {
                         .as_ref()
                         .map_or(1, |dedupe| dedupe.window_ms.max(1))
                         .to_string(),
+                    accepted_hash: audit::record_hash(&run.run_id, 1, GENESIS, &accepted),
                 })
                 .collect(),
             ignored: if delivery.ignored.is_empty() {
@@ -284,6 +387,8 @@ impl Store for RedisStore {
                 )
             },
             ignored_kept: IGNORED_KEPT.to_string(),
+            accepted,
+            genesis: GENESIS,
         };
         let payload =
             serde_json::to_string(&payload).map_err(|error| Error::corrupt("delivery", error))?;
@@ -370,21 +475,116 @@ impl Store for RedisStore {
         let reply: redis::streams::StreamRangeReply = connection
             .xrange_all(format!("{}:events", self.run_key(run_id)))
             .await?;
-        Ok(reply
-            .ids
-            .iter()
-            .map(|entry| AuditRecord {
-                seq: entry.get("n").unwrap_or(0),
-                prev: entry.get("p").unwrap_or_default(),
-                hash: entry.get("h").unwrap_or_default(),
-                event: entry.get("e").unwrap_or_default(),
-            })
-            .collect())
+        Ok(reply.ids.iter().map(audit_record).collect())
     }
 
     async fn run_ids(&self) -> Result<Vec<String>, Error> {
         let mut connection = self.connection.clone();
         Ok(connection.zrange(self.key("runs"), 0, -1).await?)
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, Error> {
+        let mut connection = self.connection.clone();
+        let mut runs = Vec::new();
+        let mut max = match (&query.after, query.until) {
+            (Some((at, _)), Some(until)) => (*at).min(until),
+            (Some((at, _)), None) => *at,
+            (None, Some(until)) => until,
+            (None, None) => u64::MAX,
+        };
+        let min = query.since.unwrap_or(0);
+        let mut skip_from = query.after.clone();
+        let mut offset = 0;
+        // The index holds every run: filter by playbook while paging, a bounded number of pages.
+        for _ in 0..100 {
+            if runs.len() >= query.limit {
+                break;
+            }
+            let page: Vec<(String, u64)> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(self.key("runs"))
+                .arg(if max == u64::MAX {
+                    "+inf".to_owned()
+                } else {
+                    max.to_string()
+                })
+                .arg(min)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(500)
+                .query_async(&mut connection)
+                .await?;
+            let Some((_, last_score)) = page.last().cloned() else {
+                break;
+            };
+            let full = page.len() == 500;
+            for (run_id, accepted_at) in page {
+                // Ties on the cursor's millisecond: only ids below the cursor's come after it.
+                if let Some((at, id)) = &skip_from
+                    && accepted_at == *at
+                    && run_id >= *id
+                {
+                    continue;
+                }
+                if runs.len() >= query.limit {
+                    break;
+                }
+                if let Some(record) = self.run(&run_id).await?
+                    && query
+                        .playbook
+                        .as_ref()
+                        .is_none_or(|playbook| *playbook == record.playbook)
+                {
+                    runs.push(record);
+                }
+            }
+            if !full {
+                break;
+            }
+            // Continue below the last score seen; entries sharing it are skipped by offset.
+            if last_score == max {
+                offset += 500;
+            } else {
+                max = last_score;
+                offset = 0;
+                skip_from = None;
+            }
+        }
+        Ok(runs)
+    }
+
+    async fn trail_append(&self, entry: &TrailEntry) -> Result<(), Error> {
+        let _turn = self.trail_turn.lock().await;
+        for _ in 0..20 {
+            let link = self.trail_link(entry).await?;
+            let chains = [link];
+            match self.chain(&chains).await? {
+                Moved::Nothing => {
+                    self.trail_moved_to(chains[0].2.last());
+                    return Ok(());
+                }
+                Moved::Run | Moved::Trail => self.trail_moved_to(None),
+            }
+        }
+        Err(Error::Config(
+            "the audit trail kept changing under this process; too many writers at once".into(),
+        ))
+    }
+
+    async fn trail_page(&self, after: Option<&str>, limit: usize) -> Result<TrailPage, Error> {
+        let from = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let mut connection = self.connection.clone();
+        let reply: redis::streams::StreamRangeReply = connection
+            .xrange_count(self.key("trail"), from, "+", limit.max(1))
+            .await?;
+        Ok(TrailPage {
+            next: reply
+                .ids
+                .last()
+                .filter(|_| reply.ids.len() >= limit.max(1))
+                .map(|entry| entry.id.clone()),
+            records: reply.ids.iter().map(audit_record).collect(),
+        })
     }
 
     async fn dead_letter(&self, run_id: &str, reason: &str) -> Result<(), Error> {
@@ -671,6 +871,8 @@ for _, r in ipairs(d.runs) do
       'event', r.event, 'accepted_at', d.received_at)
     redis.call('ZADD', p .. ':runs', d.received_at, r.run_id)
     redis.call('XADD', p .. ':jobs', '*', 'run', r.run_id)
+    redis.call('XADD', p .. ':run:' .. r.run_id .. ':events', '*', 'e', d.accepted, 'n', 1,
+      'p', d.genesis, 'h', r.accepted_hash)
     out[#out + 1] = {playbook = r.playbook, run_id = r.run_id, duplicate = false}
   end
 end
@@ -685,21 +887,36 @@ end
 return {0, answer}
 "#;
 
-/// KEYS: a run's events. ARGV: prev, seq, event, hash. Appends the record only if the stream's
-/// last record is `prev` at `seq - 1`; returns 1 if it did, 0 if the head has moved.
-const APPEND: &str = r#"
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local head, n = '0000000000000000000000000000000000000000000000000000000000000000', 0
-if last[1] then
-  local fields = last[1][2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 'h' then head = fields[i + 1] end
-    if fields[i] == 'n' then n = tonumber(fields[i + 1]) end
+/// KEYS: one or two chains (a run's journal, the trail). ARGV, per chain: prev, first seq,
+/// count, then count × (record, hash). Appends to every chain whose last record is `prev` at
+/// `first seq - 1`, or to none: returns 0 if it appended, else the position of the first chain
+/// whose head had moved.
+const CHAIN: &str = r#"
+local plan, a = {}, 1
+for k = 1, #KEYS do
+  local prev, first, count = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local last = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
+  local head, n = '0000000000000000000000000000000000000000000000000000000000000000', 0
+  if last[1] then
+    local fields = last[1][2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'h' then head = fields[i + 1] end
+      if fields[i] == 'n' then n = tonumber(fields[i + 1]) end
+    end
+  end
+  if head ~= prev or n + 1 ~= first then return k end
+  plan[k] = {a + 3, count, prev, first}
+  a = a + 3 + 2 * count
+end
+for k = 1, #KEYS do
+  local i, count, prev, seq = plan[k][1], plan[k][2], plan[k][3], plan[k][4]
+  for c = 0, count - 1 do
+    local record, hash = ARGV[i + 2 * c], ARGV[i + 2 * c + 1]
+    redis.call('XADD', KEYS[k], '*', 'e', record, 'n', seq + c, 'p', prev, 'h', hash)
+    prev = hash
   end
 end
-if head ~= ARGV[1] or n + 1 ~= tonumber(ARGV[2]) then return 0 end
-redis.call('XADD', KEYS[1], '*', 'e', ARGV[3], 'n', ARGV[2], 'p', ARGV[1], 'h', ARGV[4])
-return 1
+return 0
 "#;
 
 /// KEYS: jobs. ARGV: group, id. One script rather than MULTI/XACK/XDEL/EXEC: half the commands

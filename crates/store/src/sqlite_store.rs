@@ -13,11 +13,11 @@ use async_trait::async_trait;
 use runner::{Millis, RunEvent};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::audit::{AuditRecord, GENESIS, record_hash};
+use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
 use crate::{
-    Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunRecord, Store, millis, now_millis,
-    repeat_of,
+    Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunQuery, RunRecord, Store, TrailPage,
+    millis, now_millis, repeat_of,
 };
 
 /// How hard SQLite pushes each commit to disk.
@@ -79,6 +79,13 @@ CREATE TABLE IF NOT EXISTS timers (
     due INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timers_by_due ON timers (due);
+CREATE INDEX IF NOT EXISTS runs_by_time ON runs (accepted_at, run_id);
+CREATE TABLE IF NOT EXISTS trail (
+    seq INTEGER PRIMARY KEY,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    entry TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ignored (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     trigger_name TEXT NOT NULL,
@@ -132,11 +139,20 @@ impl SqliteStore {
 #[async_trait]
 impl runner::Journal for SqliteStore {
     async fn append(&self, run_id: &str, event: &RunEvent) -> Result<(), runner::Error> {
+        self.append_all(run_id, std::slice::from_ref(event)).await
+    }
+
+    async fn append_all(&self, run_id: &str, events: &[RunEvent]) -> Result<(), runner::Error> {
         let run_id = run_id.to_owned();
-        let json = serde_json::to_string(event)
+        let events = events.to_vec();
+        let json = events
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|error| runner::Error::Journal(error.to_string()))?;
         self.with(move |connection| {
-            // One transaction reads the chain's head and links the new record to it.
+            // One transaction reads the chain's head, links the new records to it, and seals
+            // the run in the trail if they end it.
             let transaction =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let head: Option<(i64, String)> = transaction
@@ -147,14 +163,11 @@ impl runner::Journal for SqliteStore {
                 .query_row(params![run_id], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?;
             let (last, prev) = head.unwrap_or((0, GENESIS.to_owned()));
-            let seq = last as u64 + 1;
-            let hash = record_hash(&run_id, seq, &prev, &json);
-            transaction
-                .prepare_cached(
-                    "INSERT INTO run_events (run_id, seq, event, prev, hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![run_id, seq as i64, json, prev, hash])?;
+            let linked = audit::link(&run_id, (last as u64, &prev), json);
+            insert_records(&transaction, &run_id, &linked)?;
+            if let Some(seal) = audit::seal(&run_id, &events, &linked) {
+                append_trail(&transaction, &seal)?;
+            }
             transaction.commit()?;
             Ok(())
         })
@@ -163,9 +176,90 @@ impl runner::Journal for SqliteStore {
     }
 }
 
+/// The columns [`run_row`] reads, in its order.
+const RUN_COLUMNS: &str = "run_id, playbook, trigger_name, event, accepted_at, dead";
+
+/// A `runs` row as stored: the event still JSON text.
+struct RunRow {
+    run_id: String,
+    playbook: String,
+    trigger: String,
+    event: String,
+    accepted_at: i64,
+    dead: Option<String>,
+}
+
+fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        run_id: row.get(0)?,
+        playbook: row.get(1)?,
+        trigger: row.get(2)?,
+        event: row.get(3)?,
+        accepted_at: row.get(4)?,
+        dead: row.get(5)?,
+    })
+}
+
+impl RunRow {
+    fn into_record(self) -> Result<RunRecord, Error> {
+        let event = serde_json::from_str(&self.event)
+            .map_err(|error| Error::corrupt(format!("run {}", self.run_id), error))?;
+        Ok(RunRecord {
+            run_id: self.run_id,
+            playbook: self.playbook,
+            trigger: self.trigger,
+            event,
+            accepted_at: self.accepted_at as Millis,
+            dead: self.dead,
+        })
+    }
+}
+
+fn insert_records(
+    transaction: &rusqlite::Transaction<'_>,
+    run_id: &str,
+    records: &[AuditRecord],
+) -> Result<(), Error> {
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO run_events (run_id, seq, event, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for record in records {
+        insert.execute(params![
+            run_id,
+            record.seq as i64,
+            record.event,
+            record.prev,
+            record.hash
+        ])?;
+    }
+    Ok(())
+}
+
+/// Links `entry` to the trail's head, inside the caller's transaction.
+fn append_trail(transaction: &rusqlite::Transaction<'_>, entry: &TrailEntry) -> Result<(), Error> {
+    let json = serde_json::to_string(entry).map_err(|error| Error::corrupt("trail", error))?;
+    let head: Option<(i64, String)> = transaction
+        .prepare_cached("SELECT seq, hash FROM trail ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (last, prev) = head.unwrap_or((0, GENESIS.to_owned()));
+    for record in audit::link(audit::TRAIL, (last as u64, &prev), vec![json]) {
+        transaction
+            .prepare_cached("INSERT INTO trail (seq, prev, hash, entry) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![
+                record.seq as i64,
+                record.prev,
+                record.hash,
+                record.event
+            ])?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn accept(&self, delivery: &Delivery) -> Result<Vec<Admission>, Error> {
+        let accepted = delivery.accepted()?;
         let delivery = delivery.clone();
         self.with(move |connection| {
             let transaction =
@@ -231,6 +325,8 @@ impl Store for SqliteStore {
                 transaction
                     .prepare_cached("INSERT INTO jobs (run_id) VALUES (?1)")?
                     .execute(params![run.run_id])?;
+                let first = audit::link(&run.run_id, (0, GENESIS), vec![accepted.clone()]);
+                insert_records(&transaction, &run.run_id, &first)?;
                 admissions.push(Admission {
                     playbook: run.playbook.clone(),
                     run_id: run.run_id.clone(),
@@ -307,35 +403,12 @@ impl Store for SqliteStore {
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
         let run_id = run_id.to_owned();
         self.with(move |connection| {
-            let row = connection
-                .query_row(
-                    "SELECT playbook, trigger_name, event, accepted_at, dead FROM runs
-                     WHERE run_id = ?1",
-                    params![run_id],
-                    |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                            row.get::<_, i64>(3)?,
-                            row.get::<_, Option<String>>(4)?,
-                        ))
-                    },
-                )
-                .optional()?;
-            let Some((playbook, trigger, event, accepted_at, dead)) = row else {
-                return Ok(None);
-            };
-            let event = serde_json::from_str(&event)
-                .map_err(|error| Error::corrupt(format!("run {run_id}"), error))?;
-            Ok(Some(RunRecord {
-                run_id,
-                playbook,
-                trigger,
-                event,
-                accepted_at: accepted_at as Millis,
-                dead,
-            }))
+            connection
+                .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"))?
+                .query_row(params![run_id], run_row)
+                .optional()?
+                .map(RunRow::into_record)
+                .transpose()
         })
         .await
     }
@@ -384,6 +457,84 @@ impl Store for SqliteStore {
                 .prepare_cached("SELECT run_id FROM runs ORDER BY accepted_at, run_id")?;
             let rows = statement.query_map([], |row| row.get(0))?;
             Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, Error> {
+        let query = query.clone();
+        self.with(move |connection| {
+            let (after_at, after_id) = query
+                .after
+                .clone()
+                .map_or((i64::MAX, String::new()), |(at, id)| (at as i64, id));
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs
+                 WHERE (?1 IS NULL OR playbook = ?1)
+                   AND accepted_at >= ?2 AND accepted_at <= ?3
+                   AND (accepted_at < ?4 OR (accepted_at = ?4 AND (?5 = '' OR run_id < ?5)))
+                 ORDER BY accepted_at DESC, run_id DESC LIMIT ?6"
+            ))?;
+            let rows = statement.query_map(
+                params![
+                    query.playbook,
+                    query.since.map_or(0, |since| since as i64),
+                    query.until.map_or(i64::MAX, |until| until as i64),
+                    after_at,
+                    after_id,
+                    query.limit as i64
+                ],
+                run_row,
+            )?;
+            rows.map(|row| row?.into_record()).collect()
+        })
+        .await
+    }
+
+    async fn trail_append(&self, entry: &TrailEntry) -> Result<(), Error> {
+        let entry = entry.clone();
+        self.with(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            append_trail(&transaction, &entry)?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn trail_page(&self, after: Option<&str>, limit: usize) -> Result<TrailPage, Error> {
+        let after: i64 = match after {
+            None => 0,
+            Some(cursor) => cursor
+                .parse()
+                .map_err(|_| Error::Config(format!("`{cursor}` is not a trail cursor")))?,
+        };
+        let limit = limit.max(1);
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT seq, prev, hash, entry, rowid FROM trail WHERE rowid > ?1
+                 ORDER BY rowid LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![after, limit as i64], |row| {
+                Ok((
+                    AuditRecord {
+                        seq: row.get::<_, i64>(0)? as u64,
+                        prev: row.get(1)?,
+                        hash: row.get(2)?,
+                        event: row.get(3)?,
+                    },
+                    row.get::<_, i64>(4)?,
+                ))
+            })?;
+            let rows = rows.collect::<Result<Vec<_>, _>>()?;
+            Ok(TrailPage {
+                next: rows
+                    .last()
+                    .filter(|_| rows.len() >= limit)
+                    .map(|(_, rowid)| rowid.to_string()),
+                records: rows.into_iter().map(|(record, _)| record).collect(),
+            })
         })
         .await
     }

@@ -36,6 +36,7 @@ fn every_subcommand_has_help() {
         vec!["approve", "--help"],
         vec!["deny", "--help"],
         vec!["audit", "verify", "--help"],
+        vec!["token", "new", "--help"],
         vec!["audit", "export", "--help"],
     ] {
         let output = riposte(&args);
@@ -328,6 +329,7 @@ fn audit_verify_accepts_an_intact_trail_and_names_the_first_edited_record() {
             }],
             ignored: Vec::new(),
             received_at: 1,
+            actor: "public".into(),
         };
         store::Store::accept(&store, &delivery)
             .await
@@ -346,7 +348,11 @@ fn audit_verify_accepts_an_intact_trail_and_names_the_first_edited_record() {
 
     let intact = riposte(&["audit", "verify", "--config", config]);
     assert_eq!(intact.status.code(), Some(0), "{}", text(&intact.stderr));
-    assert!(text(&intact.stdout).contains("1 of 1 run(s) intact, 3 record(s) checked"));
+    assert!(
+        text(&intact.stdout).contains("intact: trail of 0 record(s), 1 run(s) with 4 record(s)"),
+        "{}",
+        text(&intact.stdout)
+    );
 
     let markdown = riposte(&["audit", "export", &run_id, "--config", config]);
     assert_eq!(
@@ -358,25 +364,26 @@ fn audit_verify_accepts_an_intact_trail_and_names_the_first_edited_record() {
     let timeline = text(&markdown.stdout);
     assert!(timeline.contains(&format!("# Run {run_id}")), "{timeline}");
     assert!(
-        timeline.contains("- Hash chain: intact (3 records)"),
+        timeline.contains("- Hash chain: intact (4 records)"),
         "{timeline}"
     );
     assert!(
-        timeline.contains("| 3 | 1970-01-01T00:00:00.003Z | run_recovered |  | delivery 2 |"),
+        timeline.contains("| 4 | 1970-01-01T00:00:00.003Z | run_recovered |  | delivery 2 |"),
         "{timeline}"
     );
     let json = riposte(&[
         "audit", "export", &run_id, "--format", "json", "--config", config,
     ]);
     let export: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON export");
-    assert_eq!(export["records"].as_array().map(Vec::len), Some(3));
-    assert_eq!(export["records"][1]["seq"], 2);
-    assert_eq!(export["records"][1]["event"]["type"], "run_recovered");
+    assert_eq!(export["records"].as_array().map(Vec::len), Some(4));
+    assert_eq!(export["records"][0]["event"]["type"], "run_accepted");
+    assert_eq!(export["records"][2]["seq"], 3);
+    assert_eq!(export["records"][2]["event"]["type"], "run_recovered");
 
     let connection = rusqlite::Connection::open(&database).expect("open");
     connection
         .execute(
-            "UPDATE run_events SET event = replace(event, '\"at\":2', '\"at\":9') WHERE seq = 2",
+            "UPDATE run_events SET event = replace(event, '\"at\":2', '\"at\":9') WHERE seq = 3",
             [],
         )
         .expect("tamper");
@@ -384,10 +391,33 @@ fn audit_verify_accepts_an_intact_trail_and_names_the_first_edited_record() {
     assert_eq!(broken.status.code(), Some(1));
     let report = text(&broken.stdout);
     assert!(
-        report.contains(&format!("BROKEN record 2 of run {run_id}")),
+        report.contains(&format!("BROKEN record 3 of run {run_id}")),
         "{report}"
     );
     assert!(report.contains("edited"), "{report}");
     let exported = riposte(&["audit", "export", &run_id, "--config", config]);
-    assert!(text(&exported.stdout).contains("- Hash chain: BROKEN: record 2"));
+    assert!(text(&exported.stdout).contains("- Hash chain: BROKEN: record 3"));
+}
+
+#[test]
+fn token_new_prints_a_fresh_token_once_and_only_its_hash_for_the_configuration() {
+    let first = riposte(&["token", "new", "--name", "oncall", "--role", "responder"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let token = text(&first.stdout).trim().to_owned();
+    assert!(token.starts_with("rpt_") && token.len() == 47, "{token}");
+    let how = text(&first.stderr);
+    let hash = server::access::token_hash(&token);
+    assert!(how.contains(&format!("sha256: {hash}")), "{how}");
+    assert!(
+        how.contains(&format!("RIPOSTE_API_TOKEN_ONCALL=responder:{hash}")),
+        "{how}"
+    );
+    assert!(
+        !how.contains(&token),
+        "the token is printed once, on stdout"
+    );
+    let second = riposte(&["token", "new", "--name", "oncall", "--role", "responder"]);
+    assert_ne!(text(&second.stdout), text(&first.stdout));
+    let refused = riposte(&["token", "new", "--name", "oncall", "--role", "root"]);
+    assert_eq!(refused.status.code(), Some(2));
 }

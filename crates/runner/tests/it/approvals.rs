@@ -90,7 +90,10 @@ async fn an_approval_resumes_the_run_and_the_step_runs_once() {
         .decide(
             &mut state,
             "block",
-            Decision::Approved { by: "alice".into() },
+            Decision::Approved {
+                by: "alice".into(),
+                comment: None,
+            },
         )
         .await
         .expect("decides");
@@ -105,12 +108,19 @@ async fn an_approval_resumes_the_run_and_the_step_runs_once() {
     assert_eq!(state.step_status("notify"), StepStatus::Succeeded);
     // The decision is on the record, with who made it.
     assert!(harness.events().iter().any(|e| matches!(e,
-        RunEvent::ApprovalDecided { step, decision: Decision::Approved { by }, .. } if step == "block" && by == "alice")));
+        RunEvent::ApprovalDecided { step, decision: Decision::Approved { by, .. }, .. } if step == "block" && by == "alice")));
     // Deciding again is refused: the gate is closed.
     let mut again = state.clone();
     let refused = harness
         .runner
-        .decide(&mut again, "block", Decision::Approved { by: "bob".into() })
+        .decide(
+            &mut again,
+            "block",
+            Decision::Approved {
+                by: "bob".into(),
+                comment: None,
+            },
+        )
         .await;
     assert!(refused.is_err());
 }

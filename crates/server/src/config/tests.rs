@@ -135,3 +135,74 @@ fn no_secret_value_appears_in_the_debug_form() {
     assert!(!printed.contains("very-secret-value"), "{printed}");
     assert!(!printed.contains("another-secret"), "{printed}");
 }
+
+#[test]
+fn api_tokens_are_configured_by_hash_with_a_role_and_cors_only_by_exact_origins() {
+    let hash = crate::access::token_hash("rpt_example");
+    let config = with_file(
+        &format!(
+            "api:\n  tokens:\n    - {{ name: oncall, role: responder, sha256: {hash}, groups: [soc] }}\n  cors_origins: [\"https://soc.example.com\"]\n"
+        ),
+        &[("RIPOSTE_API_TOKEN_SIEM_BOT", &format!("viewer:{hash}"))],
+    )
+    .expect("valid");
+    let tokens: Vec<_> = config
+        .api
+        .tokens
+        .iter()
+        .map(|token| (token.name.as_str(), token.role, token.groups.clone()))
+        .collect();
+    assert_eq!(
+        tokens,
+        vec![
+            (
+                "oncall",
+                crate::access::Role::Responder,
+                vec!["soc".to_owned()]
+            ),
+            ("siem-bot", crate::access::Role::Viewer, vec![]),
+        ]
+    );
+    assert_eq!(config.api.cors_origins, vec!["https://soc.example.com"]);
+    assert!(
+        Config::from_parts(None, &env(&[]))
+            .expect("defaults")
+            .api
+            .cors_origins
+            .is_empty()
+    );
+
+    let found = problems(with_file(
+        "api:\n  tokens:\n    - { name: a, role: root, sha256: abc }\n    - { name: b, role: admin, sha256: rpt_the_token_itself }\n  cors_origins: [\"*\", \"https://soc.example.com/\"]\n",
+        &[],
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("api.tokens[0]: role `root`")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("api.tokens[1]: `sha256` must be")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("`*` is not an exact origin")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("`https://soc.example.com/` is not")),
+        "{found:?}"
+    );
+    // The token itself never appears in the problems.
+    assert!(
+        !found.iter().any(|p| p.contains("rpt_the_token_itself")),
+        "{found:?}"
+    );
+}

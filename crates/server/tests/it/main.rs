@@ -2,6 +2,8 @@
 //! for the test, or a SQLite file), the real WebAssembly plugins, and loopback servers that speak
 //! the APIs the plugins call.
 
+mod api;
+mod canary;
 mod ingress;
 mod runs;
 
@@ -18,6 +20,14 @@ use test_support::RedisServer;
 pub(crate) const SIEM_SECRET: &str = "siem-signing-secret-9d2c";
 pub(crate) const SVIX_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub(crate) const BEARER_TOKEN: &str = "bearer-token-4be1";
+/// Management API tokens, one per role (configured by their hashes only).
+pub(crate) const VIEWER_TOKEN: &str = "rpt_viewer-token-for-tests-5b0c";
+pub(crate) const RESPONDER_TOKEN: &str = "rpt_responder-token-for-tests-77e1";
+pub(crate) const ADMIN_TOKEN: &str = "rpt_admin-token-for-tests-c3a9";
+/// A responder outside the `soc` group that the test playbooks' approvals name.
+pub(crate) const OUTSIDER_TOKEN: &str = "rpt_intern-token-for-tests-91d4";
+/// The one browser origin allowed to call the API.
+pub(crate) const SOC_ORIGIN: &str = "https://soc.example.com";
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Backend {
@@ -33,9 +43,13 @@ pub(crate) struct Server {
     pub(crate) store: Arc<dyn store::Store>,
     pub(crate) client: reqwest::Client,
     pub(crate) config: Config,
+    /// The folder the server loads playbooks from.
+    pub(crate) playbooks: std::path::PathBuf,
+    /// Where it keeps its files (the SQLite store, compiled plugins).
+    pub(crate) data: std::path::PathBuf,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<(), server::Error>>>,
-    _redis: Option<RedisServer>,
+    pub(crate) redis: Option<RedisServer>,
     _dir: tempfile::TempDir,
 }
 
@@ -50,6 +64,16 @@ impl Server {
         backend: Backend,
         playbooks: &[(&str, String)],
         workers: usize,
+    ) -> Server {
+        Server::start_with_env(backend, playbooks, workers, &[]).await
+    }
+
+    /// The same with more (or other) environment variables.
+    pub(crate) async fn start_with_env(
+        backend: Backend,
+        playbooks: &[(&str, String)],
+        workers: usize,
+        extra_env: &[(&str, &str)],
     ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("playbooks")).expect("playbooks dir");
@@ -69,6 +93,22 @@ impl Server {
                 test_support::apis::SLACK_TOKEN.to_owned(),
             ),
         ]);
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+        );
+        for (name, role, token, groups) in [
+            ("VIEWER", "viewer", VIEWER_TOKEN, ""),
+            ("ONCALL", "responder", RESPONDER_TOKEN, ":soc"),
+            ("INTERN", "responder", OUTSIDER_TOKEN, ":helpdesk"),
+            ("ADMIN", "admin", ADMIN_TOKEN, ""),
+        ] {
+            env.insert(
+                format!("RIPOSTE_API_TOKEN_{name}"),
+                format!("{role}:{}{groups}", server::access::token_hash(token)),
+            );
+        }
         let redis = match backend {
             Backend::Redis => {
                 let redis = RedisServer::start();
@@ -97,6 +137,8 @@ auth:
   token: {{ type: bearer, tokens_env: [BEARER_TOKEN] }}
 egress:
   allow_private: [127.0.0.0/8]
+api:
+  cors_origins: ["{SOC_ORIGIN}"]
 "#,
             plugins = test_support::plugin_dir().display()
         );
@@ -115,13 +157,15 @@ egress:
             base,
             store,
             config,
+            playbooks: dir.path().join("playbooks"),
+            data: dir.path().join("data"),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("client"),
             shutdown,
             task: Some(task),
-            _redis: redis,
+            redis,
             _dir: dir,
         }
     }

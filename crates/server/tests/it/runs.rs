@@ -93,9 +93,10 @@ async fn a_signed_webhook_runs_the_real_plugins_to_completion() {
         for secret in [ABUSEIPDB_KEY, SLACK_TOKEN] {
             assert!(!record.contains(secret), "{backend:?}: a secret leaked");
         }
-        // The journal is a hash chain, intact: run started, 2 × (started, succeeded), finished.
+        // The journal is a hash chain, intact: accepted, started, 2 × (step started, step
+        // succeeded), finished.
         let chain = server.store.audit_records(&run).await.expect("records");
-        assert_eq!(store::audit::verify(&run, &chain), Ok(6), "{backend:?}");
+        assert_eq!(store::audit::verify(&run, &chain), Ok(7), "{backend:?}");
         server.stop().await;
     }
 }
@@ -273,9 +274,10 @@ async fn a_job_lost_too_often_is_dead_lettered_with_its_reason() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let journal = server.events(&run).await;
         assert!(
-            server.events(&run).await.is_empty(),
-            "{backend:?}: it never ran"
+            matches!(&journal[..], [RunEvent::RunAccepted { .. }]),
+            "{backend:?}: it never ran: {journal:?}"
         );
         stop.cancel();
         worker.await.expect("worker task").expect("clean stop");
@@ -427,7 +429,10 @@ steps:
             server.store.as_ref(),
             &run,
             "after",
-            runner::Decision::Approved { by: "x".into() },
+            runner::Decision::Approved {
+                by: "x".into(),
+                comment: None,
+            },
         )
         .await;
         assert!(wrong_step.is_err(), "{backend:?}: `after` is not waiting");
@@ -437,6 +442,7 @@ steps:
             "ask",
             runner::Decision::Approved {
                 by: "oncall@example.com".into(),
+                comment: Some("seen it".into()),
             },
         )
         .await
@@ -452,7 +458,10 @@ steps:
             server.store.as_ref(),
             &run,
             "ask",
-            runner::Decision::Approved { by: "y".into() },
+            runner::Decision::Approved {
+                by: "y".into(),
+                comment: None,
+            },
         )
         .await;
         assert!(twice.is_err(), "{backend:?}: decided once");

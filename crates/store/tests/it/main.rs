@@ -62,6 +62,7 @@ fn delivery(delivery_id: Option<&str>, runs: Vec<NewRun>) -> Delivery {
         runs,
         ignored: Vec::new(),
         received_at: store::now_millis(),
+        actor: "siem-hmac".into(),
     }
 }
 
@@ -87,6 +88,14 @@ async fn accepted_runs_are_recorded_queued_claimed_once_and_acked() {
         assert_eq!(record.trigger, "siem");
         // Large integers survive the trip unchanged (no detour through doubles).
         assert_eq!(record.event, first.event, "{}", backend.name);
+        // The acceptance is the run's first record, with who sent it.
+        let journal = store.events(&first.run_id).await.expect("events");
+        assert!(
+            matches!(&journal[..], [RunEvent::RunAccepted { trigger, actor, .. }]
+                if trigger == "siem" && actor == "siem-hmac"),
+            "{}: {journal:?}",
+            backend.name
+        );
         assert_eq!(store.queue_depth().await.expect("depth"), 2);
 
         let claims = store.claim("w1", 10, LEASE).await.expect("claim");
@@ -607,7 +616,9 @@ fn tamper_sqlite(path: &std::path::Path, run_id: &str, tamper: &Tamper) {
     .expect("tampered");
 }
 
-async fn journal_of_three(store: &dyn Store) -> String {
+/// A run of four records: accepted, started and finished (one batch), finished again (as a
+/// resumed run does); so two seals in the trail.
+async fn journal_of_four(store: &dyn Store) -> String {
     let accepted = run("a", None);
     store
         .accept(&delivery(None, vec![accepted.clone()]))
@@ -621,54 +632,52 @@ async fn journal_of_three(store: &dyn Store) -> String {
         incident: Default::default(),
         at: 1,
     };
+    let finished = |n: u64| RunEvent::RunFinished {
+        status: RunStatus::Succeeded,
+        outputs: serde_json::json!({ "n": n }),
+        error: None,
+        at: n,
+    };
     store
-        .append(&accepted.run_id, &started)
+        .append_all(&accepted.run_id, &[started, finished(2)])
         .await
         .expect("append");
-    for n in 2..=3 {
-        let finished = RunEvent::RunFinished {
-            status: RunStatus::Succeeded,
-            outputs: serde_json::json!({ "n": n }),
-            error: None,
-            at: n,
-        };
-        store
-            .append(&accepted.run_id, &finished)
-            .await
-            .expect("append");
-    }
+    store
+        .append(&accepted.run_id, &finished(3))
+        .await
+        .expect("append");
     accepted.run_id
 }
 
 #[tokio::test]
 async fn the_journal_is_hash_chained_and_tampering_is_found_and_named() {
-    for tamper in [Tamper::Edit(1), Tamper::Delete(1), Tamper::Swap(1, 2)] {
+    for tamper in [Tamper::Edit(2), Tamper::Delete(2), Tamper::Swap(2, 3)] {
         // Redis.
         let redis = RedisServer::start();
         let store = RedisStore::connect(&redis.url(), "chain")
             .await
             .expect("connect");
-        let run_id = journal_of_three(&store).await;
+        let run_id = journal_of_four(&store).await;
         let records = store.audit_records(&run_id).await.expect("records");
-        assert_eq!(store::audit::verify(&run_id, &records), Ok(3));
+        assert_eq!(store::audit::verify(&run_id, &records), Ok(4));
         assert_eq!(store.run_ids().await.expect("runs"), vec![run_id.clone()]);
         tamper_redis(&redis.url(), &format!("chain:run:{run_id}:events"), &tamper).await;
         let records = store.audit_records(&run_id).await.expect("records");
         let broken = store::audit::verify(&run_id, &records).expect_err("tampering is found");
-        assert_eq!(broken.position, 2, "redis: {broken}");
+        assert_eq!(broken.position, 3, "redis: {broken}");
 
         // SQLite.
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("riposte.db");
         let store = SqliteStore::open(&path, Synchronous::Normal).expect("open");
-        let run_id = journal_of_three(&store).await;
+        let run_id = journal_of_four(&store).await;
         let records = store.audit_records(&run_id).await.expect("records");
-        assert_eq!(store::audit::verify(&run_id, &records), Ok(3));
+        assert_eq!(store::audit::verify(&run_id, &records), Ok(4));
         assert_eq!(store.run_ids().await.expect("runs"), vec![run_id.clone()]);
         tamper_sqlite(&path, &run_id, &tamper);
         let records = store.audit_records(&run_id).await.expect("records");
         let broken = store::audit::verify(&run_id, &records).expect_err("tampering is found");
-        assert_eq!(broken.position, 2, "sqlite: {broken}");
+        assert_eq!(broken.position, 3, "sqlite: {broken}");
     }
 }
 
@@ -692,4 +701,243 @@ async fn two_processes_writing_one_journal_keep_one_chain() {
     }
     let records = first.audit_records("shared").await.expect("records");
     assert_eq!(store::audit::verify("shared", &records), Ok(6));
+}
+
+/// Problems `verify_store` reports, as (chain, position, words of the reason).
+async fn problems(store: &dyn Store) -> Vec<(String, usize, String)> {
+    store::audit::verify_store(store)
+        .await
+        .expect("verify")
+        .problems
+        .into_iter()
+        .map(|broken| (broken.run_id, broken.position, broken.reason))
+        .collect()
+}
+
+fn api_call(n: u16) -> store::TrailEntry {
+    store::TrailEntry::ApiCall {
+        actor: "oncall".into(),
+        role: "responder".into(),
+        method: "POST".into(),
+        path: "/api/v1/runs/x/cancel".into(),
+        status: n,
+        at: 1,
+    }
+}
+
+/// What `journal_of_four` twice and one API call leave: 5 trail records, 2 runs of 4 records,
+/// both sealed, nothing broken.
+async fn assert_two_sealed_runs_and_a_call(store: &dyn Store) {
+    let report = store::audit::verify_store(store).await.expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(
+        (
+            report.trail_records,
+            report.runs,
+            report.records,
+            report.sealed
+        ),
+        (5, 2, 8, 2)
+    );
+}
+
+#[tokio::test]
+async fn the_whole_trail_verifies_and_a_cut_tail_a_deleted_run_or_an_edited_trail_is_found() {
+    // Redis.
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "trail")
+        .await
+        .expect("connect");
+    let (cut, deleted) = (journal_of_four(&store).await, journal_of_four(&store).await);
+    store.trail_append(&api_call(200)).await.expect("trail");
+    assert_two_sealed_runs_and_a_call(&store).await;
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut raw = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let last: redis::streams::StreamRangeReply = redis::AsyncCommands::xrevrange_count(
+        &mut raw,
+        format!("trail:run:{cut}:events"),
+        "+",
+        "-",
+        1,
+    )
+    .await
+    .expect("last");
+    let _: () = redis::AsyncCommands::xdel(
+        &mut raw,
+        format!("trail:run:{cut}:events"),
+        &[&last.ids[0].id],
+    )
+    .await
+    .expect("cut");
+    let _: () = redis::AsyncCommands::del(
+        &mut raw,
+        &[
+            format!("trail:run:{deleted}"),
+            format!("trail:run:{deleted}:events"),
+        ],
+    )
+    .await
+    .expect("delete");
+    let _: () = redis::AsyncCommands::zrem(&mut raw, "trail:runs", &deleted)
+        .await
+        .expect("delete");
+    let mut found = problems(&store).await;
+    found.sort();
+    let mut expected = vec![(cut.clone(), 4), (deleted.clone(), 1)];
+    expected.sort();
+    assert_eq!(
+        found
+            .iter()
+            .map(|(id, at, _)| (id.clone(), *at))
+            .collect::<Vec<_>>(),
+        expected,
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(_, _, why)| why.contains("cut from its end")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(_, _, why)| why.contains("gone from the store")),
+        "{found:?}"
+    );
+    tamper_redis(&redis.url(), "trail:trail", &Tamper::Edit(3)).await;
+    let found = problems(&store).await;
+    assert!(
+        found.contains(&(
+            "trail".into(),
+            4,
+            "its content does not match its hash: it was edited".into()
+        )),
+        "{found:?}"
+    );
+
+    // SQLite.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("riposte.db");
+    let store = SqliteStore::open(&path, Synchronous::Normal).expect("open");
+    let (cut, deleted) = (journal_of_four(&store).await, journal_of_four(&store).await);
+    store.trail_append(&api_call(200)).await.expect("trail");
+    assert_two_sealed_runs_and_a_call(&store).await;
+    let raw = rusqlite::Connection::open(&path).expect("open");
+    raw.execute(
+        "DELETE FROM run_events WHERE run_id = ?1 AND seq = 4",
+        rusqlite::params![cut],
+    )
+    .expect("cut");
+    raw.execute(
+        "DELETE FROM run_events WHERE run_id = ?1",
+        rusqlite::params![deleted],
+    )
+    .expect("delete");
+    raw.execute(
+        "DELETE FROM runs WHERE run_id = ?1",
+        rusqlite::params![deleted],
+    )
+    .expect("delete");
+    let mut found: Vec<_> = problems(&store)
+        .await
+        .into_iter()
+        .map(|(id, at, _)| (id, at))
+        .collect();
+    found.sort();
+    let mut expected = vec![(cut, 4), (deleted, 1)];
+    expected.sort();
+    assert_eq!(found, expected);
+    raw.execute(
+        "UPDATE trail SET entry = replace(entry, '200', '403') WHERE seq = 5",
+        [],
+    )
+    .expect("edit");
+    assert!(
+        problems(&store)
+            .await
+            .iter()
+            .any(|(id, at, why)| id == "trail" && *at == 5 && why.contains("edited"))
+    );
+}
+
+#[tokio::test]
+async fn runs_are_listed_newest_first_filtered_by_playbook_and_time_and_paged() {
+    for backend in backends().await {
+        let store = &backend.store;
+        let mut accepted = Vec::new();
+        // Three runs share a millisecond: paging must neither skip nor repeat them.
+        for (n, at) in [1_000, 2_000, 2_000, 2_000, 3_000].into_iter().enumerate() {
+            let new = run(if n % 2 == 0 { "block" } else { "notify" }, None);
+            let mut one = delivery(None, vec![new.clone()]);
+            one.received_at = at;
+            store.accept(&one).await.expect("accept");
+            accepted.push((at, new.run_id, new.playbook));
+        }
+        let query = |limit| store::RunQuery {
+            limit,
+            ..Default::default()
+        };
+        let all: Vec<String> = store
+            .list_runs(&query(10))
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|record| record.run_id)
+            .collect();
+        let mut newest_first = accepted.clone();
+        newest_first.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+        let expected: Vec<String> = newest_first.iter().map(|(_, id, _)| id.clone()).collect();
+        assert_eq!(all, expected, "{}", backend.name);
+
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list_runs(&store::RunQuery {
+                    after: after.clone(),
+                    ..query(2)
+                })
+                .await
+                .expect("list");
+            let Some(last) = page.last() else { break };
+            after = Some((last.accepted_at, last.run_id.clone()));
+            paged.extend(page.into_iter().map(|record| record.run_id));
+        }
+        assert_eq!(paged, expected, "{}", backend.name);
+
+        let blocks = store
+            .list_runs(&store::RunQuery {
+                playbook: Some("block".into()),
+                since: Some(1_500),
+                ..query(10)
+            })
+            .await
+            .expect("list");
+        let mut wanted: Vec<&String> = accepted
+            .iter()
+            .filter(|(at, _, playbook)| playbook == "block" && *at >= 1_500)
+            .map(|(_, id, _)| id)
+            .collect();
+        wanted.sort_by(|a, b| b.cmp(a));
+        let got: Vec<&String> = blocks.iter().map(|record| &record.run_id).collect();
+        assert_eq!(got.len(), 2, "{}", backend.name);
+        assert_eq!(
+            got.iter().collect::<HashSet<_>>(),
+            wanted.iter().collect::<HashSet<_>>(),
+            "{}",
+            backend.name
+        );
+        let until = store
+            .list_runs(&store::RunQuery {
+                until: Some(1_000),
+                ..query(10)
+            })
+            .await
+            .expect("list");
+        assert_eq!(until.len(), 1, "{}", backend.name);
+    }
 }

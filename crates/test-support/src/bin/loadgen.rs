@@ -7,7 +7,9 @@
 //! 2. drain: a `riposte worker` process started on that backlog: completed runs/s;
 //! 3. steady: API and workers in one process under load at once: accept latency and runs/s;
 //!
-//! and the peak memory (VmHWM) of each riposte process.
+//! and the peak memory (VmHWM) of each riposte process. For the steady phase it also reports the
+//! cost of the audit trail: journal writes and records per run and the time per write (from the
+//! server's `/metrics`), and on Redis the Redis CPU time per run.
 //!
 //! Usage: `loadgen --riposte <binary> --plugins <dir> [--alerts N] [--concurrency C]
 //! [--redis <url>]` (SQLite when no Redis is given).
@@ -23,11 +25,14 @@ use axum::Router;
 use axum::routing::post;
 use futures::StreamExt;
 use runner::{RunEvent, RunState, RunStatus};
+use sha2::Digest as _;
 use store::Store;
 use test_support::apis::{ABUSEIPDB_KEY, SLACK_TOKEN, abuseipdb, slack};
 use test_support::{free_port, serve};
 
 const TOKEN: &str = "load-test-token";
+/// A viewer token for `/metrics`, configured by its SHA-256.
+const METRICS_TOKEN: &str = "rpt_load-metrics-viewer";
 
 struct Options {
     riposte: PathBuf,
@@ -272,6 +277,55 @@ async fn finished(store: &dyn Store, runs: &[String]) -> (usize, u64, u64) {
     (succeeded, first, last)
 }
 
+/// The audit trail's cost, from the server's own metrics: journal writes (each one round trip,
+/// all of a step's records batched) and records per run, and the time per write.
+async fn report_audit_cost(client: &reqwest::Client, base: &str, runs: usize) {
+    let text = match client
+        .get(format!("{base}/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+    {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(error) => {
+            println!("  audit cost: /metrics did not answer: {error}");
+            return;
+        }
+    };
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let writes = value("riposte_journal_write_duration_seconds_count");
+    let seconds = value("riposte_journal_write_duration_seconds_sum");
+    let records = value("riposte_journal_records_total");
+    let runs = runs.max(1) as f64;
+    println!(
+        "  audit trail: {:.1} journal writes and {:.1} records per run; {:.3} ms per write, {:.2} ms of journal writing per run",
+        writes / runs,
+        records / runs,
+        seconds * 1e3 / writes.max(1.0),
+        seconds * 1e3 / runs
+    );
+}
+
+/// Redis's own CPU time so far (user + system, seconds), from `INFO cpu`.
+async fn redis_cpu(url: Option<&str>) -> Option<f64> {
+    let client = redis::Client::open(url?).ok()?;
+    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut connection)
+        .await
+        .ok()?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    Some(field("used_cpu_user:")? + field("used_cpu_sys:")?)
+}
+
 fn report_runs(label: &str, runs: usize, (succeeded, first, last): (usize, u64, u64)) {
     let seconds = last.saturating_sub(first) as f64 / 1e3;
     println!(
@@ -384,6 +438,11 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     if let Some(url) = &options.redis {
         env.insert("LOAD_REDIS_URL".into(), url.clone());
     }
+    let hash: String = sha2::Sha256::digest(METRICS_TOKEN.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    env.insert("RIPOSTE_API_TOKEN_LOAD".into(), format!("viewer:{hash}"));
     let deployment = Deployment {
         dir,
         env,
@@ -436,6 +495,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     // 3. Steady state: one process accepts and runs at once.
     let mut both = deployment.spawn("serve", 64);
     wait_ready(&client, &deployment.base()).await;
+    let redis_cpu_before = redis_cpu(options.redis.as_deref()).await;
     let (latencies, runs, elapsed) = post_alerts(
         &client,
         &deployment.base(),
@@ -448,6 +508,15 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     let steady = finished(store.as_ref(), &runs).await;
     report_runs("steady (API + workers)", runs.len(), steady);
     println!("  process memory: {}", memory(&both));
+    report_audit_cost(&client, &deployment.base(), runs.len()).await;
+    if let (Some(before), Some(after)) =
+        (redis_cpu_before, redis_cpu(options.redis.as_deref()).await)
+    {
+        println!(
+            "  Redis CPU: {:.3} ms per run (everything: queue, journal, trail)",
+            (after - before) * 1e3 / runs.len().max(1) as f64
+        );
+    }
     let _ = both.kill();
     let _ = both.wait();
 }

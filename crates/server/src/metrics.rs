@@ -1,0 +1,216 @@
+//! Prometheus metrics of one process, served at `/metrics`: webhooks by answer, queue depth, runs
+//! and steps by outcome, step and plugin-call latency.
+//!
+//! Run and step figures are counted where their events are journaled ([`MeteredJournal`]), so
+//! they count exactly what the audit trail holds; plugin calls are timed by the executor. Labels
+//! are bounded: an unknown trigger counts as `unknown`, never as the name a caller made up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use runner::{Journal, RunEvent};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    trigger: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    plugin: String,
+    action: String,
+    outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    webhooks: Family<WebhookLabels, Counter>,
+    runs: Family<OutcomeLabels, Counter>,
+    steps: Family<OutcomeLabels, Counter>,
+    step_seconds: Family<OutcomeLabels, Histogram>,
+    plugin_seconds: Family<PluginLabels, Histogram>,
+    journal_seconds: Histogram,
+    journal_records: Counter,
+    queue_depth: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// 1 ms to ~33 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("riposte");
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhook deliveries, by trigger and HTTP status of the answer",
+            webhooks.clone(),
+        );
+        let runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register("runs", "Runs that ended, by outcome", runs.clone());
+        let steps = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "steps",
+            "Steps that ended (succeeded, failed, skipped) and attempts retried",
+            steps.clone(),
+        );
+        let step_seconds = Family::<OutcomeLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> _,
+        );
+        registry.register(
+            "step_duration_seconds",
+            "Time from a step's start to its end, retries included",
+            step_seconds.clone(),
+        );
+        let plugin_seconds =
+            Family::<PluginLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "plugin_call_duration_seconds",
+            "Time of one plugin call, by plugin, action and outcome (ok or the error kind)",
+            plugin_seconds.clone(),
+        );
+        let journal_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register(
+            "journal_write_duration_seconds",
+            "Time of one write to the run journal and audit trail (a batch of records)",
+            journal_seconds.clone(),
+        );
+        let journal_records = Counter::default();
+        registry.register(
+            "journal_records",
+            "Records written to run journals",
+            journal_records.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Jobs waiting or in progress in the shared queue",
+            queue_depth.clone(),
+        );
+        Metrics {
+            registry,
+            webhooks,
+            runs,
+            steps,
+            step_seconds,
+            plugin_seconds,
+            journal_seconds,
+            journal_records,
+            queue_depth,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn webhook(&self, trigger: &str, status: u16) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                trigger: trigger.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn plugin_call(&self, plugin: &str, action: &str, outcome: &str, took: Duration) {
+        self.plugin_seconds
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_owned(),
+                action: action.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    fn event(&self, event: &RunEvent) {
+        let outcome = |name: &str| OutcomeLabels {
+            outcome: name.to_owned(),
+        };
+        match event {
+            RunEvent::StepSucceeded { duration_ms, .. } => {
+                self.steps.get_or_create(&outcome("succeeded")).inc();
+                self.step_seconds
+                    .get_or_create(&outcome("succeeded"))
+                    .observe(*duration_ms as f64 / 1000.0);
+            }
+            RunEvent::StepFailed { duration_ms, .. } => {
+                self.steps.get_or_create(&outcome("failed")).inc();
+                self.step_seconds
+                    .get_or_create(&outcome("failed"))
+                    .observe(*duration_ms as f64 / 1000.0);
+            }
+            RunEvent::StepSkipped { .. } => {
+                self.steps.get_or_create(&outcome("skipped")).inc();
+            }
+            RunEvent::StepRetrying { .. } => {
+                self.steps.get_or_create(&outcome("retried")).inc();
+            }
+            RunEvent::RunFinished { status, .. } => {
+                self.runs.get_or_create(&outcome(status.as_str())).inc();
+            }
+            RunEvent::RunCancelled { .. } => {
+                self.runs.get_or_create(&outcome("cancelled")).inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// The text exposition format, with the queue depth as of now.
+    pub fn render(&self, queue_depth: Option<u64>) -> String {
+        if let Some(depth) = queue_depth {
+            self.queue_depth
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+/// The store's journal, counting what it records.
+pub struct MeteredJournal {
+    pub store: Arc<dyn store::Store>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl Journal for MeteredJournal {
+    async fn append(&self, run_id: &str, event: &RunEvent) -> Result<(), runner::Error> {
+        self.append_all(run_id, std::slice::from_ref(event)).await
+    }
+
+    async fn append_all(&self, run_id: &str, events: &[RunEvent]) -> Result<(), runner::Error> {
+        let started = std::time::Instant::now();
+        self.store.append_all(run_id, events).await?;
+        self.metrics
+            .journal_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.journal_records.inc_by(events.len() as u64);
+        for event in events {
+            self.metrics.event(event);
+        }
+        Ok(())
+    }
+}
