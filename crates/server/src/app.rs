@@ -41,7 +41,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub executor: Arc<PluginExecutor>,
     pub reloader: Reloader,
-    pub openapi: Arc<serde_json::Value>,
     pub cors_origins: Vec<http::HeaderValue>,
 }
 
@@ -58,7 +57,6 @@ impl AppState {
             metrics: Arc::clone(&parts.metrics),
             executor: Arc::clone(&parts.executor),
             reloader: parts.reloader(),
-            openapi: Arc::new(openapi),
             cors_origins: parts.config.api.cors_origins.clone(),
         })
     }
@@ -109,8 +107,8 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /openapi.json")
 }
 
-async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::Value::clone(&state.openapi))
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
