@@ -140,6 +140,15 @@ impl RunEvent {
         )
     }
 
+    /// Who cancelled the run these events record, if someone did. A run cancelled while queued
+    /// never started, so [`RunState`] cannot say: this reads the events themselves.
+    pub fn cancelled_by(events: &[RunEvent]) -> Option<&str> {
+        events.iter().find_map(|event| match event {
+            RunEvent::RunCancelled { by, .. } => Some(by.as_str()),
+            _ => None,
+        })
+    }
+
     /// The step this event is about, if any.
     pub fn step(&self) -> Option<&str> {
         match self {

@@ -38,10 +38,7 @@ pub(crate) struct RunSummary {
 impl RunSummary {
     fn new(record: &store::RunRecord, events: &[RunEvent]) -> (RunSummary, Option<RunState>) {
         let state = RunState::from_events(events);
-        let cancelled = events.iter().find_map(|event| match event {
-            RunEvent::RunCancelled { by, .. } => Some(format!("cancelled by {by}")),
-            _ => None,
-        });
+        let cancelled = RunEvent::cancelled_by(events).map(|by| format!("cancelled by {by}"));
         let status = match (&state, &cancelled) {
             (Some(state), _) => state.status.as_str(),
             (None, Some(_)) => "cancelled",

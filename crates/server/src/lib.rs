@@ -250,10 +250,7 @@ pub async fn resume_failed(store: &dyn store::Store, run_id: &str, by: &str) -> 
         return Err(Error::Resume(format!("there is no run {run_id}")));
     };
     let events = store.events(run_id).await?;
-    if events
-        .iter()
-        .any(|event| matches!(event, runner::RunEvent::RunCancelled { .. }))
-    {
+    if runner::RunEvent::cancelled_by(&events).is_some() {
         return Err(Error::Resume(format!(
             "run {run_id} was cancelled; a cancelled run is not resumed"
         )));
@@ -362,10 +359,7 @@ pub async fn cancel(
                 state.status.as_str()
             )));
         }
-        if events
-            .iter()
-            .any(|event| matches!(event, runner::RunEvent::RunCancelled { .. }))
-        {
+        if runner::RunEvent::cancelled_by(&events).is_some() {
             return Err(Error::Conflict(format!(
                 "run {run_id} was already cancelled"
             )));
