@@ -52,7 +52,13 @@ pub fn load(path: &Path) -> Result<Playbook, Error> {
 pub fn files_in(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     fn walk(dir: &Path, files: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
+            let entry = entry?;
+            // Hidden entries are not playbooks: editors' swap files, and the `..data` folders
+            // through which a Kubernetes ConfigMap volume links every file a second time.
+            if entry.file_name().as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
+            let path = entry.path();
             if path.is_dir() {
                 walk(&path, files)?;
             } else if path

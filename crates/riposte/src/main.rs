@@ -156,6 +156,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("RIPOSTE_LOG"))
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: container logs and files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Validate { paths, format } => validate::validate(&paths, format),

@@ -24,7 +24,7 @@ pub(crate) fn run(config_file: Option<&Path>, role: Role) -> anyhow::Result<Exit
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        let listen = config.listen;
+        let (listen, ops_listen) = (config.listen, config.ops_listen);
         let parts = Parts::open(config).await?;
         match role {
             Role::Serve => {
@@ -36,7 +36,22 @@ pub(crate) fn run(config_file: Option<&Path>, role: Role) -> anyhow::Result<Exit
                 eprintln!("riposte: listening on http://{address} (webhooks at /hooks/<trigger>)");
                 server::serve(listener, parts, shutdown).await?;
             }
-            Role::Worker => server::work(parts, shutdown).await?,
+            Role::Worker => {
+                let ops = match ops_listen {
+                    Some(address) => {
+                        let listener = tokio::net::TcpListener::bind(address)
+                            .await
+                            .with_context(|| format!("cannot listen on {address}"))?;
+                        let address = listener.local_addr()?;
+                        eprintln!(
+                            "riposte: worker health and metrics on http://{address} (/healthz, /readyz, /metrics)"
+                        );
+                        Some(listener)
+                    }
+                    None => None,
+                };
+                server::work(parts, ops, shutdown).await?
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

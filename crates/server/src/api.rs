@@ -102,12 +102,7 @@ pub(crate) async fn list_runs(
             STATUSES.join(", ")
         )));
     }
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(query.limit)?;
     let mut store_query = store::RunQuery {
         playbook: query.playbook.clone(),
         since: query
@@ -552,6 +547,90 @@ fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &Bytes) -> Resu
 }
 
 /// A time parameter: RFC 3339 or milliseconds since the epoch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PageQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// A page's size: `limit`, or the default.
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    match (1..=MAX_PAGE).contains(&limit) {
+        true => Ok(limit),
+        false => Err(bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        ))),
+    }
+}
+
+/// `GET /api/v1/audit/trail`: the global chained trail (management calls, run seals) in order.
+pub(crate) async fn trail(
+    State(state): State<AppState>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|error| bad_request(error.body_text()))?;
+    let page = state
+        .store
+        .trail_page(query.after.as_deref(), page_limit(query.limit)?)
+        .await
+        .map_err(page_error)?;
+    let records: Vec<_> = page
+        .records
+        .iter()
+        .map(|record| {
+            json!({
+                "seq": record.seq,
+                "prev": record.prev,
+                "hash": record.hash,
+                "entry": stored_json(&record.event),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"records": records, "next": page.next})))
+}
+
+/// `GET /api/v1/audit/activity`: every run's records across runs, in the order they were stored.
+pub(crate) async fn activity(
+    State(state): State<AppState>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|error| bad_request(error.body_text()))?;
+    let page = state
+        .store
+        .activity_page(query.after.as_deref(), page_limit(query.limit)?)
+        .await
+        .map_err(page_error)?;
+    let records: Vec<_> = page
+        .records
+        .iter()
+        .map(|activity| {
+            json!({
+                "run_id": activity.run_id,
+                "seq": activity.record.seq,
+                "prev": activity.record.prev,
+                "hash": activity.record.hash,
+                "event": stored_json(&activity.record.event),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"records": records, "next": page.next})))
+}
+
+/// A stored record as JSON; null for one that does not parse (tampered with: verification
+/// names it).
+fn stored_json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+fn page_error(error: store::Error) -> ApiError {
+    match error {
+        store::Error::Cursor(_) => bad_request(format!("after: {error}")),
+        error => unavailable(error),
+    }
+}
+
 fn time(name: &str, text: &str) -> Result<u64, ApiError> {
     if let Ok(millis) = text.parse::<u64>() {
         return Ok(millis);

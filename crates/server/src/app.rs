@@ -78,6 +78,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/playbooks/validate", post(api::validate))
         .route("/api/v1/playbooks/reload", post(api::reload))
         .route("/api/v1/plugins", get(api::plugins))
+        .route("/api/v1/audit/trail", get(api::trail))
+        .route("/api/v1/audit/activity", get(api::activity))
         .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -101,6 +103,21 @@ pub fn app(state: AppState) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     }
+}
+
+/// What a worker process answers on `ops_listen`: liveness, readiness and its own metrics
+/// (same token rule as the API's `/metrics`), so an orchestrator can probe and scrape workers.
+pub fn ops(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::authorize,
+        ))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

@@ -27,13 +27,20 @@ pub enum StoreConfig {
         synchronous: store::Synchronous,
     },
     /// A Redis shared by every process (scale-out).
-    Redis { url: String, prefix: String },
+    Redis {
+        url: String,
+        prefix: String,
+        /// Records the activity stream keeps (0: all).
+        activity_max_len: u64,
+    },
 }
 
 /// The checked configuration. Its `Debug` form names secrets but never shows them.
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where `riposte worker` answers `/healthz`, `/readyz` and `/metrics`, if anywhere.
+    pub ops_listen: Option<SocketAddr>,
     /// Folder of playbooks (`*.yaml`, `*.yml`, searched recursively).
     pub playbooks: PathBuf,
     /// Folder of plugins (`*.wasm`); none means only the built-in `core` plugin.
@@ -95,10 +102,15 @@ impl std::fmt::Debug for StoreConfig {
                 .field("synchronous", synchronous)
                 .finish(),
             // The URL may carry a password.
-            StoreConfig::Redis { prefix, .. } => f
+            StoreConfig::Redis {
+                prefix,
+                activity_max_len,
+                ..
+            } => f
                 .debug_struct("Redis")
                 .field("url", &"<hidden>")
                 .field("prefix", prefix)
+                .field("activity_max_len", activity_max_len)
                 .finish(),
         }
     }
@@ -108,6 +120,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("ops_listen", &self.ops_listen)
             .field("playbooks", &self.playbooks)
             .field("plugins", &self.plugins)
             .field("cache_dir", &self.cache_dir)
@@ -127,6 +140,7 @@ impl std::fmt::Debug for Config {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<String>,
+    ops_listen: Option<String>,
     playbooks: Option<PathBuf>,
     plugins: Option<PathBuf>,
     data_dir: Option<PathBuf>,
@@ -169,6 +183,7 @@ struct RawToken {
 struct RawRedis {
     url_env: Option<String>,
     prefix: Option<String>,
+    activity_max_len: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -269,6 +284,17 @@ impl Config {
             ));
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
+        let ops_listen = var("RIPOSTE_OPS_LISTEN")
+            .or(raw.ops_listen)
+            .and_then(|text| match text.parse() {
+                Ok(address) => Some(address),
+                Err(error) => {
+                    problems.push(format!(
+                        "ops_listen: `{text}` is not an address like 0.0.0.0:9090 ({error})"
+                    ));
+                    None
+                }
+            });
         let playbooks = path(var("RIPOSTE_PLAYBOOKS"), raw.playbooks, "playbooks");
         let plugins = var("RIPOSTE_PLUGINS")
             .map(PathBuf::from)
@@ -296,13 +322,14 @@ impl Config {
             }
         };
         let store = match redis_url {
-            Some(url) => StoreConfig::Redis {
-                url,
-                prefix: raw
-                    .redis
-                    .and_then(|r| r.prefix)
-                    .unwrap_or_else(|| "riposte".into()),
-            },
+            Some(url) => {
+                let redis = raw.redis.unwrap_or_default();
+                StoreConfig::Redis {
+                    url,
+                    prefix: redis.prefix.unwrap_or_else(|| "riposte".into()),
+                    activity_max_len: redis.activity_max_len.unwrap_or(store::ACTIVITY_MAX_LEN),
+                }
+            }
             None => {
                 let sqlite = raw.sqlite.unwrap_or_default();
                 let synchronous = match sqlite.synchronous.as_deref() {
@@ -418,6 +445,7 @@ impl Config {
         }
         Ok(Config {
             listen,
+            ops_listen,
             playbooks,
             plugins,
             cache_dir: data_dir.join("cache"),

@@ -195,9 +195,15 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn store::Store>, E
         StoreConfig::Sqlite { path, synchronous } => {
             Arc::new(store::SqliteStore::open(path, *synchronous)?)
         }
-        StoreConfig::Redis { url, prefix } => {
-            Arc::new(store::RedisStore::connect(url, prefix).await?)
-        }
+        StoreConfig::Redis {
+            url,
+            prefix,
+            activity_max_len,
+        } => Arc::new(
+            store::RedisStore::connect(url, prefix)
+                .await?
+                .with_activity_max_len(*activity_max_len),
+        ),
     })
 }
 
@@ -231,14 +237,41 @@ pub async fn serve(
     served
 }
 
-/// Runs workers only, until `shutdown`.
-pub async fn work(parts: Parts, shutdown: CancellationToken) -> Result<(), Error> {
+/// Runs workers only, until `shutdown`; with `ops`, also answers `/healthz`, `/readyz` and
+/// `/metrics` there ([`app::ops`]).
+pub async fn work(
+    parts: Parts,
+    ops: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     if parts.config.workers.concurrency == 0 {
         return Err(Error::Config(vec![
             "workers.concurrency is 0: a worker process needs at least one".into(),
         ]));
     }
-    parts.worker().run(shutdown).await
+    let ops = match ops {
+        Some(listener) => {
+            let router = app::ops(parts.app_state()?);
+            let signal = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { signal.cancelled().await })
+                    .await
+            }))
+        }
+        None => None,
+    };
+    let worked = parts.worker().run(shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(ops) = ops {
+        ops.await
+            .map_err(|error| Error::Worker(error.to_string()))?
+            .map_err(|source| Error::Io {
+                what: "the operations endpoint failed".into(),
+                source,
+            })?;
+    }
+    worked
 }
 
 /// Resumes a failed run from its failed steps (after the downstream tool is back): the steps

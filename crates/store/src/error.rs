@@ -7,6 +7,8 @@ pub enum Error {
     Sqlite(#[from] rusqlite::Error),
     #[error("the store holds a record it cannot read ({what}): {reason}")]
     Corrupt { what: String, reason: String },
+    #[error("`{0}` is not a cursor this store returned as `next`")]
+    Cursor(String),
     #[error("the store is not configured correctly: {0}")]
     Config(String),
 }

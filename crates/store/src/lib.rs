@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditRecord, TrailEntry};
 pub use error::Error;
-pub use redis_store::RedisStore;
+pub use redis_store::{ACTIVITY_MAX_LEN, RedisStore};
 pub use sqlite_store::{SqliteStore, Synchronous};
 
 /// One accepted webhook delivery, with the runs it starts.
@@ -80,6 +80,21 @@ pub struct RunQuery {
 pub struct TrailPage {
     pub records: Vec<AuditRecord>,
     pub next: Option<String>,
+}
+
+/// Records of every run's chain in the order they were stored, and where the next page starts
+/// (`None` after the last): the global activity stream.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityPage {
+    pub records: Vec<ActivityRecord>,
+    pub next: Option<String>,
+}
+
+/// One record of a run's chain, as the activity stream holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityRecord {
+    pub run_id: String,
+    pub record: AuditRecord,
 }
 
 /// A delivery that every playbook on its trigger filtered out.
@@ -173,6 +188,12 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
 
     /// The global trail in order, a page at a time: `after` is the previous page's `next`.
     async fn trail_page(&self, after: Option<&str>, limit: usize) -> Result<TrailPage, Error>;
+
+    /// Every run's records across runs, in the order they were stored, a page at a time:
+    /// `after` is the previous page's `next`. On Redis only the newest records are kept here (a
+    /// bounded copy for consumers that tail it); each run's own journal keeps all of its records.
+    async fn activity_page(&self, after: Option<&str>, limit: usize)
+    -> Result<ActivityPage, Error>;
 
     /// Gives up on a run: it is marked dead with `reason` and no longer advanced.
     async fn dead_letter(&self, run_id: &str, reason: &str) -> Result<(), Error>;

@@ -29,8 +29,8 @@ use serde::Serialize;
 use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
 use crate::{
-    Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunQuery, RunRecord, Store, TrailPage,
-    millis, repeat_of,
+    ActivityPage, ActivityRecord, Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunQuery,
+    RunRecord, Store, TrailPage, millis, repeat_of,
 };
 
 const GROUP: &str = "workers";
@@ -52,7 +52,12 @@ pub struct RedisStore {
     /// One append to the trail at a time from this process: concurrent runs ending together
     /// would otherwise all link to the same head, and all but one retry.
     trail_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// How many records the activity stream keeps (0: all of them).
+    activity_max_len: u64,
 }
+
+/// The activity stream's default length: about 100,000 four-step runs.
+pub const ACTIVITY_MAX_LEN: u64 = 1_000_000;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,9 +111,17 @@ impl RedisStore {
             heads: std::sync::Arc::default(),
             trail_head: std::sync::Arc::default(),
             trail_turn: std::sync::Arc::default(),
+            activity_max_len: ACTIVITY_MAX_LEN,
         };
         store.create_group().await?;
         Ok(store)
+    }
+
+    /// Keeps the newest `records` records in the activity stream (0: all). Trimming is
+    /// approximate (whole stream nodes at a time), so slightly more may stay.
+    pub fn with_activity_max_len(mut self, records: u64) -> Self {
+        self.activity_max_len = records;
+        self
     }
 
     /// The consumer group must exist before the first job; `0` (not `$`) so jobs added before
@@ -162,6 +175,7 @@ struct ScriptDelivery<'a> {
     accepted: String,
     genesis: &'static str,
     ignored_kept: String,
+    activity_max_len: String,
 }
 
 #[derive(Serialize)]
@@ -238,7 +252,7 @@ impl RedisStore {
             if let Some(seal) = audit::seal(run_id, events, &linked) {
                 chains.push(self.trail_link(&seal).await?);
             }
-            let moved = self.chain(&chains).await?;
+            let moved = self.chain(Some(run_id), &chains).await?;
             let Ok(mut heads) = self.heads.lock() else {
                 continue;
             };
@@ -290,12 +304,18 @@ impl RedisStore {
         }
     }
 
-    /// Runs the chain script over one or two chains: all appended, or none.
+    /// Runs the chain script over one or two chains: all appended, or none. With `run`, the
+    /// first chain is that run's journal, and its records are copied to the activity stream.
     async fn chain(
         &self,
+        run: Option<&str>,
         chains: &[(String, (u64, String), Vec<AuditRecord>)],
     ) -> Result<Moved, Error> {
         let mut invocation = self.scripts.chain.prepare_invoke();
+        invocation
+            .key(self.key("activity"))
+            .arg(self.activity_max_len)
+            .arg(run.unwrap_or_default());
         for (key, (last, prev), records) in chains {
             invocation
                 .key(key)
@@ -327,6 +347,18 @@ impl RedisStore {
             ),
             None => (0, GENESIS.to_owned()),
         })
+    }
+}
+
+/// Where a page after `cursor` (a stream entry id) starts in `XRANGE`.
+fn exclusive_start(cursor: Option<&str>) -> Result<String, Error> {
+    let Some(id) = cursor else {
+        return Ok("-".into());
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    match id.split_once('-') {
+        Some((millis, seq)) if digits(millis) && digits(seq) => Ok(format!("({id}")),
+        _ => Err(Error::Cursor(id.into())),
     }
 }
 
@@ -387,6 +419,7 @@ impl Store for RedisStore {
                 )
             },
             ignored_kept: IGNORED_KEPT.to_string(),
+            activity_max_len: self.activity_max_len.to_string(),
             accepted,
             genesis: GENESIS,
         };
@@ -558,7 +591,7 @@ impl Store for RedisStore {
         for _ in 0..20 {
             let link = self.trail_link(entry).await?;
             let chains = [link];
-            match self.chain(&chains).await? {
+            match self.chain(None, &chains).await? {
                 Moved::Nothing => {
                     self.trail_moved_to(chains[0].2.last());
                     return Ok(());
@@ -572,7 +605,7 @@ impl Store for RedisStore {
     }
 
     async fn trail_page(&self, after: Option<&str>, limit: usize) -> Result<TrailPage, Error> {
-        let from = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let from = exclusive_start(after)?;
         let mut connection = self.connection.clone();
         let reply: redis::streams::StreamRangeReply = connection
             .xrange_count(self.key("trail"), from, "+", limit.max(1))
@@ -584,6 +617,33 @@ impl Store for RedisStore {
                 .filter(|_| reply.ids.len() >= limit.max(1))
                 .map(|entry| entry.id.clone()),
             records: reply.ids.iter().map(audit_record).collect(),
+        })
+    }
+
+    async fn activity_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ActivityPage, Error> {
+        let from = exclusive_start(after)?;
+        let mut connection = self.connection.clone();
+        let reply: redis::streams::StreamRangeReply = connection
+            .xrange_count(self.key("activity"), from, "+", limit.max(1))
+            .await?;
+        Ok(ActivityPage {
+            next: reply
+                .ids
+                .last()
+                .filter(|_| reply.ids.len() >= limit.max(1))
+                .map(|entry| entry.id.clone()),
+            records: reply
+                .ids
+                .iter()
+                .map(|entry| ActivityRecord {
+                    run_id: entry.get("r").unwrap_or_default(),
+                    record: audit_record(entry),
+                })
+                .collect(),
         })
     }
 
@@ -851,6 +911,14 @@ fn bulk_string(value: &Value) -> Option<String> {
 const ACCEPT: &str = r#"
 local p = ARGV[1]
 local d = cjson.decode(ARGV[2])
+local max_len = tonumber(d.activity_max_len)
+local function copy(fields)
+  if max_len > 0 then
+    redis.call('XADD', p .. ':activity', 'MAXLEN', '~', max_len, '*', unpack(fields))
+  else
+    redis.call('XADD', p .. ':activity', '*', unpack(fields))
+  end
+end
 local delivery_key = d.delivery_key ~= cjson.null and d.delivery_key or nil
 if delivery_key then
   local earlier = redis.call('GET', p .. ':idem:' .. delivery_key)
@@ -873,6 +941,7 @@ for _, r in ipairs(d.runs) do
     redis.call('XADD', p .. ':jobs', '*', 'run', r.run_id)
     redis.call('XADD', p .. ':run:' .. r.run_id .. ':events', '*', 'e', d.accepted, 'n', 1,
       'p', d.genesis, 'h', r.accepted_hash)
+    copy({'r', r.run_id, 'e', d.accepted, 'n', 1, 'p', d.genesis, 'h', r.accepted_hash})
     out[#out + 1] = {playbook = r.playbook, run_id = r.run_id, duplicate = false}
   end
 end
@@ -887,13 +956,22 @@ end
 return {0, answer}
 "#;
 
-/// KEYS: one or two chains (a run's journal, the trail). ARGV, per chain: prev, first seq,
-/// count, then count × (record, hash). Appends to every chain whose last record is `prev` at
-/// `first seq - 1`, or to none: returns 0 if it appended, else the position of the first chain
-/// whose head had moved.
+/// KEYS: the activity stream, then one or two chains (a run's journal, the trail). ARGV: the
+/// activity stream's maximum length (0: unbounded), the run id whose journal is the first chain
+/// (empty: none), then per chain: prev, first seq, count, then count × (record, hash). Appends to
+/// every chain whose last record is `prev` at `first seq - 1`, or to none: returns 0 if it
+/// appended, else the position of the first chain whose head had moved.
 const CHAIN: &str = r#"
-local plan, a = {}, 1
-for k = 1, #KEYS do
+local activity, max_len, run = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+local function copy(fields)
+  if max_len > 0 then
+    redis.call('XADD', activity, 'MAXLEN', '~', max_len, '*', unpack(fields))
+  else
+    redis.call('XADD', activity, '*', unpack(fields))
+  end
+end
+local plan, a = {}, 3
+for k = 2, #KEYS do
   local prev, first, count = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local last = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
   local head, n = '0000000000000000000000000000000000000000000000000000000000000000', 0
@@ -904,15 +982,18 @@ for k = 1, #KEYS do
       if fields[i] == 'n' then n = tonumber(fields[i + 1]) end
     end
   end
-  if head ~= prev or n + 1 ~= first then return k end
+  if head ~= prev or n + 1 ~= first then return k - 1 end
   plan[k] = {a + 3, count, prev, first}
   a = a + 3 + 2 * count
 end
-for k = 1, #KEYS do
+for k = 2, #KEYS do
   local i, count, prev, seq = plan[k][1], plan[k][2], plan[k][3], plan[k][4]
   for c = 0, count - 1 do
     local record, hash = ARGV[i + 2 * c], ARGV[i + 2 * c + 1]
     redis.call('XADD', KEYS[k], '*', 'e', record, 'n', seq + c, 'p', prev, 'h', hash)
+    if k == 2 and run ~= '' then
+      copy({'r', run, 'e', record, 'n', seq + c, 'p', prev, 'h', hash})
+    end
     prev = hash
   end
 end

@@ -16,8 +16,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
 use crate::{
-    Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunQuery, RunRecord, Store, TrailPage,
-    millis, now_millis, repeat_of,
+    ActivityPage, ActivityRecord, Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunQuery,
+    RunRecord, Store, TrailPage, millis, now_millis, repeat_of,
 };
 
 /// How hard SQLite pushes each commit to disk.
@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_until INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_lease ON jobs (lease_until, id);
+CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_at);
 CREATE TABLE IF NOT EXISTS timers (
     run_id TEXT PRIMARY KEY,
     due INTEGER NOT NULL
@@ -235,6 +236,14 @@ fn insert_records(
     Ok(())
 }
 
+/// A page cursor: the rowid of the previous page's last row.
+fn rowid_cursor(cursor: Option<&str>) -> Result<i64, Error> {
+    match cursor {
+        None => Ok(0),
+        Some(cursor) => cursor.parse().map_err(|_| Error::Cursor(cursor.into())),
+    }
+}
+
 /// Links `entry` to the trail's head, inside the caller's transaction.
 fn append_trail(transaction: &rusqlite::Transaction<'_>, entry: &TrailEntry) -> Result<(), Error> {
     let json = serde_json::to_string(entry).map_err(|error| Error::corrupt("trail", error))?;
@@ -274,11 +283,8 @@ impl Store for SqliteStore {
                 .map(|id| format!("delivery:{}:{id}", delivery.trigger));
             if let Some(key) = &delivery_key {
                 let earlier: Option<String> = transaction
-                    .query_row(
-                        "SELECT value FROM idempotency WHERE key = ?1",
-                        params![key],
-                        |row| row.get(0),
-                    )
+                    .prepare_cached("SELECT value FROM idempotency WHERE key = ?1")?
+                    .query_row(params![key], |row| row.get(0))
                     .optional()?;
                 if let Some(earlier) = earlier {
                     return repeat_of(&earlier);
@@ -289,11 +295,8 @@ impl Store for SqliteStore {
                 if let Some(dedupe) = &run.dedupe {
                     let key = format!("dedupe:{}:{}", run.playbook, dedupe.key);
                     let earlier: Option<String> = transaction
-                        .query_row(
-                            "SELECT value FROM idempotency WHERE key = ?1",
-                            params![key],
-                            |row| row.get(0),
-                        )
+                        .prepare_cached("SELECT value FROM idempotency WHERE key = ?1")?
+                        .query_row(params![key], |row| row.get(0))
                         .optional()?;
                     if let Some(earlier_run) = earlier {
                         admissions.push(Admission {
@@ -504,12 +507,7 @@ impl Store for SqliteStore {
     }
 
     async fn trail_page(&self, after: Option<&str>, limit: usize) -> Result<TrailPage, Error> {
-        let after: i64 = match after {
-            None => 0,
-            Some(cursor) => cursor
-                .parse()
-                .map_err(|_| Error::Config(format!("`{cursor}` is not a trail cursor")))?,
-        };
+        let after = rowid_cursor(after)?;
         let limit = limit.max(1);
         self.with(move |connection| {
             let mut statement = connection.prepare_cached(
@@ -529,6 +527,46 @@ impl Store for SqliteStore {
             })?;
             let rows = rows.collect::<Result<Vec<_>, _>>()?;
             Ok(TrailPage {
+                next: rows
+                    .last()
+                    .filter(|_| rows.len() >= limit)
+                    .map(|(_, rowid)| rowid.to_string()),
+                records: rows.into_iter().map(|(record, _)| record).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn activity_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ActivityPage, Error> {
+        // Records are appended through one connection, so rowid order is the order they were
+        // stored in: the journal table is the activity stream.
+        let after = rowid_cursor(after)?;
+        let limit = limit.max(1);
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT run_id, seq, prev, hash, event, rowid FROM run_events WHERE rowid > ?1
+                 ORDER BY rowid LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![after, limit as i64], |row| {
+                Ok((
+                    ActivityRecord {
+                        run_id: row.get(0)?,
+                        record: AuditRecord {
+                            seq: row.get::<_, i64>(1)? as u64,
+                            prev: row.get(2)?,
+                            hash: row.get(3)?,
+                            event: row.get(4)?,
+                        },
+                    },
+                    row.get::<_, i64>(5)?,
+                ))
+            })?;
+            let rows = rows.collect::<Result<Vec<_>, _>>()?;
+            Ok(ActivityPage {
                 next: rows
                     .last()
                     .filter(|_| rows.len() >= limit)

@@ -1,5 +1,6 @@
 //! Integration tests of the playbook language: golden diagnostics, examples, templates, hostile YAML.
 
+mod files;
 mod filters;
 mod hostile;
 mod ui;

@@ -30,6 +30,7 @@ fn problems(result: Result<Config, Error>) -> Vec<String> {
 fn without_a_file_the_defaults_make_a_local_single_node() {
     let config = Config::from_parts(None, &env(&[])).expect("defaults are valid");
     assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.ops_listen, None);
     assert_eq!(
         config.store,
         StoreConfig::Sqlite {
@@ -49,6 +50,7 @@ fn the_environment_overrides_the_file_and_carries_the_secrets() {
         "listen: 0.0.0.0:9000\nworkers: { concurrency: 4 }\nauth:\n  siem: { type: bearer, tokens_env: [SIEM_TOKEN] }\n",
         &[
             ("RIPOSTE_LISTEN", "127.0.0.1:7000"),
+            ("RIPOSTE_OPS_LISTEN", "0.0.0.0:9090"),
             ("RIPOSTE_WORKERS", "0"),
             ("RIPOSTE_REDIS_URL", "redis://:pw@redis:6379/0"),
             ("SIEM_TOKEN", "t0ken"),
@@ -57,12 +59,17 @@ fn the_environment_overrides_the_file_and_carries_the_secrets() {
     )
     .expect("valid");
     assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
+    assert_eq!(
+        config.ops_listen.map(|a| a.to_string()).as_deref(),
+        Some("0.0.0.0:9090")
+    );
     assert_eq!(config.workers.concurrency, 0);
     assert_eq!(
         config.store,
         StoreConfig::Redis {
             url: "redis://:pw@redis:6379/0".into(),
-            prefix: "riposte".into()
+            prefix: "riposte".into(),
+            activity_max_len: store::ACTIVITY_MAX_LEN,
         }
     );
     assert!(matches!(&config.auth["siem"], AuthProfile::Bearer { tokens } if tokens == &["t0ken"]));
@@ -80,6 +87,7 @@ fn every_problem_is_listed_at_once() {
     let found = problems(with_file(
         r#"
 listen: "localhost"
+ops_listen: "everywhere"
 workers: { lease: "soon" }
 sqlite: { synchronous: sometimes }
 redis: { url_env: NO_SUCH_VARIABLE }
@@ -94,6 +102,7 @@ egress: { allow_private: [10.0.0.0/33] }
     ));
     let expected = [
         "listen: `localhost`",
+        "ops_listen: `everywhere`",
         "workers.lease: `soon`",
         "redis.url_env: the environment variable NO_SUCH_VARIABLE is not set",
         "sqlite.synchronous: `sometimes`",

@@ -252,7 +252,12 @@ async fn a_job_lost_too_often_is_dead_lettered_with_its_reason() {
         config.workers.concurrency = 2;
         let parts = server::Parts::open(config).await.expect("parts");
         let stop = server::CancellationToken::new();
-        let worker = tokio::spawn(server::work(parts, stop.clone()));
+        // With its operations endpoint, as a worker pod runs it.
+        let ops = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("ops port");
+        let ops_base = format!("http://{}", ops.local_addr().expect("address"));
+        let worker = tokio::spawn(server::work(parts, Some(ops), stop.clone()));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let reason = loop {
             let record = server.store.run(&run).await.expect("run").expect("exists");
@@ -278,6 +283,30 @@ async fn a_job_lost_too_often_is_dead_lettered_with_its_reason() {
         assert!(
             matches!(&journal[..], [RunEvent::RunAccepted { .. }]),
             "{backend:?}: it never ran: {journal:?}"
+        );
+        // The worker answers probes and scrapes (with a token), and nothing else.
+        let status = |path: &'static str, token: Option<&'static str>| {
+            let mut request = server.client.get(format!("{ops_base}{path}"));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            async move {
+                let answer = request.send().await.expect("the worker answers");
+                (answer.status().as_u16(), answer.text().await.expect("body"))
+            }
+        };
+        assert_eq!(status("/healthz", None).await.0, 200, "{backend:?}");
+        assert_eq!(status("/readyz", None).await.0, 200, "{backend:?}");
+        assert_eq!(status("/metrics", None).await.0, 401, "{backend:?}");
+        let (code, metrics) = status("/metrics", Some(crate::VIEWER_TOKEN)).await;
+        assert_eq!(code, 200, "{backend:?}: {metrics}");
+        assert!(
+            metrics.contains("riposte_queue_depth 0"),
+            "{backend:?}: {metrics}"
+        );
+        assert_eq!(
+            status("/api/v1/runs", Some(crate::VIEWER_TOKEN)).await.0,
+            404
         );
         stop.cancel();
         worker.await.expect("worker task").expect("clean stop");

@@ -941,3 +941,66 @@ async fn runs_are_listed_newest_first_filtered_by_playbook_and_time_and_paged() 
         assert_eq!(until.len(), 1, "{}", backend.name);
     }
 }
+
+#[tokio::test]
+async fn the_activity_stream_holds_every_record_of_every_run_in_the_order_stored() {
+    for backend in backends().await {
+        let store = backend.store.as_ref();
+        let (first, second) = (journal_of_four(store).await, journal_of_four(store).await);
+        // A trail entry is not run activity.
+        store.trail_append(&api_call(200)).await.expect("trail");
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .activity_page(after.as_deref(), 3)
+                .await
+                .expect("activity");
+            assert!(page.records.len() <= 3, "{}", backend.name);
+            seen.extend(page.records);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let mut expected = Vec::new();
+        for run_id in [&first, &second] {
+            for record in store.audit_records(run_id).await.expect("records") {
+                expected.push(store::ActivityRecord {
+                    run_id: run_id.clone(),
+                    record,
+                });
+            }
+        }
+        assert_eq!(seen, expected, "{}", backend.name);
+        let bad = store.activity_page(Some("not-a-cursor"), 3).await;
+        assert!(
+            matches!(bad, Err(store::Error::Cursor(ref cursor)) if cursor == "not-a-cursor"),
+            "{}: {bad:?}",
+            backend.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn redis_keeps_only_the_newest_activity_when_bounded() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "bounded")
+        .await
+        .expect("connect")
+        .with_activity_max_len(1);
+    for _ in 0..300 {
+        journal_of_four(&store).await;
+    }
+    let page = store.activity_page(None, 500).await.expect("activity");
+    // Trimming is by whole stream nodes (100 entries by default), so "about 1" is under 200.
+    assert!(
+        !page.records.is_empty() && page.records.len() < 200,
+        "{} records kept",
+        page.records.len()
+    );
+    // The runs' own journals are complete.
+    let report = store::audit::verify_store(&store).await.expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!((report.runs, report.records), (300, 1200));
+}

@@ -1,0 +1,67 @@
+//! What storing one accepted alert costs the embedded store: `SqliteStore::accept` of a delivery
+//! with a delivery id and one run with a dedupe key (the common SIEM case), into a store that
+//! already holds `PREFILL` runs, so costs that grow with the store show.
+
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use store::{DedupeKey, Delivery, NewRun, SqliteStore, Store, Synchronous};
+
+const PREFILL: usize = 20_000;
+
+fn delivery(n: usize) -> Delivery {
+    Delivery {
+        trigger: "siem".into(),
+        delivery_id: Some(format!("delivery-{n}")),
+        delivery_ttl: Duration::from_secs(24 * 3600),
+        runs: vec![NewRun {
+            run_id: uuid::Uuid::now_v7().to_string(),
+            playbook: "malicious-ip".into(),
+            event: serde_json::json!({
+                "rule": "ssh-brute-force",
+                "ip": format!("185.220.{}.{}", n / 256 % 256, n % 256),
+                "severity": "high",
+            }),
+            dedupe: Some(DedupeKey {
+                key: format!("ssh-brute-force:{n}"),
+                window_ms: 3_600_000,
+            }),
+        }],
+        ignored: Vec::new(),
+        received_at: store::now_millis(),
+        actor: "webhook:siem".into(),
+    }
+}
+
+fn accept(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(&dir.path().join("bench.db"), Synchronous::Normal)
+        .expect("a SQLite store");
+    runtime.block_on(async {
+        for n in 0..PREFILL {
+            store.accept(&delivery(n)).await.expect("prefill");
+        }
+    });
+    let mut next = PREFILL;
+    let mut group = c.benchmark_group("sqlite");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("accept", |b| {
+        b.iter_batched(
+            || {
+                next += 1;
+                delivery(next)
+            },
+            |delivery| runtime.block_on(store.accept(&delivery)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, accept);
+criterion_main!(benches);
