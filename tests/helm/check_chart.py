@@ -73,8 +73,8 @@ BUNDLED_REDIS = {
 # Everything optional on: ServiceMonitor, NetworkPolicy with peers, ingress with TLS, external
 # Redis from a value, every kind of secret, existing-secret references, extra plugins.
 FULL = {
-    "externalRedis": {"url": f"redis://:{CANARY['external_redis']}@redis.internal:6380/2",
-                      "port": 6380},
+    "externalRedis": {"url": f"rediss://:{CANARY['external_redis']}@redis.internal:6380/2",
+                      "port": 6380, "caSecret": {"name": "redis-ca", "key": "ca.crt"}},
     "api": {"replicas": 2, "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5}},
     "workers": {"enabled": True, "replicas": 3, "autoscaling": {"enabled": True}},
     "ingress": {"enabled": True, "host": "soar.example.org", "className": "nginx",
@@ -464,6 +464,10 @@ def check_references(c: Checks, m: Manifests, external: set[str]) -> None:
                 ref = v["configMap"]["name"]
                 c.expect(("ConfigMap", ref) in names or ref in external,
                          f"{w['metadata']['name']}: ConfigMap {ref} is neither rendered nor declared")
+            if "secret" in v:
+                ref = v["secret"]["secretName"]
+                c.expect(("Secret", ref) in names or ref in external,
+                         f"{w['metadata']['name']}: Secret {ref} is neither rendered nor declared")
             if "persistentVolumeClaim" in v:
                 ref = v["persistentVolumeClaim"]["claimName"]
                 c.expect(("PersistentVolumeClaim", ref) in names or ref in external,
@@ -694,6 +698,20 @@ def check_secret_env(c: Checks, m: Manifests) -> None:
                  "RIPOSTE_PLUGINS does not point at the extra plugins")
         c.expect("secretKeyRef" in env_vars.get("RIPOSTE_ELASTIC_TOKEN", {}).get("valueFrom", {}),
                  "secrets.env is not a secretKeyRef")
+    # A private authority for rediss://: its Secret mounted in every Riposte pod, and named.
+    for workload in riposte_workloads(m):
+        spec = pod_spec(workload)
+        volume = next((v for v in spec.get("volumes") or [] if v["name"] == "redis-ca"), {})
+        c.expect(volume.get("secret", {}).get("secretName") == "redis-ca"
+                 and volume["secret"].get("items") == [{"key": "ca.crt", "path": "ca.pem"}],
+                 f"{workload['metadata']['name']}: the Redis CA Secret is not a volume")
+        ctr = spec["containers"][0]
+        c.expect(any(mnt["name"] == "redis-ca" and mnt["mountPath"] == "/etc/riposte/redis-ca"
+                     for mnt in ctr.get("volumeMounts") or []),
+                 f"{workload['metadata']['name']}: the Redis CA is not mounted")
+        c.expect(env_of(ctr).get("RIPOSTE_REDIS_CA_FILE", {}).get("value")
+                 == "/etc/riposte/redis-ca/ca.pem",
+                 f"{workload['metadata']['name']}: RIPOSTE_REDIS_CA_FILE is not the mounted CA")
 
 
 # --- Main ---------------------------------------------------------------------------------
@@ -775,7 +793,7 @@ def main() -> int:
         check_security(c, m)
         check_probes(c, m)
         check_references(c, m, external={"my-playbooks", "my-plugins", "riposte-redis",
-                                          "siem-tokens", "elastic"})
+                                          "siem-tokens", "elastic", "redis-ca"})
         redis = bool(values["redis"]["enabled"] or values["externalRedis"]["url"]
                      or values["externalRedis"]["existingSecret"])
         config = check_config(c, m, redis)

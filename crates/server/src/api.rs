@@ -546,7 +546,7 @@ fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &Bytes) -> Resu
     serde_json::from_slice(body).map_err(|error| bad_request(format!("the body: {error}")))
 }
 
-/// A time parameter: RFC 3339 or milliseconds since the epoch.
+/// The query of the audit endpoints: a page size and where the page starts.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PageQuery {
@@ -631,6 +631,7 @@ fn page_error(error: store::Error) -> ApiError {
     }
 }
 
+/// A time parameter: RFC 3339 or milliseconds since the epoch.
 fn time(name: &str, text: &str) -> Result<u64, ApiError> {
     if let Ok(millis) = text.parse::<u64>() {
         return Ok(millis);

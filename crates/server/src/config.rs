@@ -32,6 +32,9 @@ pub enum StoreConfig {
         prefix: String,
         /// Records the activity stream keeps (0: all).
         activity_max_len: u64,
+        /// PEM certificates of the authority a `rediss://` server's certificate is checked
+        /// against, instead of the public roots.
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -105,12 +108,14 @@ impl std::fmt::Debug for StoreConfig {
             StoreConfig::Redis {
                 prefix,
                 activity_max_len,
+                ca_file,
                 ..
             } => f
                 .debug_struct("Redis")
                 .field("url", &"<hidden>")
                 .field("prefix", prefix)
                 .field("activity_max_len", activity_max_len)
+                .field("ca_file", ca_file)
                 .finish(),
         }
     }
@@ -184,6 +189,7 @@ struct RawRedis {
     url_env: Option<String>,
     prefix: Option<String>,
     activity_max_len: Option<u64>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,6 +334,9 @@ impl Config {
                     url,
                     prefix: redis.prefix.unwrap_or_else(|| "riposte".into()),
                     activity_max_len: redis.activity_max_len.unwrap_or(store::ACTIVITY_MAX_LEN),
+                    ca_file: var("RIPOSTE_REDIS_CA_FILE")
+                        .map(PathBuf::from)
+                        .or_else(|| redis.ca_file.map(|file| base.join(file))),
                 }
             }
             None => {

@@ -199,11 +199,21 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn store::Store>, E
             url,
             prefix,
             activity_max_len,
-        } => Arc::new(
-            store::RedisStore::connect(url, prefix)
-                .await?
-                .with_activity_max_len(*activity_max_len),
-        ),
+            ca_file,
+        } => {
+            let ca = match ca_file {
+                Some(file) => Some(std::fs::read(file).map_err(|source| Error::Io {
+                    what: format!("cannot read redis.ca_file {}", file.display()),
+                    source,
+                })?),
+                None => None,
+            };
+            Arc::new(
+                store::RedisStore::connect_trusting(url, prefix, ca)
+                    .await?
+                    .with_activity_max_len(*activity_max_len),
+            )
+        }
     })
 }
 

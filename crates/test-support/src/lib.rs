@@ -188,23 +188,45 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
+    /// Speaks TLS only, with a certificate for 127.0.0.1 signed by its own authority (`ca.pem`).
+    tls: bool,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::start_with(false)
+    }
+
+    /// A Redis that speaks only TLS, its certificate signed by a throw-away certificate
+    /// authority ([`RedisServer::ca_file`]). Certificates are made with the `openssl` command.
+    pub fn start_tls() -> RedisServer {
+        RedisServer::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> RedisServer {
         let dir = tempfile::tempdir().expect("a temporary folder for Redis");
+        if tls {
+            make_certificates(dir.path());
+        }
         let mut server = RedisServer {
             port: free_port(),
             dir,
             child: None,
+            tls,
         };
         server.spawn();
         server
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The PEM certificate of the authority that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// Kills the server (SIGKILL) and starts it again on the same port and data.
@@ -221,9 +243,24 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1"]);
+        if self.tls {
+            let file = |name: &str| self.dir.path().join(name);
+            command
+                .args(["--port", "0", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(file("server.pem"))
+                .arg("--tls-key-file")
+                .arg(file("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(file("ca.pem"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.arg("--port").arg(self.port.to_string());
+        }
+        let child = command
             .arg("--dir")
             .arg(self.dir.path())
             .args([
@@ -252,6 +289,58 @@ impl RedisServer {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+}
+
+/// A certificate authority (`ca.pem`) and a certificate for 127.0.0.1 it signed (`server.pem`,
+/// `server.key`), valid for a day.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command (Debian package openssl) must be installed");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("extensions file");
+    let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(
+        &format!(
+            "req -x509 {new_key} -keyout ca.key -out ca.pem -days 1 -subj /CN=riposte-test-ca"
+        )
+        .split(' ')
+        .collect::<Vec<_>>(),
+    );
+    openssl(
+        &format!("req {new_key} -keyout server.key -out server.csr -subj /CN=127.0.0.1")
+            .split(' ')
+            .collect::<Vec<_>>(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+    ]);
 }
 
 impl Drop for RedisServer {

@@ -186,6 +186,10 @@ envFrom (riposte.envFrom); plain `value`s here are paths, names and the log filt
       key: redis-url
       {{- end }}
 {{- end }}
+{{- if include "riposte.redisCa" . }}
+- name: RIPOSTE_REDIS_CA_FILE
+  value: /etc/riposte/redis-ca/ca.pem
+{{- end }}
 {{- range .Values.secrets.env }}
 - name: {{ .name }}
   valueFrom:
@@ -311,6 +315,16 @@ initContainers:
   mountPath: /opt/riposte/extra-plugins
   readOnly: true
 {{- end }}
+{{- if include "riposte.redisCa" . }}
+- name: redis-ca
+  mountPath: /etc/riposte/redis-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Whether an external Redis's TLS authority is mounted (non-empty: yes). */}}
+{{- define "riposte.redisCa" -}}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.caSecret.name }}true{{ end }}
 {{- end }}
 
 {{/* Volumes; `data` is the data volume's source: call with (dict "ctx" $ "data" (dict …)). */}}
@@ -339,6 +353,14 @@ initContainers:
 - name: extra-plugins
   emptyDir:
     sizeLimit: 256Mi
+{{- end }}
+{{- if include "riposte.redisCa" $ctx }}
+- name: redis-ca
+  secret:
+    secretName: {{ $ctx.Values.externalRedis.caSecret.name }}
+    items:
+      - key: {{ $ctx.Values.externalRedis.caSecret.key }}
+        path: ca.pem
 {{- end }}
 {{- end }}
 

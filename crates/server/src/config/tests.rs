@@ -70,6 +70,7 @@ fn the_environment_overrides_the_file_and_carries_the_secrets() {
             url: "redis://:pw@redis:6379/0".into(),
             prefix: "riposte".into(),
             activity_max_len: store::ACTIVITY_MAX_LEN,
+            ca_file: None,
         }
     );
     assert!(matches!(&config.auth["siem"], AuthProfile::Bearer { tokens } if tokens == &["t0ken"]));
@@ -213,5 +214,32 @@ fn api_tokens_are_configured_by_hash_with_a_role_and_cors_only_by_exact_origins(
     assert!(
         !found.iter().any(|p| p.contains("rpt_the_token_itself")),
         "{found:?}"
+    );
+}
+
+#[test]
+fn a_private_authority_for_redis_tls_is_a_file_beside_the_configuration_or_a_variable() {
+    let yaml = "redis: { url_env: REDIS_URL, ca_file: certs/ca.pem }\n";
+    let config = with_file(yaml, &[("REDIS_URL", "rediss://redis:6380/0")]).expect("valid");
+    let StoreConfig::Redis { ca_file, .. } = &config.store else {
+        panic!("not Redis: {:?}", config.store);
+    };
+    let ca_file = ca_file.as_ref().expect("a CA file");
+    assert!(
+        ca_file.is_absolute() && ca_file.ends_with("certs/ca.pem"),
+        "{ca_file:?}"
+    );
+    let config = with_file(
+        yaml,
+        &[
+            ("REDIS_URL", "rediss://redis:6380/0"),
+            ("RIPOSTE_REDIS_CA_FILE", "/etc/riposte/redis-ca.pem"),
+        ],
+    )
+    .expect("valid");
+    assert!(
+        matches!(&config.store, StoreConfig::Redis { ca_file: Some(file), .. } if file == std::path::Path::new("/etc/riposte/redis-ca.pem")),
+        "{:?}",
+        config.store
     );
 }

@@ -1004,3 +1004,40 @@ async fn redis_keeps_only_the_newest_activity_when_bounded() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!((report.runs, report.records), (300, 1200));
 }
+
+#[tokio::test]
+async fn redis_over_tls_trusts_only_the_configured_authority() {
+    let redis = RedisServer::start_tls();
+    let ca = std::fs::read(redis.ca_file()).expect("the test authority's certificate");
+    let store = RedisStore::connect_trusting(&redis.url(), "tls", Some(ca))
+        .await
+        .expect("a TLS connection verified against the test authority");
+    let accepted = run("a", None);
+    store
+        .accept(&delivery(None, vec![accepted.clone()]))
+        .await
+        .expect("accept over TLS");
+    assert!(
+        store.run(&accepted.run_id).await.expect("read").is_some(),
+        "the run is stored"
+    );
+    // The public roots do not vouch for this server, and plain TCP is refused. Connecting
+    // retries a few times before giving up (about 10 s): both at once.
+    let (tls_url, plain_url) = (
+        redis.url(),
+        redis.url().replacen("rediss://", "redis://", 1),
+    );
+    let (untrusted, plain) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(
+            RedisStore::connect(&tls_url, "tls"),
+            RedisStore::connect(&plain_url, "tls")
+        )
+    })
+    .await
+    .expect("answers in time");
+    let error = untrusted
+        .expect_err("an unknown authority must be refused")
+        .to_string();
+    assert!(error.contains("certificate"), "{error}");
+    assert!(plain.is_err(), "plain TCP to a TLS-only Redis");
+}

@@ -80,7 +80,12 @@ fn playbook(abuse: u16, tickets: u16, slack: u16) -> String {
     format!(
         r##"
 name: load
-trigger: {{ webhook: load, auth: token }}
+# As SIEMs and playbooks do: each alert has a delivery id and a dedupe key, so the store keeps
+# two idempotency keys per alert.
+trigger:
+  webhook: load
+  auth: token
+  dedupe: {{ key: "{{{{ trigger.n }}}}:{{{{ trigger.ip }}}}", window: 1h }}
 secrets: [abuseipdb_key, slack_bot_token]
 plugins:
   enrich-ioc: {{ hosts: ["127.0.0.1:{abuse}"], secrets: [abuseipdb_key] }}
@@ -203,6 +208,7 @@ async fn post_alerts(
                     .post(url)
                     .bearer_auth(TOKEN)
                     .header("content-type", "application/json")
+                    .header("idempotency-key", format!("load-{n}"))
                     .body(format!(r#"{{"ip": "{ip}", "n": {n}}}"#))
                     .send()
                     .await;
