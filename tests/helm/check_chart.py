@@ -603,9 +603,14 @@ def check_bundled_redis(c: Checks, m: Manifests) -> None:
     if c.expect(np is not None, "no NetworkPolicy for Redis"):
         peers = [p["podSelector"]["matchLabels"] for rule in np["spec"]["ingress"]
                  for p in rule["from"]]
-        c.expect(peers == [{"app.kubernetes.io/instance": RELEASE,
-                            "app.kubernetes.io/name": "riposte"}],
-                 f"Redis accepts connections from other pods than Riposte's: {peers}")
+        c.expect(len(peers) == 1 and peers[0].get("app.kubernetes.io/instance") == RELEASE
+                 and peers[0].get("app.kubernetes.io/part-of") == "riposte",
+                 f"Redis accepts connections from other pods than this release's Riposte: {peers}")
+        # By labels every Riposte pod has, whatever nameOverride says.
+        for workload in riposte_workloads(m):
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            c.expect(all(labels.get(k) == v for peer in peers[:1] for k, v in peer.items()),
+                     f"Redis refuses {workload['metadata']['name']}: {labels} vs {peers}")
         c.expect(np["spec"].get("egress") == [] and "Egress" in np["spec"]["policyTypes"],
                  "Redis may open connections")
     # Riposte pods may reach Redis through their own policy.

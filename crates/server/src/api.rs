@@ -571,9 +571,10 @@ pub(crate) async fn trail(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(|error| bad_request(error.body_text()))?;
+    let limit = page_limit(query.limit)?;
     let page = state
         .store
-        .trail_page(query.after.as_deref(), page_limit(query.limit)?)
+        .trail_page(query.after.as_deref(), limit)
         .await
         .map_err(page_error)?;
     let records: Vec<_> = page
@@ -588,7 +589,7 @@ pub(crate) async fn trail(
             })
         })
         .collect();
-    Ok(Json(json!({"records": records, "next": page.next})))
+    Ok(Json(paged(records, limit, page.next)))
 }
 
 /// `GET /api/v1/audit/activity`: every run's records across runs, in the order they were stored.
@@ -597,9 +598,10 @@ pub(crate) async fn activity(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(|error| bad_request(error.body_text()))?;
+    let limit = page_limit(query.limit)?;
     let page = state
         .store
-        .activity_page(query.after.as_deref(), page_limit(query.limit)?)
+        .activity_page(query.after.as_deref(), limit)
         .await
         .map_err(page_error)?;
     let records: Vec<_> = page
@@ -615,7 +617,19 @@ pub(crate) async fn activity(
             })
         })
         .collect();
-    Ok(Json(json!({"records": records, "next": page.next})))
+    Ok(Json(paged(records, limit, page.next)))
+}
+
+/// A page of an audit endpoint. `next` continues a read to the end (null after a short page, so
+/// a reader whose own reads are recorded in the trail still reaches the end); `cursor`, the
+/// position after the last record, is where a forwarder resumes later.
+fn paged(
+    records: Vec<serde_json::Value>,
+    limit: usize,
+    cursor: Option<String>,
+) -> serde_json::Value {
+    let next = cursor.clone().filter(|_| records.len() == limit);
+    json!({"records": records, "next": next, "cursor": cursor})
 }
 
 /// A stored record as JSON; null for one that does not parse (tampered with: verification

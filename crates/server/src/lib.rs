@@ -202,10 +202,24 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn store::Store>, E
             ca_file,
         } => {
             let ca = match ca_file {
-                Some(file) => Some(std::fs::read(file).map_err(|source| Error::Io {
-                    what: format!("cannot read redis.ca_file {}", file.display()),
-                    source,
-                })?),
+                Some(file) => {
+                    let pem = std::fs::read(file).map_err(|source| Error::Io {
+                        what: format!("cannot read redis.ca_file {}", file.display()),
+                        source,
+                    })?;
+                    // An empty trust store would refuse every server, after retries, with a
+                    // reason that names the server's certificate rather than this file.
+                    if !pem
+                        .windows(b"-----BEGIN CERTIFICATE-----".len())
+                        .any(|window| window == b"-----BEGIN CERTIFICATE-----")
+                    {
+                        return Err(Error::Config(vec![format!(
+                            "redis.ca_file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                            file.display()
+                        )]));
+                    }
+                    Some(pem)
+                }
                 None => None,
             };
             Arc::new(
@@ -259,10 +273,13 @@ pub async fn work(
             "workers.concurrency is 0: a worker process needs at least one".into(),
         ]));
     }
+    // Probes and scrapes are answered until the runs in hand are finished, not only until
+    // SIGTERM: a drain can take minutes, and its metrics matter.
+    let ops_done = CancellationToken::new();
     let ops = match ops {
         Some(listener) => {
             let router = app::ops(parts.app_state()?);
-            let signal = shutdown.clone();
+            let signal = ops_done.clone();
             Some(tokio::spawn(async move {
                 axum::serve(listener, router)
                     .with_graceful_shutdown(async move { signal.cancelled().await })
@@ -271,8 +288,8 @@ pub async fn work(
         }
         None => None,
     };
-    let worked = parts.worker().run(shutdown.clone()).await;
-    shutdown.cancel();
+    let worked = parts.worker().run(shutdown).await;
+    ops_done.cancel();
     if let Some(ops) = ops {
         ops.await
             .map_err(|error| Error::Worker(error.to_string()))?

@@ -75,7 +75,8 @@ pub struct RunQuery {
     pub limit: usize,
 }
 
-/// Records of the global trail, and where the next page starts (`None` after the last).
+/// Records of the global trail, and where the next page starts: after the last record returned,
+/// so a reader that keeps it reads only what is added later (`None` for an empty page).
 #[derive(Debug, Clone, Default)]
 pub struct TrailPage {
     pub records: Vec<AuditRecord>,
@@ -83,7 +84,7 @@ pub struct TrailPage {
 }
 
 /// Records of every run's chain in the order they were stored, and where the next page starts
-/// (`None` after the last): the global activity stream.
+/// (as for [`TrailPage`]): the global activity stream.
 #[derive(Debug, Clone, Default)]
 pub struct ActivityPage {
     pub records: Vec<ActivityRecord>,
@@ -186,7 +187,8 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
     /// Appends to the global trail (runs are sealed by the store itself, when they end).
     async fn trail_append(&self, entry: &audit::TrailEntry) -> Result<(), Error>;
 
-    /// The global trail in order, a page at a time: `after` is the previous page's `next`.
+    /// The global trail in order, a page at a time: `after` is the previous page's `next`; an
+    /// empty page is the end (for now).
     async fn trail_page(&self, after: Option<&str>, limit: usize) -> Result<TrailPage, Error>;
 
     /// Every run's records across runs, in the order they were stored, a page at a time:

@@ -17,6 +17,7 @@
 //! | `p:timers` | sorted set | run ids by due time |
 //! | `p:ignored` | stream, capped | deliveries every playbook filtered out, field `d` = JSON |
 //! | `p:trail` | stream | the global trail (`audit::TrailEntry`), chained like a journal |
+//! | `p:activity` | stream, capped | every journal record across runs, `r` = run id, other fields as the run's stream |
 
 use std::time::Duration;
 
@@ -632,11 +633,7 @@ impl Store for RedisStore {
             .xrange_count(self.key("trail"), from, "+", limit.max(1))
             .await?;
         Ok(TrailPage {
-            next: reply
-                .ids
-                .last()
-                .filter(|_| reply.ids.len() >= limit.max(1))
-                .map(|entry| entry.id.clone()),
+            next: reply.ids.last().map(|entry| entry.id.clone()),
             records: reply.ids.iter().map(audit_record).collect(),
         })
     }
@@ -652,11 +649,7 @@ impl Store for RedisStore {
             .xrange_count(self.key("activity"), from, "+", limit.max(1))
             .await?;
         Ok(ActivityPage {
-            next: reply
-                .ids
-                .last()
-                .filter(|_| reply.ids.len() >= limit.max(1))
-                .map(|entry| entry.id.clone()),
+            next: reply.ids.last().map(|entry| entry.id.clone()),
             records: reply
                 .ids
                 .iter()
@@ -932,9 +925,9 @@ fn bulk_string(value: &Value) -> Option<String> {
 const ACCEPT: &str = r#"
 local p = ARGV[1]
 local d = cjson.decode(ARGV[2])
-local max_len = tonumber(d.activity_max_len)
+local max_len = d.activity_max_len
 local function copy(fields)
-  if max_len > 0 then
+  if max_len ~= '0' then
     redis.call('XADD', p .. ':activity', 'MAXLEN', '~', max_len, '*', unpack(fields))
   else
     redis.call('XADD', p .. ':activity', '*', unpack(fields))
@@ -983,9 +976,9 @@ return {0, answer}
 /// every chain whose last record is `prev` at `first seq - 1`, or to none: returns 0 if it
 /// appended, else the position of the first chain whose head had moved.
 const CHAIN: &str = r#"
-local activity, max_len, run = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+local activity, max_len, run = KEYS[1], ARGV[1], ARGV[2]
 local function copy(fields)
-  if max_len > 0 then
+  if max_len ~= '0' then
     redis.call('XADD', activity, 'MAXLEN', '~', max_len, '*', unpack(fields))
   else
     redis.call('XADD', activity, '*', unpack(fields))

@@ -527,10 +527,7 @@ impl Store for SqliteStore {
             })?;
             let rows = rows.collect::<Result<Vec<_>, _>>()?;
             Ok(TrailPage {
-                next: rows
-                    .last()
-                    .filter(|_| rows.len() >= limit)
-                    .map(|(_, rowid)| rowid.to_string()),
+                next: rows.last().map(|(_, rowid)| rowid.to_string()),
                 records: rows.into_iter().map(|(record, _)| record).collect(),
             })
         })
@@ -567,10 +564,7 @@ impl Store for SqliteStore {
             })?;
             let rows = rows.collect::<Result<Vec<_>, _>>()?;
             Ok(ActivityPage {
-                next: rows
-                    .last()
-                    .filter(|_| rows.len() >= limit)
-                    .map(|(_, rowid)| rowid.to_string()),
+                next: rows.last().map(|(_, rowid)| rowid.to_string()),
                 records: rows.into_iter().map(|(record, _)| record).collect(),
             })
         })

@@ -219,11 +219,17 @@ fn api_tokens_are_configured_by_hash_with_a_role_and_cors_only_by_exact_origins(
 
 #[test]
 fn a_private_authority_for_redis_tls_is_a_file_beside_the_configuration_or_a_variable() {
-    let yaml = "redis: { url_env: REDIS_URL, ca_file: certs/ca.pem }\n";
+    let yaml = "redis: { url_env: REDIS_URL, ca_file: certs/ca.pem, activity_max_len: 5000 }\n";
     let config = with_file(yaml, &[("REDIS_URL", "rediss://redis:6380/0")]).expect("valid");
-    let StoreConfig::Redis { ca_file, .. } = &config.store else {
+    let StoreConfig::Redis {
+        ca_file,
+        activity_max_len,
+        ..
+    } = &config.store
+    else {
         panic!("not Redis: {:?}", config.store);
     };
+    assert_eq!(*activity_max_len, 5000);
     let ca_file = ca_file.as_ref().expect("a CA file");
     assert!(
         ca_file.is_absolute() && ca_file.ends_with("certs/ca.pem"),
@@ -242,4 +248,28 @@ fn a_private_authority_for_redis_tls_is_a_file_beside_the_configuration_or_a_var
         "{:?}",
         config.store
     );
+}
+
+#[tokio::test]
+async fn a_redis_ca_file_without_a_certificate_is_refused_before_connecting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("ca.pem");
+    std::fs::write(&file, "not a certificate\n").expect("file");
+    let store = StoreConfig::Redis {
+        // Nothing listens there: the file must be refused first.
+        url: "rediss://127.0.0.1:1".into(),
+        prefix: "riposte".into(),
+        activity_max_len: 0,
+        ca_file: Some(file),
+    };
+    match crate::open_store(&store).await {
+        Err(Error::Config(problems)) => assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("holds no PEM certificate")),
+            "{problems:?}"
+        ),
+        Err(other) => panic!("another error: {other}"),
+        Ok(_) => panic!("opened a store with an empty trust store"),
+    }
 }

@@ -419,6 +419,33 @@ async fn a_responder_approves_one_run_and_cancels_another_over_http_and_the_trai
                 .any(|record| record["run_id"] == cancelled.as_str()
                     && record["event"]["type"] == "run_cancelled")
         );
+        // A forwarder resumes at the cursor and finds only what came after: nothing, here.
+        let (_, page) = server
+            .call(
+                "GET",
+                "/api/v1/audit/activity?limit=500",
+                Some(VIEWER_TOKEN),
+                None,
+            )
+            .await;
+        let cursor = page["cursor"]
+            .as_str()
+            .expect("a cursor after the last record");
+        assert!(page["next"].is_null(), "{page}");
+        let (status, later) = server
+            .call(
+                "GET",
+                &format!("/api/v1/audit/activity?after={cursor}"),
+                Some(VIEWER_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{later}");
+        assert_eq!(later["records"], json!([]), "{backend:?}");
+        assert!(
+            later["cursor"].is_null() && later["next"].is_null(),
+            "{later}"
+        );
         let (status, body) = server
             .call(
                 "GET",

@@ -701,6 +701,10 @@ async fn two_processes_writing_one_journal_keep_one_chain() {
     }
     let records = first.audit_records("shared").await.expect("records");
     assert_eq!(store::audit::verify("shared", &records), Ok(6));
+    // An append refused because the head moved left nothing behind in the activity stream.
+    let activity = first.activity_page(None, 100).await.expect("activity");
+    let copied: Vec<_> = activity.records.into_iter().map(|a| a.record).collect();
+    assert_eq!(copied, records);
 }
 
 /// Problems `verify_store` reports, as (chain, position, words of the reason).
@@ -947,6 +951,12 @@ async fn the_activity_stream_holds_every_record_of_every_run_in_the_order_stored
     for backend in backends().await {
         let store = backend.store.as_ref();
         let (first, second) = (journal_of_four(store).await, journal_of_four(store).await);
+        // The first run again after the second: the stream is in the order stored, not by run.
+        let again = RunEvent::RunRecovered {
+            deliveries: 2,
+            at: 5,
+        };
+        store.append(&first, &again).await.expect("append");
         // A trail entry is not run activity.
         store.trail_append(&api_call(200)).await.expect("trail");
         let mut seen = Vec::new();
@@ -963,16 +973,41 @@ async fn the_activity_stream_holds_every_record_of_every_run_in_the_order_stored
                 None => break,
             }
         }
-        let mut expected = Vec::new();
-        for run_id in [&first, &second] {
-            for record in store.audit_records(run_id).await.expect("records") {
-                expected.push(store::ActivityRecord {
+        let of = |run_id: &String, records: Vec<store::AuditRecord>| -> Vec<_> {
+            records
+                .into_iter()
+                .map(|record| store::ActivityRecord {
                     run_id: run_id.clone(),
                     record,
-                });
-            }
-        }
+                })
+                .collect()
+        };
+        let mut first_records = store.audit_records(&first).await.expect("records");
+        let fifth = first_records.split_off(4);
+        let second_records = store.audit_records(&second).await.expect("records");
+        let expected = [
+            of(&first, first_records),
+            of(&second, second_records),
+            of(&first, fifth),
+        ]
+        .concat();
         assert_eq!(seen, expected, "{}", backend.name);
+        // The last page's cursor reads only what comes later: nothing yet, then a new record.
+        let end = after.expect("a cursor after the last record");
+        let later = store.activity_page(Some(&end), 3).await.expect("activity");
+        assert!(later.records.is_empty(), "{}", backend.name);
+        store.append(&second, &again).await.expect("append");
+        let later = store.activity_page(Some(&end), 3).await.expect("activity");
+        assert_eq!(
+            later
+                .records
+                .iter()
+                .map(|a| (&a.run_id, a.record.seq))
+                .collect::<Vec<_>>(),
+            [(&second, 5)],
+            "{}",
+            backend.name
+        );
         let bad = store.activity_page(Some("not-a-cursor"), 3).await;
         assert!(
             matches!(bad, Err(store::Error::Cursor(ref cursor)) if cursor == "not-a-cursor"),
@@ -989,15 +1024,23 @@ async fn redis_keeps_only_the_newest_activity_when_bounded() {
         .await
         .expect("connect")
         .with_activity_max_len(1);
+    let mut last = String::new();
     for _ in 0..300 {
-        journal_of_four(&store).await;
+        last = journal_of_four(&store).await;
     }
     let page = store.activity_page(None, 500).await.expect("activity");
-    // Trimming is by whole stream nodes (100 entries by default), so "about 1" is under 200.
+    // Trimming is by whole stream nodes (100 entries by default), so "about 1" is under 200,
+    // and what is kept is the newest: it ends with the last run's last record.
     assert!(
         !page.records.is_empty() && page.records.len() < 200,
         "{} records kept",
         page.records.len()
+    );
+    let newest = page.records.last().expect("a record");
+    let last_run = store.audit_records(&last).await.expect("records");
+    assert_eq!(
+        (&newest.run_id, &newest.record),
+        (&last, last_run.last().expect("records"))
     );
     // The runs' own journals are complete.
     let report = store::audit::verify_store(&store).await.expect("verify");
