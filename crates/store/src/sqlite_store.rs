@@ -236,6 +236,25 @@ fn insert_records(
     Ok(())
 }
 
+/// Up to `limit` rows of `sql` (parameters: the cursor, the limit; it selects `rowid AS cursor`)
+/// after the cursor `after`, and the cursor after the last of them.
+fn rows_after<T>(
+    connection: &Connection,
+    sql: &str,
+    after: i64,
+    limit: usize,
+    read: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<(Vec<T>, Option<String>), Error> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let mut last = None;
+    let rows = statement.query_map(params![after, limit.max(1) as i64], |row| {
+        last = Some(row.get::<_, i64>("cursor")?);
+        read(row)
+    })?;
+    let rows = rows.collect::<Result<Vec<_>, _>>()?;
+    Ok((rows, last.map(|rowid| rowid.to_string())))
+}
+
 /// A page cursor: the rowid of the previous page's last row.
 fn rowid_cursor(cursor: Option<&str>) -> Result<i64, Error> {
     match cursor {
@@ -508,28 +527,23 @@ impl Store for SqliteStore {
 
     async fn trail_page(&self, after: Option<&str>, limit: usize) -> Result<TrailPage, Error> {
         let after = rowid_cursor(after)?;
-        let limit = limit.max(1);
         self.with(move |connection| {
-            let mut statement = connection.prepare_cached(
-                "SELECT seq, prev, hash, entry, rowid FROM trail WHERE rowid > ?1
+            let (records, next) = rows_after(
+                connection,
+                "SELECT seq, prev, hash, entry, rowid AS cursor FROM trail WHERE rowid > ?1
                  ORDER BY rowid LIMIT ?2",
-            )?;
-            let rows = statement.query_map(params![after, limit as i64], |row| {
-                Ok((
-                    AuditRecord {
+                after,
+                limit,
+                |row| {
+                    Ok(AuditRecord {
                         seq: row.get::<_, i64>(0)? as u64,
                         prev: row.get(1)?,
                         hash: row.get(2)?,
                         event: row.get(3)?,
-                    },
-                    row.get::<_, i64>(4)?,
-                ))
-            })?;
-            let rows = rows.collect::<Result<Vec<_>, _>>()?;
-            Ok(TrailPage {
-                next: rows.last().map(|(_, rowid)| rowid.to_string()),
-                records: rows.into_iter().map(|(record, _)| record).collect(),
-            })
+                    })
+                },
+            )?;
+            Ok(TrailPage { records, next })
         })
         .await
     }
@@ -539,18 +553,19 @@ impl Store for SqliteStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<ActivityPage, Error> {
-        // Records are appended through one connection, so rowid order is the order they were
-        // stored in: the journal table is the activity stream.
+        // SQLite admits one writer at a time, whatever the process, and a new row takes the
+        // next rowid: rowid order is the order records were stored in, so the journal table is
+        // the activity stream.
         let after = rowid_cursor(after)?;
-        let limit = limit.max(1);
         self.with(move |connection| {
-            let mut statement = connection.prepare_cached(
-                "SELECT run_id, seq, prev, hash, event, rowid FROM run_events WHERE rowid > ?1
+            let (records, next) = rows_after(
+                connection,
+                "SELECT run_id, seq, prev, hash, event, rowid AS cursor FROM run_events WHERE rowid > ?1
                  ORDER BY rowid LIMIT ?2",
-            )?;
-            let rows = statement.query_map(params![after, limit as i64], |row| {
-                Ok((
-                    ActivityRecord {
+                after,
+                limit,
+                |row| {
+                    Ok(ActivityRecord {
                         run_id: row.get(0)?,
                         record: AuditRecord {
                             seq: row.get::<_, i64>(1)? as u64,
@@ -558,15 +573,10 @@ impl Store for SqliteStore {
                             hash: row.get(3)?,
                             event: row.get(4)?,
                         },
-                    },
-                    row.get::<_, i64>(5)?,
-                ))
-            })?;
-            let rows = rows.collect::<Result<Vec<_>, _>>()?;
-            Ok(ActivityPage {
-                next: rows.last().map(|(_, rowid)| rowid.to_string()),
-                records: rows.into_iter().map(|(record, _)| record).collect(),
-            })
+                    })
+                },
+            )?;
+            Ok(ActivityPage { records, next })
         })
         .await
     }
