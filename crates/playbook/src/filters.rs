@@ -46,30 +46,11 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("b64decode", b64decode);
 }
 
-/// Is an IP address private, loopback, link-local, carrier-grade NAT, unique-local or unspecified?
-/// Such addresses belong to the organisation, so automation must never treat them as external.
+/// Is an IP address the organisation's own: private, loopback, link-local, shared (CGNAT),
+/// unique-local, "this network" or broadcast ([`crate::addresses::Scope::Internal`])? Such
+/// addresses belong to the organisation, so automation must never treat them as external.
 pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
+    crate::addresses::is_internal(ip)
 }
 
 fn is_private_ip(value: &str) -> Result<bool, Error> {

@@ -10,6 +10,7 @@
 //! This crate does no I/O beyond reading the files it is asked to load, and knows nothing of plugins,
 //! queues or storage: the `runner` crate executes what this crate checked.
 
+pub mod addresses;
 mod compile;
 mod diagnostic;
 mod error;

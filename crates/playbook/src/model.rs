@@ -49,6 +49,20 @@ impl Playbook {
     pub fn handler(&self, id: &str) -> Option<&Step> {
         self.handlers.iter().find(|s| s.id.as_str() == id)
     }
+
+    /// The longest a run of this playbook goes without a journal write while it is driven: one
+    /// attempt (its timeout) or one retry delay, whichever is longer.
+    pub fn longest_quiet(&self) -> Duration {
+        self.steps
+            .iter()
+            .chain(&self.handlers)
+            .map(|step| match step.retry.max_attempts {
+                0 | 1 => step.timeout,
+                _ => step.timeout.max(step.retry.max_delay),
+            })
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 /// The capabilities a playbook grants one plugin.

@@ -1,9 +1,11 @@
 //! Outbound HTTP on a plugin's behalf, through a policy the plugin cannot bypass.
 //!
 //! Every `wasi:http` request a plugin makes arrives here. It is allowed only to a host the playbook
-//! granted to that plugin; the name is resolved once, every address is checked (private, loopback,
-//! link-local, CGNAT, unique-local, IPv4-mapped and metadata addresses are refused unless the
-//! server's configuration allows their range), and the connection goes to exactly the checked
+//! granted to that plugin; the name is resolved once, every address is checked (every
+//! special-purpose range of [`playbook::addresses`] — private, loopback, link-local, CGNAT,
+//! unique-local, "this network", documentation, multicast, reserved — and the metadata address
+//! are refused, also inside IPv4-mapped and NAT64 addresses, unless the server's configuration
+//! allows their range), and the connection goes to exactly the checked
 //! addresses, so a DNS answer cannot change between the check and the connect. Timeouts and body
 //! sizes are clamped whatever the plugin asks for. Secrets bound to a host are added as headers here,
 //! after the plugin has handed over the request, so the plugin never holds them.
@@ -17,6 +19,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use ipnet::IpNet;
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
+
+use crate::state::LogBudget;
 
 /// Limits and exceptions for outbound requests, set by the server's configuration.
 #[derive(Debug, Clone)]
@@ -68,15 +72,19 @@ pub(crate) struct Egress {
     /// `*.example.com`.
     pub(crate) granted_hosts: Vec<String>,
     pub(crate) secret_headers: Vec<SecretHeader>,
-}
-
-/// Why a request was refused, as the plugin sees it.
-pub(crate) fn denied(message: impl Into<String>) -> HttpError {
-    tracing::warn!(reason = %message.into(), "Outbound request refused.");
-    HttpError::HttpRequestDenied
+    /// The invocation's log budget: a plugin retrying a refused request in a loop is logged a
+    /// few times, then counted.
+    pub(crate) logs: Arc<LogBudget>,
 }
 
 impl Egress {
+    /// Logs why a request was refused, within the invocation's budget.
+    fn log_refusal(&self, reason: &str) {
+        if self.logs.host_line() {
+            tracing::warn!(reason, "Outbound request refused.");
+        }
+    }
+
     /// Is `host:port` granted? Default ports are implied: a grant of `api.example.com` covers 80
     /// and 443.
     pub(crate) fn is_granted(&self, host: &str, port: u16, default_port: u16) -> bool {
@@ -121,7 +129,7 @@ impl Egress {
         }
         for address in &addresses {
             if let Some(reason) = forbidden_reason(address.ip(), &self.policy.allow_private) {
-                tracing::warn!(%host, address = %address.ip(), reason, "Outbound request refused.");
+                self.log_refusal(&format!("{host} is {}: {reason}", address.ip()));
                 return Err(HttpError::DestinationIpProhibited);
             }
         }
@@ -142,9 +150,10 @@ impl Egress {
             .to_owned();
         let port = uri.port_u16().unwrap_or(default_port);
         if !self.is_granted(&host, port, default_port) {
-            return Err(denied(format!(
+            self.log_refusal(&format!(
                 "{host}:{port} is not among the hosts the playbook granted to this plugin"
-            )));
+            ));
+            return Err(HttpError::HttpRequestDenied);
         }
         let addresses = self.resolve(&host, port).await?;
 
@@ -232,7 +241,7 @@ impl Egress {
             };
             if !plain_text_ok {
                 let reason = format!("refused: the secret `{name}` is only sent over HTTPS");
-                tracing::warn!(%reason, "Outbound request refused.");
+                self.log_refusal(&reason);
                 return Err(HttpError::InternalError(Some(reason)));
             }
             headers.insert(secret.header.clone(), secret.value.clone());
@@ -308,24 +317,20 @@ fn map_reqwest_error(error: reqwest::Error) -> HttpError {
     }
 }
 
-/// Why a destination address is refused, or `None` if it may be reached.
+/// Why a destination address is refused, or `None` if it may be reached: every special-purpose
+/// range ([`playbook::addresses`]) is refused unless the server allows it.
 pub fn forbidden_reason(ip: IpAddr, allowed: &[IpNet]) -> Option<&'static str> {
     if allowed.iter().any(|net| net.contains(&ip)) {
         return None;
     }
     if let IpAddr::V6(v6) = ip
         && let Some(v4) = v6.to_ipv4_mapped()
+        && allowed.iter().any(|net| net.contains(&IpAddr::V4(v4)))
     {
-        return forbidden_reason(IpAddr::V4(v4), allowed).map(|_| "an IPv4-mapped private address");
+        return None;
     }
     if ip == IpAddr::from([169, 254, 169, 254]) {
         return Some("the cloud metadata address");
     }
-    if playbook::filters::is_private(ip) {
-        return Some("a private, loopback, link-local or CGNAT address");
-    }
-    if ip.is_multicast() {
-        return Some("a multicast address");
-    }
-    None
+    playbook::addresses::special_range(ip).map(|range| range.name)
 }

@@ -89,21 +89,8 @@ fn unmap(net: IpNet) -> IpNet {
     net
 }
 
-/// Ranges that belong to every organisation: private, loopback, link-local, CGNAT, unique-local.
+/// Ranges that belong to every organisation: the internal special-purpose ranges (private,
+/// loopback, link-local, CGNAT, unique-local, "this network", broadcast).
 pub fn default_protected_ranges() -> Vec<IpNet> {
-    [
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "100.64.0.0/10",
-        "0.0.0.0/8",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
-    ]
-    .iter()
-    .filter_map(|range| range.parse().ok())
-    .collect()
+    playbook::addresses::ranges(playbook::addresses::Scope::Internal)
 }

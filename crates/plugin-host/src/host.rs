@@ -26,7 +26,7 @@ use crate::egress::{ClientCache, Egress, EgressPolicy, SecretHeader};
 use crate::error::Error;
 use crate::kv::KvStore;
 use crate::manifest::Manifest;
-use crate::state::{Hooks, InvocationState};
+use crate::state::{Hooks, InvocationState, LogBudget};
 
 /// How often the engine's epoch advances: the granularity of deadlines and of yielding.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -47,6 +47,8 @@ pub struct HostConfig {
     pub egress: EgressPolicy,
     /// Addresses destructive actions refuse to touch.
     pub protected: Vec<IpNet>,
+    /// Key and value bytes one plugin may keep in its key-value store, across invocations.
+    pub max_kv_bytes_per_plugin: usize,
 }
 
 impl HostConfig {
@@ -59,6 +61,7 @@ impl HostConfig {
             max_concurrent_invocations: 128,
             egress: EgressPolicy::default(),
             protected: crate::guard::default_protected_ranges(),
+            max_kv_bytes_per_plugin: 8 * 1024 * 1024,
         }
     }
 }
@@ -101,8 +104,8 @@ impl PluginHost {
             plugins: HashMap::new(),
             egress_policy: Arc::new(config.egress.clone()),
             http_clients: Arc::default(),
+            kv: Arc::new(KvStore::new(config.max_kv_bytes_per_plugin)),
             config: Arc::new(config),
-            kv: Arc::new(KvStore::default()),
             ticker,
         })
     }
@@ -228,12 +231,14 @@ impl PluginHost {
             attempt: call.attempt,
             idempotency_key: call.idempotency_key.clone(),
         };
+        let logs = Arc::new(LogBudget::default());
         let mut store = self.store(
             &loaded.manifest,
             &call.grant,
             &call.run_id,
             &call.step_id,
             call.timeout,
+            Arc::clone(&logs),
         );
         // The epoch deadline stops guest code; this outer deadline also covers a guest waiting in a
         // host call (an HTTP request), which an epoch cannot interrupt.
@@ -245,6 +250,7 @@ impl PluginHost {
                 .await
         })
         .await;
+        logs.summarize(plugin, &call.run_id, &call.step_id);
         let output = match result {
             Err(_) => return Err(timeout_error(call.timeout)),
             Ok(Err(trap)) => {
@@ -326,6 +332,7 @@ impl PluginHost {
             "load",
             "describe",
             Duration::from_secs(5),
+            Arc::default(),
         );
         let described = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -352,6 +359,7 @@ impl PluginHost {
         run_id: &str,
         step_id: &str,
         timeout: Duration,
+        logs: Arc<LogBudget>,
     ) -> Store<InvocationState> {
         let mut secret_headers = Vec::new();
         let mut readable_secrets = std::collections::BTreeMap::new();
@@ -405,6 +413,7 @@ impl PluginHost {
                     clients: self.http_clients.clone(),
                     granted_hosts: grant.hosts.clone(),
                     secret_headers,
+                    logs: Arc::clone(&logs),
                 },
             },
             limits: StoreLimitsBuilder::new()
@@ -420,6 +429,7 @@ impl PluginHost {
             kv: self.kv.clone(),
             readable_secrets,
             redactor: Redactor::new(grant.secrets.values().map(String::as_str)),
+            logs,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);

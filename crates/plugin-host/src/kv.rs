@@ -1,8 +1,9 @@
 //! The small key-value store each plugin gets, e.g. to cache reputation lookups.
 //!
-//! Keys are namespaced by plugin, so one plugin can never read another's entries. Sizes are capped
-//! so a plugin cannot grow the host's memory without bound. This store lives in the process;
-//! the server will back it with its storage.
+//! Keys are namespaced by plugin, so one plugin can never read another's entries. Each plugin's
+//! namespace is bounded in entries and in bytes (keys and values counted): a plugin cannot grow the
+//! host's memory past its quota ([`crate::HostConfig::max_kv_bytes_per_plugin`]). This store lives
+//! in the process; the server will back it with its storage.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,9 +13,17 @@ const MAX_KEY_BYTES: usize = 256;
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 const MAX_ENTRIES_PER_PLUGIN: usize = 10_000;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct KvStore {
-    entries: Mutex<HashMap<String, HashMap<String, Entry>>>,
+    namespaces: Mutex<HashMap<String, Namespace>>,
+    max_bytes_per_plugin: usize,
+}
+
+#[derive(Debug, Default)]
+struct Namespace {
+    entries: HashMap<String, Entry>,
+    /// Key and value bytes of every entry held.
+    bytes: usize,
 }
 
 #[derive(Debug)]
@@ -23,38 +32,152 @@ struct Entry {
     expires: Option<Instant>,
 }
 
+/// Why an entry was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    TooLarge,
+    Full,
+}
+
 impl KvStore {
+    pub(crate) fn new(max_bytes_per_plugin: usize) -> Self {
+        KvStore {
+            namespaces: Mutex::default(),
+            max_bytes_per_plugin,
+        }
+    }
+
     pub(crate) fn get(&self, plugin: &str, key: &str) -> Option<String> {
-        let entries = self.entries.lock().ok()?;
-        let entry = entries.get(plugin)?.get(key)?;
+        let namespaces = self.namespaces.lock().ok()?;
+        let entry = namespaces.get(plugin)?.entries.get(key)?;
         match entry.expires {
             Some(expires) if expires <= Instant::now() => None,
             _ => Some(entry.value.clone()),
         }
     }
 
-    /// Stores a value; silently refuses oversized keys or values and full namespaces, as a cache may.
-    pub(crate) fn set(&self, plugin: &str, key: String, value: String, ttl_seconds: Option<u32>) {
+    /// Stores a value, or refuses it (a cache may): oversized keys or values, and entries that
+    /// would take the plugin past its entry count or byte quota once expired entries are gone.
+    pub(crate) fn set(
+        &self,
+        plugin: &str,
+        key: String,
+        value: String,
+        ttl_seconds: Option<u32>,
+    ) -> Result<(), Refused> {
         if key.len() > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES {
-            tracing::warn!(plugin, "Key-value entry refused: too large.");
-            return;
+            return Err(Refused::TooLarge);
         }
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
+        let Ok(mut namespaces) = self.namespaces.lock() else {
+            return Err(Refused::Full);
         };
-        let namespace = entries.entry(plugin.to_owned()).or_default();
+        let namespace = namespaces.entry(plugin.to_owned()).or_default();
         let now = Instant::now();
-        if namespace.len() >= MAX_ENTRIES_PER_PLUGIN && !namespace.contains_key(&key) {
-            namespace.retain(|_, entry| entry.expires.is_none_or(|e| e > now));
-            if namespace.len() >= MAX_ENTRIES_PER_PLUGIN {
-                tracing::warn!(
-                    plugin,
-                    "Key-value entry refused: the plugin's store is full."
-                );
-                return;
+        let replaced = namespace
+            .entries
+            .get(&key)
+            .map_or(0, |old| key.len() + old.value.len());
+        let fits = |namespace: &Namespace| {
+            let entries = namespace.entries.len() + usize::from(replaced == 0);
+            let bytes = namespace.bytes - replaced + key.len() + value.len();
+            entries <= MAX_ENTRIES_PER_PLUGIN && bytes <= self.max_bytes_per_plugin
+        };
+        if !fits(namespace) {
+            namespace.purge_expired(now);
+            if !fits(namespace) {
+                return Err(Refused::Full);
             }
         }
         let expires = ttl_seconds.map(|s| now + Duration::from_secs(u64::from(s)));
-        namespace.insert(key, Entry { value, expires });
+        namespace.bytes = namespace.bytes - replaced + key.len() + value.len();
+        namespace.entries.insert(key, Entry { value, expires });
+        Ok(())
+    }
+
+    /// Key and value bytes `plugin` holds.
+    #[cfg(test)]
+    fn bytes(&self, plugin: &str) -> usize {
+        self.namespaces
+            .lock()
+            .map(|namespaces| namespaces.get(plugin).map_or(0, |n| n.bytes))
+            .unwrap_or(0)
+    }
+}
+
+impl Namespace {
+    fn purge_expired(&mut self, now: Instant) {
+        let mut freed = 0;
+        self.entries.retain(|key, entry| {
+            let keep = entry.expires.is_none_or(|expires| expires > now);
+            if !keep {
+                freed += key.len() + entry.value.len();
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_cannot_hold_more_than_its_quota() {
+        let quota = 1024 * 1024;
+        let kv = KvStore::new(quota);
+        let value = "v".repeat(60 * 1024);
+        let mut stored = 0;
+        for index in 0..20_000 {
+            if kv
+                .set("hoarder", format!("key-{index}"), value.clone(), None)
+                .is_ok()
+            {
+                stored += 1;
+            }
+        }
+        assert!(
+            kv.bytes("hoarder") <= quota,
+            "{} bytes",
+            kv.bytes("hoarder")
+        );
+        assert!(stored > 0);
+        assert!(
+            kv.bytes("hoarder") + value.len() + "key-00000".len() > quota,
+            "the quota, not something else, refused the rest"
+        );
+        assert_eq!(
+            kv.set("hoarder", "one-more".into(), value.clone(), None),
+            Err(Refused::Full)
+        );
+        // Another plugin has a quota of its own; replacing an entry reuses its bytes.
+        assert_eq!(kv.set("other", "k".into(), value.clone(), None), Ok(()));
+        assert_eq!(
+            kv.set("hoarder", "key-0".into(), "small".into(), None),
+            Ok(())
+        );
+        assert_eq!(kv.get("hoarder", "key-0").as_deref(), Some("small"));
+        assert_eq!(
+            kv.set("hoarder", "one-more".into(), value.clone(), None),
+            Ok(()),
+            "the bytes the replaced value freed are available again"
+        );
+    }
+
+    #[test]
+    fn expired_entries_make_room() {
+        let kv = KvStore::new(100);
+        assert_eq!(kv.set("p", "a".into(), "x".repeat(90), Some(0)), Ok(()));
+        assert_eq!(kv.set("p", "b".into(), "y".repeat(90), None), Ok(()));
+        assert_eq!(kv.get("p", "a"), None);
+        assert_eq!(kv.bytes("p"), 91);
+        assert_eq!(
+            kv.set("p", "c".into(), "z".repeat(90), None),
+            Err(Refused::Full)
+        );
+        assert_eq!(
+            kv.set("p", "k".repeat(300), String::new(), None),
+            Err(Refused::TooLarge)
+        );
     }
 }

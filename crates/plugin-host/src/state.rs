@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use runner::Redactor;
 use wasmtime::StoreLimits;
@@ -32,6 +33,55 @@ pub(crate) struct InvocationState {
     pub(crate) readable_secrets: BTreeMap<String, String>,
     /// Redacts every granted secret from what the plugin logs.
     pub(crate) redactor: Redactor,
+    /// Bounds the lines this invocation makes the host log.
+    pub(crate) logs: Arc<LogBudget>,
+}
+
+/// How many lines one invocation may put in the host's log: its own `log` calls, and what the
+/// host says about it (refused requests, refused key-value entries). A plugin looping on a refused
+/// host must not flood the log: past the budget, lines are counted, and [`LogBudget::summarize`]
+/// says how many were left out when the invocation ends.
+#[derive(Debug, Default)]
+pub(crate) struct LogBudget {
+    plugin_lines: AtomicU32,
+    host_lines: AtomicU32,
+}
+
+/// Lines of the plugin's own `log` calls logged per invocation.
+pub(crate) const PLUGIN_LOG_LINES: u32 = 200;
+/// Warnings the host logs about one invocation (refusals).
+pub(crate) const HOST_LOG_LINES: u32 = 5;
+
+impl LogBudget {
+    /// Whether a line of the plugin's own may be logged.
+    pub(crate) fn plugin_line(&self) -> bool {
+        self.plugin_lines.fetch_add(1, Ordering::Relaxed) < PLUGIN_LOG_LINES
+    }
+
+    /// Whether a warning of the host's about this invocation may be logged.
+    pub(crate) fn host_line(&self) -> bool {
+        self.host_lines.fetch_add(1, Ordering::Relaxed) < HOST_LOG_LINES
+    }
+
+    /// Logs how many lines were left out, if any.
+    pub(crate) fn summarize(&self, plugin: &str, run: &str, step: &str) {
+        let left_out =
+            |count: &AtomicU32, budget: u32| count.load(Ordering::Relaxed).saturating_sub(budget);
+        let (own, host) = (
+            left_out(&self.plugin_lines, PLUGIN_LOG_LINES),
+            left_out(&self.host_lines, HOST_LOG_LINES),
+        );
+        if own > 0 || host > 0 {
+            tracing::warn!(
+                plugin,
+                run,
+                step,
+                plugin_lines_left_out = own,
+                refusals_left_out = host,
+                "The invocation logged more than its budget; the rest was counted, not logged."
+            );
+        }
+    }
 }
 
 /// The `wasi:http` hooks: every outgoing request goes through the egress policy.
@@ -81,6 +131,9 @@ impl crate::bindings::riposte::plugin::types::Host for InvocationState {}
 
 impl host::Host for InvocationState {
     async fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        if !self.logs.plugin_line() {
+            return;
+        }
         // Redact first: truncating first could cut a secret and leave its start unredacted.
         let message = truncate(&self.redactor.redact_str(&message), 4096);
         let fields: Vec<String> = fields
@@ -114,7 +167,15 @@ impl host::Host for InvocationState {
     }
 
     async fn kv_set(&mut self, key: String, value: String, ttl_seconds: Option<u32>) {
-        self.kv.set(&self.plugin, key, value, ttl_seconds);
+        if let Err(refused) = self.kv.set(&self.plugin, key, value, ttl_seconds)
+            && self.logs.host_line()
+        {
+            let reason = match refused {
+                crate::kv::Refused::TooLarge => "the key or value is too large",
+                crate::kv::Refused::Full => "the plugin's store is at its quota",
+            };
+            tracing::warn!(plugin = %self.plugin, reason, "Key-value entry refused.");
+        }
     }
 }
 

@@ -19,6 +19,9 @@ pub(crate) fn run(config_file: Option<&Path>, role: Role) -> anyhow::Result<Exit
     let config = Config::load(config_file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Blocking work (DNS lookups for plugins' requests) queues beyond this: a burst must not
+        // leave hundreds of idle threads and their memory behind.
+        .max_blocking_threads(32)
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {

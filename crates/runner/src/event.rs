@@ -25,6 +25,13 @@ pub enum RunEvent {
         actor: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delivery_id: Option<String>,
+        /// The playbook the run was accepted for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        playbook: Option<String>,
+        /// SHA-256 (hex) of the event as the run record stores it: with `playbook`, this puts the
+        /// run record's columns under the chain. Absent in records written before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_sha256: Option<String>,
         at: Millis,
     },
     RunStarted {

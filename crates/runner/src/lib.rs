@@ -17,6 +17,7 @@ mod executor;
 mod journal;
 mod redact;
 mod run;
+mod watchdog;
 
 pub use dry_run::DryRunExecutor;
 pub use error::Error;
@@ -28,6 +29,7 @@ pub use executor::{Grant, StepCall, StepExecutor};
 pub use journal::{Journal, MemoryJournal};
 pub use redact::{REDACTED, Redactor};
 pub use run::{Runner, Screening, Secrets, screen};
+pub use watchdog::{STALL_MARGIN, Stall, Watchdog};
 
 /// A new, time-ordered run id.
 pub fn new_run_id() -> String {

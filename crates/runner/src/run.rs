@@ -13,12 +13,14 @@ use crate::event::{Decision, Millis, RunEvent, RunState, RunStatus, StepError, S
 use crate::executor::{Grant, StepCall, StepExecutor};
 use crate::journal::Journal;
 use crate::redact::Redactor;
+use crate::watchdog::Watchdog;
 
 /// Executes playbooks: one per process is enough, runs are independent.
 pub struct Runner {
     executor: Arc<dyn StepExecutor>,
     journal: Arc<dyn Journal>,
     clock: Clock,
+    watchdog: Watchdog,
 }
 
 /// Secret values a run may use, by name. Never printed.
@@ -78,7 +80,13 @@ impl Runner {
             executor,
             journal,
             clock: Clock::new(),
+            watchdog: Watchdog::default(),
         }
+    }
+
+    /// The runs this runner is driving, and which of them are stalled.
+    pub fn watchdog(&self) -> &Watchdog {
+        &self.watchdog
     }
 
     /// Milliseconds since the epoch, by the runner's clock (which follows tokio's, so tests can
@@ -176,6 +184,9 @@ impl Runner {
         secrets: &Secrets,
         unsaved: Vec<RunEvent>,
     ) -> Result<RunState, Error> {
+        let _watch = self
+            .watchdog
+            .watch(&state.run_id, self.now(), playbook.longest_quiet());
         let drive = Drive::new(self, playbook, state, secrets, unsaved);
         drive.run().await?;
         drive.save().await?;
@@ -242,6 +253,29 @@ enum StepOutcome {
     Waiting,
 }
 
+/// Work the scheduler keeps in flight.
+enum Task {
+    Step(usize),
+    /// Run the failure handlers of the step at this index, which failed with this error.
+    Handle(usize, StepError),
+}
+
+/// What finished.
+enum Done {
+    Step(usize, StepOutcome),
+    Handled,
+}
+
+/// Why a step's failure fails the run, if it does.
+fn failure_reason(step: &Step, error: &StepError) -> Option<String> {
+    let fails = match &step.on_failure {
+        OnFailure::Fail => true,
+        OnFailure::Continue => false,
+        OnFailure::Handle { then_continue, .. } => !then_continue,
+    };
+    fails.then(|| format!("step `{}` failed: {error}", step.id))
+}
+
 /// Whether a step can start now.
 enum Readiness {
     Done,
@@ -263,6 +297,8 @@ struct Drive<'a> {
     unsaved: Mutex<Vec<RunEvent>>,
     /// Held while writing, so concurrent steps' batches reach the journal in order.
     saving: tokio::sync::Mutex<()>,
+    /// Failure handlers already started in this drive: each runs at most once.
+    handlers_started: Mutex<HashSet<String>>,
     redactor: Redactor,
     secrets: minijinja::Value,
     /// Values of the secrets the playbook declares, for building plugin grants.
@@ -313,6 +349,7 @@ impl<'a> Drive<'a> {
             state: Mutex::new(state),
             unsaved: Mutex::new(unsaved),
             saving: tokio::sync::Mutex::new(()),
+            handlers_started: Mutex::new(HashSet::new()),
         }
     }
 
@@ -351,10 +388,20 @@ impl<'a> Drive<'a> {
         if events.is_empty() {
             return Ok(());
         }
-        self.runner.journal.append_all(&self.run_id, &events).await
+        self.runner
+            .journal
+            .append_all(&self.run_id, &events)
+            .await?;
+        self.runner
+            .watchdog
+            .progressed(&self.run_id, self.runner.now());
+        Ok(())
     }
 
     async fn run(&self) -> Result<(), Error> {
+        // Steps and failure handlers in progress, all polled together. Handlers are never awaited
+        // inline: a step left unpolled while it holds the journal's write lock would make every
+        // handler wait for it forever.
         let mut in_flight = FuturesUnordered::new();
         let mut running: HashSet<usize> = HashSet::new();
         let mut failure = self.recover_failures().await?;
@@ -377,47 +424,48 @@ impl<'a> Drive<'a> {
                         }
                         Readiness::Run => {
                             running.insert(index);
-                            in_flight.push(async move { (index, self.run_step(step, None).await) });
+                            in_flight.push(self.perform(Task::Step(index)));
                         }
                     }
                 }
             }
-            let Some((index, outcome)) = in_flight.next().await else {
+            let Some(done) = in_flight.next().await else {
                 break;
             };
+            let Done::Step(index, outcome) = done? else {
+                continue;
+            };
             running.remove(&index);
-            let step = &self.playbook.steps[index];
-            if let StepOutcome::Failed(error) = outcome?
-                && let Some(reason) = self.handle_failure(step, &error).await?
-            {
-                failure.get_or_insert(reason);
+            if let StepOutcome::Failed(error) = outcome {
+                let step = &self.playbook.steps[index];
+                if let Some(reason) = failure_reason(step, &error) {
+                    failure.get_or_insert(reason);
+                }
+                if matches!(step.on_failure, OnFailure::Handle { .. }) {
+                    in_flight.push(self.perform(Task::Handle(index, error)));
+                }
             }
         }
         self.finish(failure).await
     }
 
-    /// Applies a failed step's `on_failure`; returns why the run fails, if it does.
-    async fn handle_failure(
-        &self,
-        step: &Step,
-        error: &StepError,
-    ) -> Result<Option<String>, Error> {
-        let reason = format!("step `{}` failed: {error}", step.id);
-        match &step.on_failure {
-            OnFailure::Fail => Ok(Some(reason)),
-            OnFailure::Continue => Ok(None),
-            OnFailure::Handle {
-                handlers,
-                then_continue,
-            } => {
-                self.run_handlers(step, error, handlers).await?;
-                Ok((!then_continue).then_some(reason))
+    /// Runs a step, or the failure handlers of a step that failed.
+    async fn perform(&self, task: Task) -> Result<Done, Error> {
+        match task {
+            Task::Step(index) => {
+                let outcome = self.run_step(&self.playbook.steps[index], None).await?;
+                Ok(Done::Step(index, outcome))
+            }
+            Task::Handle(index, error) => {
+                self.run_handlers(&self.playbook.steps[index], &error)
+                    .await?;
+                Ok(Done::Handled)
             }
         }
     }
 
     /// After a crash, failures already on record still decide the run, and their handlers that
-    /// had not finished run now.
+    /// had not finished run now (nothing else runs yet).
     async fn recover_failures(&self) -> Result<Option<String>, Error> {
         let state = self.read(RunState::clone)?;
         let mut failure = None;
@@ -426,9 +474,11 @@ impl<'a> Drive<'a> {
             if let Some(error) = record
                 .filter(|r| r.status == StepStatus::Failed)
                 .and_then(|r| r.error.clone())
-                && let Some(reason) = self.handle_failure(step, &error).await?
             {
-                failure.get_or_insert(reason);
+                self.run_handlers(step, &error).await?;
+                if let Some(reason) = failure_reason(step, &error) {
+                    failure.get_or_insert(reason);
+                }
             }
         }
         Ok(failure)
@@ -502,12 +552,12 @@ impl<'a> Drive<'a> {
         Ok(minijinja::context! { ..minijinja::Value::from(extra), ..base })
     }
 
-    async fn run_handlers(
-        &self,
-        failed: &Step,
-        error: &StepError,
-        handlers: &[playbook::StepId],
-    ) -> Result<(), Error> {
+    /// Runs the failure handlers `failed` names, in order. A handler runs at most once per run,
+    /// even when several failing steps name it at once.
+    async fn run_handlers(&self, failed: &Step, error: &StepError) -> Result<(), Error> {
+        let OnFailure::Handle { handlers, .. } = &failed.on_failure else {
+            return Ok(());
+        };
         let error_context = minijinja::Value::from_serialize(serde_json::json!({
             "step": failed.id.as_str(),
             "kind": error.kind,
@@ -518,7 +568,12 @@ impl<'a> Drive<'a> {
                 continue;
             };
             let status = self.read(|state| state.step_status(id.as_str()))?;
-            if status.is_terminal() {
+            let claimed = self
+                .handlers_started
+                .lock()
+                .map_err(|_| Error::Journal("the handler lock is poisoned".into()))?
+                .insert(id.as_str().to_owned());
+            if status.is_terminal() || !claimed {
                 continue;
             }
             if let StepOutcome::Failed(handler_error) =

@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::access::{Permissions, Tokens};
 use crate::api;
 use crate::catalog::{Playbooks, TriggerAuth};
-use crate::config::WebhookConfig;
+use crate::config::{HttpConfig, WebhookConfig};
 use crate::error::Error;
 use crate::executor::PluginExecutor;
 use crate::metrics::Metrics;
@@ -36,6 +36,7 @@ pub struct AppState {
     pub store: Arc<dyn store::Store>,
     pub playbooks: Arc<Playbooks>,
     pub webhooks: Arc<WebhookConfig>,
+    pub http: HttpConfig,
     pub tokens: Arc<Tokens>,
     pub permissions: Arc<Permissions>,
     pub metrics: Arc<Metrics>,
@@ -52,6 +53,7 @@ impl AppState {
             store: Arc::clone(&parts.store),
             playbooks: Arc::clone(&parts.playbooks),
             webhooks: Arc::new(parts.config.webhooks.clone()),
+            http: parts.config.http.clone(),
             tokens: Arc::new(Tokens::new(&parts.config.api.tokens)),
             permissions: Arc::new(Permissions::from_openapi(&openapi)),
             metrics: Arc::clone(&parts.metrics),
@@ -208,15 +210,32 @@ async fn deliver(
             format!("no playbook listens on trigger `{trigger}`"),
         ));
     };
-    let body = read_limited(headers, body, state.webhooks.max_body_bytes).await?;
-    let actor = match &target.auth {
-        TriggerAuth::Public => "public".to_owned(),
+    let limit = state.http.body_read_timeout;
+    let body = tokio::time::timeout(
+        limit,
+        read_limited(headers, body, state.webhooks.max_body_bytes),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {}",
+                humantime::format_duration(limit)
+            ),
+        )
+    })??;
+    let (actor, signed_delivery_id) = match &target.auth {
+        TriggerAuth::Public => ("public".to_owned(), None),
         TriggerAuth::Profile { name, profile } => {
             webhook_auth::verify(profile, headers, &body, SystemTime::now()).map_err(|error| {
                 tracing::info!(%error, "Webhook refused.");
                 ApiError::new(StatusCode::UNAUTHORIZED, error.to_string())
             })?;
-            format!("webhook:{name}")
+            (
+                format!("webhook:{name}"),
+                profile.signed_delivery_id(headers, &body),
+            )
         }
         TriggerAuth::Unconfigured => {
             return Err(ApiError::new(
@@ -263,13 +282,16 @@ async fn deliver(
                 }),
         });
     }
-    let delivery_id = state
-        .webhooks
-        .delivery_id_headers
-        .iter()
-        .find_map(|name| headers.get(name))
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
+    // Unsigned headers never name a signed delivery: anyone who captured it could set them.
+    let delivery_id = signed_delivery_id.or_else(|| {
+        state
+            .webhooks
+            .delivery_id_headers
+            .iter()
+            .find_map(|name| headers.get(name))
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    });
     let delivery = store::Delivery {
         trigger: trigger.to_owned(),
         delivery_id,

@@ -53,6 +53,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub workers: WorkerConfig,
     pub webhooks: WebhookConfig,
+    pub http: HttpConfig,
     /// Authentication profiles by name, as playbooks' `trigger.auth` refer to them.
     pub auth: BTreeMap<String, AuthProfile>,
     /// Private ranges plugins may reach (refused by default).
@@ -85,6 +86,16 @@ pub struct WorkerConfig {
     pub max_deliveries: u32,
     /// How often idle workers look for new jobs and due timers.
     pub poll_interval: Duration,
+}
+
+/// Bounds on slow clients, so a connection that sends nothing (or trickles) does not hold a
+/// socket forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// How long a client may take to send a request's headers (an idle connection counts too).
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a webhook's body.
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +143,7 @@ impl std::fmt::Debug for Config {
             .field("store", &self.store)
             .field("workers", &self.workers)
             .field("webhooks", &self.webhooks)
+            .field("http", &self.http)
             .field("auth", &self.auth)
             .field("allow_private", &self.allow_private)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
@@ -155,6 +167,8 @@ struct RawConfig {
     workers: RawWorkers,
     #[serde(default)]
     webhooks: RawWebhooks,
+    #[serde(default)]
+    http: RawHttp,
     #[serde(default)]
     auth: BTreeMap<String, RawAuth>,
     #[serde(default)]
@@ -214,6 +228,13 @@ struct RawWebhooks {
     max_body_bytes: Option<usize>,
     delivery_ttl: Option<String>,
     delivery_id_headers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    header_read_timeout: Option<String>,
+    body_read_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -383,6 +404,18 @@ impl Config {
             raw.webhooks.delivery_ttl,
             Duration::from_secs(24 * 3600),
         );
+        let http = HttpConfig {
+            header_read_timeout: duration(
+                "http.header_read_timeout",
+                raw.http.header_read_timeout,
+                Duration::from_secs(10),
+            ),
+            body_read_timeout: duration(
+                "http.body_read_timeout",
+                raw.http.body_read_timeout,
+                Duration::from_secs(30),
+            ),
+        };
         let concurrency = match var("RIPOSTE_WORKERS") {
             Some(text) => text.parse().unwrap_or_else(|_| {
                 problems.push(format!("RIPOSTE_WORKERS: `{text}` is not a number"));
@@ -461,6 +494,7 @@ impl Config {
             store,
             workers,
             webhooks,
+            http,
             auth,
             allow_private,
             secrets,
@@ -562,10 +596,15 @@ fn auth_profile(
         }
         names
             .iter()
-            .map(|env_name| {
-                var(env_name).ok_or_else(|| {
-                    format!("auth.{name}.{field}: the environment variable {env_name} is not set")
-                })
+            .map(|env_name| match var(env_name) {
+                None => Err(format!(
+                    "auth.{name}.{field}: the environment variable {env_name} is not set"
+                )),
+                // A blank secret is one anybody can guess.
+                Some(value) if value.trim().is_empty() => Err(format!(
+                    "auth.{name}.{field}: the environment variable {env_name} holds only whitespace, which anybody could forge"
+                )),
+                Some(value) => Ok(value),
             })
             .collect()
     };
@@ -592,14 +631,20 @@ fn auth_profile(
             let secrets = values("secrets_env", &raw.secrets_env)?;
             for (index, secret) in secrets.iter().enumerate() {
                 let key = secret.strip_prefix("whsec_").unwrap_or(secret);
-                if base64::engine::general_purpose::STANDARD
-                    .decode(key)
-                    .is_err()
-                {
-                    return Err(format!(
-                        "auth.{name}.secrets_env: {} does not hold a Standard Webhooks key (`whsec_` and base64)",
-                        raw.secrets_env[index]
-                    ));
+                match base64::engine::general_purpose::STANDARD.decode(key) {
+                    Ok(key) if !key.is_empty() => {}
+                    Ok(_) => {
+                        return Err(format!(
+                            "auth.{name}.secrets_env: {} holds an empty Standard Webhooks key (nothing after `whsec_`), which anybody could forge",
+                            raw.secrets_env[index]
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "auth.{name}.secrets_env: {} does not hold a Standard Webhooks key (`whsec_` and base64)",
+                            raw.secrets_env[index]
+                        ));
+                    }
                 }
             }
             Ok(AuthProfile::StandardWebhooks { secrets, tolerance })
@@ -611,15 +656,16 @@ fn auth_profile(
             let credentials = values("credentials_env", &raw.credentials_env)?
                 .into_iter()
                 .enumerate()
-                .map(|(index, pair)| {
-                    pair.split_once(':')
-                        .map(|(user, password)| (user.to_owned(), password.to_owned()))
-                        .ok_or_else(|| {
-                            format!(
-                                "auth.{name}.credentials_env: {} must hold `user:password`",
-                                raw.credentials_env[index]
-                            )
-                        })
+                .map(|(index, pair)| match pair.split_once(':') {
+                    Some((user, password))
+                        if !user.trim().is_empty() && !password.trim().is_empty() =>
+                    {
+                        Ok((user.to_owned(), password.to_owned()))
+                    }
+                    _ => Err(format!(
+                        "auth.{name}.credentials_env: {} must hold `user:password`, with neither part empty",
+                        raw.credentials_env[index]
+                    )),
                 })
                 .collect::<Result<_, _>>()?;
             Ok(AuthProfile::Basic { credentials })

@@ -17,6 +17,7 @@ pub mod config;
 mod error;
 pub mod executor;
 pub mod ingress;
+mod listener;
 pub mod metrics;
 mod queue;
 pub mod webhook_auth;
@@ -93,6 +94,7 @@ impl Parts {
             runner: Arc::clone(&self.runner),
             playbooks: Arc::clone(&self.playbooks),
             config: self.config.workers.clone(),
+            metrics: Arc::clone(&self.metrics),
         })
     }
 
@@ -244,21 +246,20 @@ pub async fn serve(
     let worker = (parts.config.workers.concurrency > 0)
         .then(|| tokio::spawn(parts.worker().run(shutdown.clone())));
     let router = app::app(parts.app_state()?);
-    let signal = shutdown.clone();
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { signal.cancelled().await })
-        .await
-        .map_err(|source| Error::Io {
-            what: "the HTTP server failed".into(),
-            source,
-        });
+    listener::serve(
+        listener,
+        router,
+        parts.config.http.header_read_timeout,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     if let Some(worker) = worker {
         worker
             .await
             .map_err(|error| Error::Worker(error.to_string()))??;
     }
-    served
+    Ok(())
 }
 
 /// Runs workers only, until `shutdown`; with `ops`, also answers `/healthz`, `/readyz` and
@@ -279,12 +280,12 @@ pub async fn work(
     let ops = match ops {
         Some(listener) => {
             let router = app::ops(parts.app_state()?);
-            let signal = ops_done.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { signal.cancelled().await })
-                    .await
-            }))
+            Some(tokio::spawn(listener::serve(
+                listener,
+                router,
+                parts.config.http.header_read_timeout,
+                ops_done.clone(),
+            )))
         }
         None => None,
     };
@@ -292,11 +293,7 @@ pub async fn work(
     ops_done.cancel();
     if let Some(ops) = ops {
         ops.await
-            .map_err(|error| Error::Worker(error.to_string()))?
-            .map_err(|source| Error::Io {
-                what: "the operations endpoint failed".into(),
-                source,
-            })?;
+            .map_err(|error| Error::Worker(error.to_string()))?;
     }
     worked
 }

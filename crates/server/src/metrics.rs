@@ -45,6 +45,8 @@ pub struct Metrics {
     journal_seconds: Histogram,
     journal_records: Counter,
     queue_depth: Gauge,
+    runs_stalled: Gauge,
+    run_stalls: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,8 +110,22 @@ impl Default for Metrics {
             "Jobs waiting or in progress in the shared queue",
             queue_depth.clone(),
         );
+        let runs_stalled = Gauge::default();
+        registry.register(
+            "runs_stalled",
+            "Runs this process drives that have made no progress for longer than their playbook allows",
+            runs_stalled.clone(),
+        );
+        let run_stalls = Counter::default();
+        registry.register(
+            "run_stalls",
+            "Runs found stalled by this process's watchdog",
+            run_stalls.clone(),
+        );
         Metrics {
             registry,
+            runs_stalled,
+            run_stalls,
             webhooks,
             runs,
             steps,
@@ -140,6 +156,13 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// What the watchdog sees now: `stalled` runs, of which `new` were not stalled before.
+    pub fn stalls(&self, stalled: usize, new: usize) {
+        self.runs_stalled
+            .set(i64::try_from(stalled).unwrap_or(i64::MAX));
+        self.run_stalls.inc_by(new as u64);
     }
 
     fn event(&self, event: &RunEvent) {

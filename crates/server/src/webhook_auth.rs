@@ -54,6 +54,28 @@ impl std::fmt::Debug for AuthProfile {
     }
 }
 
+impl AuthProfile {
+    /// The delivery's identity as its signature vouches for it, for the profiles that sign: the
+    /// signed `webhook-id` (Standard Webhooks), or the digest of the signed body (HMAC, which
+    /// signs nothing else). A captured delivery resent with other unsigned headers (a new
+    /// `Idempotency-Key`) is then still the same delivery. `None` for bearer, basic and public,
+    /// whose credentials vouch for no particular delivery.
+    pub fn signed_delivery_id(&self, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+        match self {
+            AuthProfile::StandardWebhooks { .. } => headers
+                .get("webhook-id")
+                .and_then(|id| id.to_str().ok())
+                .map(|id| id.trim().to_owned()),
+            AuthProfile::HmacSha256 { .. } => {
+                let digest = <Sha256 as sha2::Digest>::digest(body);
+                let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+                Some(format!("sha256:{hex}"))
+            }
+            AuthProfile::Bearer { .. } | AuthProfile::Basic { .. } | AuthProfile::Public => None,
+        }
+    }
+}
+
 /// Why a delivery was refused. Messages name what is wrong, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::catalog::Playbooks;
 use crate::config::WorkerConfig;
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::queue::{QueueBackend, QueueConfig};
 
 /// How long a run waits for a worker that has its playbook before it fails.
@@ -37,7 +38,11 @@ pub struct Worker {
     /// The playbooks in use; each run takes the current set when a worker picks it up.
     pub playbooks: Arc<Playbooks>,
     pub config: WorkerConfig,
+    pub metrics: Arc<Metrics>,
 }
+
+/// How often the watchdog looks for stalled runs.
+const WATCHDOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A new worker id: host, process and a random part.
 pub fn new_worker_id() -> String {
@@ -56,6 +61,7 @@ impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), Error> {
         info!(worker = %self.id, concurrency = self.config.concurrency, "Worker started.");
         let timers = tokio::spawn(Arc::clone(&self).promote_timers(shutdown.clone()));
+        let watchdog = tokio::spawn(Arc::clone(&self).watch_for_stalls(shutdown.clone()));
         let backend = QueueBackend::new(
             Arc::clone(&self.store),
             QueueConfig {
@@ -83,6 +89,7 @@ impl Worker {
             .await
             .map_err(|error| Error::Worker(error.to_string()))?;
         timers.abort();
+        watchdog.abort();
         info!(worker = %self.id, "Worker stopped.");
         stopped.map_err(|error| Error::Worker(error.to_string()))
     }
@@ -94,6 +101,29 @@ impl Worker {
                 warn!(%error, "Could not promote due timers.");
             }
             tokio::time::sleep(self.config.poll_interval.max(Duration::from_millis(50))).await;
+        }
+    }
+
+    /// Logs and counts runs in hand that stopped making progress: a stall must show, not hold
+    /// a worker silently. Each stalled run is reported once.
+    async fn watch_for_stalls(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut reported = std::collections::HashSet::new();
+        while !shutdown.is_cancelled() {
+            tokio::time::sleep(WATCHDOG_INTERVAL).await;
+            let stalled = self.runner.watchdog().stalled(self.runner.now());
+            let mut new = 0;
+            for stall in &stalled {
+                if reported.insert(stall.run_id.clone()) {
+                    new += 1;
+                    tracing::error!(
+                        run_id = %stall.run_id,
+                        quiet_s = stall.quiet_ms / 1000,
+                        "A run has made no progress for longer than its playbook allows: it is stalled."
+                    );
+                }
+            }
+            reported.retain(|run_id| stalled.iter().any(|stall| &stall.run_id == run_id));
+            self.metrics.stalls(stalled.len(), new);
         }
     }
 

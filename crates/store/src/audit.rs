@@ -83,6 +83,14 @@ pub fn record_hash(run_id: &str, seq: u64, prev: &str, event: &str) -> String {
         .collect()
 }
 
+/// SHA-256 (hex) of an event as a run record stores it (its JSON text).
+pub fn event_digest(event: &serde_json::Value) -> String {
+    Sha256::digest(event.to_string().as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// Checks a run's records in the order they were read; returns how many there are.
 pub fn verify(run_id: &str, records: &[AuditRecord]) -> Result<usize, ChainBreak> {
     let mut chain = Chain::new(run_id);
@@ -226,6 +234,9 @@ pub async fn verify_store(store: &dyn Store) -> Result<Verification, Error> {
             seals.remove(&run_id);
             continue;
         }
+        if let Some(problem) = record_mismatch(store, &run_id, &records).await? {
+            report.problems.push(problem);
+        }
         let ended = records.last().is_some_and(|record| {
             serde_json::from_str::<RunEvent>(&record.event).is_ok_and(|event| event.is_terminal())
         });
@@ -272,6 +283,57 @@ pub async fn verify_store(store: &dyn Store) -> Result<Verification, Error> {
         });
     }
     Ok(report)
+}
+
+/// Where the run record (its playbook and event columns) or the started run's event disagrees
+/// with what the run's first record says was accepted.
+async fn record_mismatch(
+    store: &dyn Store,
+    run_id: &str,
+    records: &[AuditRecord],
+) -> Result<Option<ChainBreak>, Error> {
+    let problem = |position: usize, reason: &str| {
+        Some(ChainBreak {
+            run_id: run_id.to_owned(),
+            position,
+            reason: reason.to_owned(),
+        })
+    };
+    let Some(Ok(RunEvent::RunAccepted {
+        playbook: Some(playbook),
+        event_sha256: Some(digest),
+        ..
+    })) = records
+        .first()
+        .map(|record| serde_json::from_str::<RunEvent>(&record.event))
+    else {
+        // Written before the record covered the run's columns: nothing to compare.
+        return Ok(None);
+    };
+    let Some(run) = store.run(run_id).await? else {
+        return Ok(problem(1, "the run's record is gone from the store"));
+    };
+    if run.playbook != playbook || event_digest(&run.event) != digest {
+        return Ok(problem(
+            1,
+            "the run record's playbook or event is not what was accepted: the record was edited",
+        ));
+    }
+    for (index, record) in records.iter().enumerate() {
+        if let Ok(RunEvent::RunStarted {
+            playbook: started,
+            event,
+            ..
+        }) = serde_json::from_str::<RunEvent>(&record.event)
+            && (started != playbook || event_digest(&event) != digest)
+        {
+            return Ok(problem(
+                index + 1,
+                "the run started with another playbook or event than was accepted",
+            ));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -50,12 +50,15 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The first record of each run it starts, stored with the run.
-    fn accepted(&self) -> Result<String, Error> {
+    /// The first record of `run`, stored with the run: it covers the run record's playbook and
+    /// event (their digest), so editing the record shows in verification.
+    fn accepted(&self, run: &NewRun) -> Result<String, Error> {
         let event = RunEvent::RunAccepted {
             trigger: self.trigger.clone(),
             actor: self.actor.clone(),
             delivery_id: self.delivery_id.clone(),
+            playbook: Some(run.playbook.clone()),
+            event_sha256: Some(audit::event_digest(&run.event)),
             at: self.received_at,
         };
         serde_json::to_string(&event).map_err(|error| Error::corrupt("run_accepted", error))

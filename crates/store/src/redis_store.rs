@@ -193,8 +193,6 @@ struct ScriptDelivery<'a> {
     runs: Vec<ScriptRun<'a>>,
     /// The ignored record (`[trigger, playbooks…]` as JSON), if any playbook filtered it out.
     ignored: Option<String>,
-    /// Each new run's first journal record (`RunEvent::RunAccepted`).
-    accepted: String,
     genesis: &'static str,
     ignored_kept: String,
     activity_max_len: String,
@@ -207,7 +205,8 @@ struct ScriptRun<'a> {
     event: String,
     dedupe_key: Option<String>,
     window_ms: String,
-    /// The hash of the run's first record, `accepted`.
+    /// The run's first journal record (`RunEvent::RunAccepted`), and its hash.
+    accepted: String,
     accepted_hash: String,
 }
 
@@ -399,7 +398,6 @@ const MAX_CACHED_HEADS: usize = 100_000;
 #[async_trait]
 impl Store for RedisStore {
     async fn accept(&self, delivery: &Delivery) -> Result<Vec<Admission>, Error> {
-        let accepted = delivery.accepted()?;
         let payload = ScriptDelivery {
             trigger: &delivery.trigger,
             delivery_key: delivery
@@ -411,22 +409,26 @@ impl Store for RedisStore {
             runs: delivery
                 .runs
                 .iter()
-                .map(|run| ScriptRun {
-                    run_id: &run.run_id,
-                    playbook: &run.playbook,
-                    event: run.event.to_string(),
-                    dedupe_key: run
-                        .dedupe
-                        .as_ref()
-                        .map(|dedupe| format!("dedupe:{}:{}", run.playbook, dedupe.key)),
-                    window_ms: run
-                        .dedupe
-                        .as_ref()
-                        .map_or(1, |dedupe| dedupe.window_ms.max(1))
-                        .to_string(),
-                    accepted_hash: audit::record_hash(&run.run_id, 1, GENESIS, &accepted),
+                .map(|run| {
+                    let accepted = delivery.accepted(run)?;
+                    Ok(ScriptRun {
+                        run_id: &run.run_id,
+                        playbook: &run.playbook,
+                        event: run.event.to_string(),
+                        dedupe_key: run
+                            .dedupe
+                            .as_ref()
+                            .map(|dedupe| format!("dedupe:{}:{}", run.playbook, dedupe.key)),
+                        window_ms: run
+                            .dedupe
+                            .as_ref()
+                            .map_or(1, |dedupe| dedupe.window_ms.max(1))
+                            .to_string(),
+                        accepted_hash: audit::record_hash(&run.run_id, 1, GENESIS, &accepted),
+                        accepted,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, Error>>()?,
             ignored: if delivery.ignored.is_empty() {
                 None
             } else {
@@ -442,7 +444,6 @@ impl Store for RedisStore {
             },
             ignored_kept: IGNORED_KEPT.to_string(),
             activity_max_len: self.activity_max_len.to_string(),
-            accepted,
             genesis: GENESIS,
         };
         let payload =
@@ -953,9 +954,9 @@ for _, r in ipairs(d.runs) do
       'event', r.event, 'accepted_at', d.received_at)
     redis.call('ZADD', p .. ':runs', d.received_at, r.run_id)
     redis.call('XADD', p .. ':jobs', '*', 'run', r.run_id)
-    redis.call('XADD', p .. ':run:' .. r.run_id .. ':events', '*', 'e', d.accepted, 'n', 1,
+    redis.call('XADD', p .. ':run:' .. r.run_id .. ':events', '*', 'e', r.accepted, 'n', 1,
       'p', d.genesis, 'h', r.accepted_hash)
-    copy({'r', r.run_id, 'e', d.accepted, 'n', 1, 'p', d.genesis, 'h', r.accepted_hash})
+    copy({'r', r.run_id, 'e', r.accepted, 'n', 1, 'p', d.genesis, 'h', r.accepted_hash})
     out[#out + 1] = {playbook = r.playbook, run_id = r.run_id, duplicate = false}
   end
 end

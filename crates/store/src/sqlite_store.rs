@@ -1,12 +1,14 @@
 //! The embedded default: everything in one local SQLite file, so a single node needs no other
 //! service and still loses nothing across a restart.
 //!
-//! One connection behind a mutex, used from tokio's blocking pool: SQLite serialises writers
-//! anyway, and a single writer keeps every operation a plain transaction. WAL journal mode lets
-//! the file be read (backups, `sqlite3`) while the server writes.
+//! One connection, owned by one thread of its own that runs the operations in turn: SQLite
+//! serialises writers anyway, and a single writer keeps every operation a plain transaction.
+//! (Handing each operation to tokio's blocking pool instead grew a thread per concurrent request,
+//! ~200 threads after a burst of 2,000 webhooks, which then never exited and kept their memory.)
+//! WAL journal mode lets the file be read (backups, `sqlite3`) while the server writes.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,11 +32,14 @@ pub enum Synchronous {
     Full,
 }
 
-/// The embedded store. Cheap to clone.
+/// The embedded store. Cheap to clone; the connection's thread ends with the last clone.
 #[derive(Clone)]
 pub struct SqliteStore {
-    connection: Arc<Mutex<Connection>>,
+    operations: mpsc::Sender<Operation>,
 }
+
+/// Work for the connection's thread.
+type Operation = Box<dyn FnOnce(&mut Connection) + Send>;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,26 +119,38 @@ impl SqliteStore {
         connection.pragma_update(None, "synchronous", level)?;
         connection.execute_batch(SCHEMA)?;
         add_chain_columns(&connection)?;
-        Ok(SqliteStore {
-            connection: Arc::new(Mutex::new(connection)),
-        })
+        let (operations, received) = mpsc::channel::<Operation>();
+        std::thread::Builder::new()
+            .name("riposte-sqlite".into())
+            .spawn(move || {
+                let mut connection = connection;
+                for operation in received {
+                    operation(&mut connection);
+                }
+            })
+            .map_err(|error| Error::Config(format!("cannot start the SQLite thread: {error}")))?;
+        Ok(SqliteStore { operations })
     }
 
-    /// Runs `operation` on the connection in tokio's blocking pool.
+    /// Runs `operation` on the connection's thread and waits for its result.
     async fn with<T, F>(&self, operation: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
     {
-        let connection = Arc::clone(&self.connection);
-        tokio::task::spawn_blocking(move || {
-            let mut connection = connection
-                .lock()
-                .map_err(|_| Error::Config("the SQLite connection is poisoned".into()))?;
-            operation(&mut connection)
-        })
-        .await
-        .map_err(|error| Error::Config(format!("a SQLite task failed: {error}")))?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || Error::Config("the SQLite connection's thread has stopped".into());
+        self.operations
+            .send(Box::new(move |connection| {
+                // A panic here would end the thread; keep it to this operation.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    operation(connection)
+                }))
+                .unwrap_or_else(|_| Err(Error::Config("a SQLite operation panicked".into())));
+                let _ = reply.send(result);
+            }))
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 }
 
@@ -287,7 +304,11 @@ fn append_trail(transaction: &rusqlite::Transaction<'_>, entry: &TrailEntry) -> 
 #[async_trait]
 impl Store for SqliteStore {
     async fn accept(&self, delivery: &Delivery) -> Result<Vec<Admission>, Error> {
-        let accepted = delivery.accepted()?;
+        let accepted = delivery
+            .runs
+            .iter()
+            .map(|run| delivery.accepted(run))
+            .collect::<Result<Vec<String>, Error>>()?;
         let delivery = delivery.clone();
         self.with(move |connection| {
             let transaction =
@@ -310,7 +331,7 @@ impl Store for SqliteStore {
                 }
             }
             let mut admissions = Vec::with_capacity(delivery.runs.len());
-            for run in &delivery.runs {
+            for (run, accepted) in delivery.runs.iter().zip(accepted) {
                 if let Some(dedupe) = &run.dedupe {
                     let key = format!("dedupe:{}:{}", run.playbook, dedupe.key);
                     let earlier: Option<String> = transaction
@@ -347,7 +368,7 @@ impl Store for SqliteStore {
                 transaction
                     .prepare_cached("INSERT INTO jobs (run_id) VALUES (?1)")?
                     .execute(params![run.run_id])?;
-                let first = audit::link(&run.run_id, (0, GENESIS), vec![accepted.clone()]);
+                let first = audit::link(&run.run_id, (0, GENESIS), vec![accepted]);
                 insert_records(&transaction, &run.run_id, &first)?;
                 admissions.push(Admission {
                     playbook: run.playbook.clone(),

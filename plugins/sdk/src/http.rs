@@ -248,7 +248,7 @@ fn error_code(code: ErrorCode) -> HttpError {
             refused: true,
         },
         ErrorCode::DestinationIpProhibited => HttpError {
-            message: "the host refused the request: the address is private, loopback, link-local or a metadata address".into(),
+            message: "the host refused the request: the address is private, loopback, link-local or a metadata address, or in another range that is not globally reachable".into(),
             refused: true,
         },
         ErrorCode::DnsError(_) => failure("the host name could not be resolved"),

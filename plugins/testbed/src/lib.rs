@@ -19,13 +19,20 @@ impl Plugin for Testbed {
         .action(Action::new("echo", "Returns its input and call context."))
         .action(Action::new("noop", "Returns an empty object."))
         .action(
-            Action::new("fetch", "GETs `url` and returns the status and body.").not_idempotent(),
+            Action::new(
+                "fetch",
+                "GETs `url` (`times` times, 1 by default) and returns the last status and body.",
+            )
+            .not_idempotent(),
         )
         .action(Action::new(
             "secret",
             "Tells whether the secret `name` is readable.",
         ))
-        .action(Action::new("log", "Logs `message` with `fields`."))
+        .action(Action::new(
+            "log",
+            "Logs `message` with `value` (`times` times, 1 by default).",
+        ))
         .action(Action::new(
             "kv",
             "Sets `key` to `value` if given, then reads it.",
@@ -69,11 +76,18 @@ impl Plugin for Testbed {
                 let url = input["url"]
                     .as_str()
                     .ok_or_else(|| Error::InvalidInput("`url` is required".into()))?;
-                let mut request = Request::get(url);
-                if let Some(secret) = input["attach"].as_str() {
-                    request = request.with_secret(secret);
+                let request = || {
+                    let mut request = Request::get(url);
+                    if let Some(secret) = input["attach"].as_str() {
+                        request = request.with_secret(secret);
+                    }
+                    request.send()
+                };
+                // A plugin that retries a refused request in a loop, as a buggy one would.
+                for _ in 1..input["times"].as_u64().unwrap_or(1) {
+                    let _ = request();
                 }
-                let response = request.send()?;
+                let response = request()?;
                 Ok(json!({ "status": response.status, "body": response.text() }))
             }
             "secret" => {
@@ -84,7 +98,9 @@ impl Plugin for Testbed {
             "log" => {
                 let message = input["message"].as_str().unwrap_or_default();
                 let value = input["value"].as_str().unwrap_or_default();
-                log::info(message, &[("value", value)]);
+                for _ in 0..input["times"].as_u64().unwrap_or(1) {
+                    log::info(message, &[("value", value)]);
+                }
                 Ok(json!({ "logged": true }))
             }
             "kv" => {

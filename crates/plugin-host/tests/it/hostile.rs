@@ -131,6 +131,34 @@ async fn the_metadata_address_is_refused_even_when_granted() {
 }
 
 #[tokio::test]
+async fn every_special_purpose_range_is_refused_even_when_granted() {
+    let (addr, seen) =
+        crate::serve(axum::Router::new().route("/", axum::routing::get(|| async { "hi" }))).await;
+    let port = addr.port();
+    // Loopback is allowed here, so only the ranges themselves can refuse these.
+    let host = host_with(&["testbed"], true).await;
+    // IPv6 forms that carry these (IPv4-mapped, NAT64) are covered by `playbook::addresses`.
+    for address in ["0.0.0.1", "0.0.0.0", "192.0.2.1", "198.18.0.1"] {
+        let fetch = call(
+            "testbed",
+            "fetch",
+            json!({ "url": format!("http://{address}:{port}/") }),
+        );
+        let error = invoke(&host, granted(fetch, &[&format!("{address}:{port}")], &[]))
+            .await
+            .expect_err(address);
+        assert!(
+            error.message.contains("the host refused the request"),
+            "{address}: {error}"
+        );
+    }
+    assert!(
+        seen.all().is_empty(),
+        "a refused request reached the server"
+    );
+}
+
+#[tokio::test]
 async fn a_name_that_resolves_to_loopback_is_refused_unless_loopback_is_allowed() {
     let (addr, seen) =
         crate::serve(axum::Router::new().route("/", axum::routing::get(|| async { "hi" }))).await;
@@ -221,21 +249,7 @@ async fn a_plugin_sees_no_environment_files_or_sockets() {
 
 #[tokio::test]
 async fn secrets_never_reach_the_logs_in_any_encoding() {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
+    let buffer = LogBuffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -263,12 +277,73 @@ async fn secrets_never_reach_the_logs_in_any_encoding() {
             .await
             .expect("logs");
     }
-    let captured = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("UTF-8 logs");
+    let captured = buffer.text();
     assert!(captured.contains("key is [REDACTED]"), "{captured}");
     for form in &encoded {
         assert!(
             !captured.contains(form.as_str()),
             "`{form}` reached the logs:\n{captured}"
         );
+    }
+}
+
+/// A plugin looping on a refused host, or logging in a loop, puts a bounded number of lines in
+/// the host's log, and one line that counts the rest.
+#[tokio::test]
+async fn a_plugin_cannot_flood_the_log() {
+    let buffer = LogBuffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let host = host_with(&["testbed"], false).await;
+    let fetch = call(
+        "testbed",
+        "fetch",
+        json!({"url": "http://not-granted.example/", "times": 5_000}),
+    );
+    invoke(&host, fetch).await.expect_err("never granted");
+    let logged = buffer.text();
+    let refusals = logged.matches("Outbound request refused.").count();
+    assert!(
+        (1..=5).contains(&refusals),
+        "{refusals} refusals logged:\n{logged}"
+    );
+    assert!(logged.contains("refusals_left_out=4995"), "{logged}");
+
+    let log = call(
+        "testbed",
+        "log",
+        json!({"message": "chatty", "value": "v", "times": 10_000}),
+    );
+    invoke(&host, log).await.expect("logs");
+    let logged = buffer.text();
+    let lines = logged.matches("chatty").count();
+    assert_eq!(lines, 200, "the plugin's own lines are bounded");
+    assert!(logged.contains("plugin_lines_left_out=9800"), "{logged}");
+}
+
+/// Log lines captured from a test's subscriber.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().expect("lock").clone()).expect("UTF-8 logs")
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

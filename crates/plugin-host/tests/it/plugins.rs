@@ -144,14 +144,15 @@ async fn header_secrets_are_attached_by_the_host_and_hidden_from_the_plugin() {
         headers.lock().expect("lock").as_deref(),
         Some("Bearer tok-4e1d-canary")
     );
-    // Over plain HTTP to an address the server did not allow, the secret is refused, not sent.
+    // Over plain HTTP to an address the server did not allow, the secret is refused, not sent
+    // (no connection is attempted: the refusal comes first).
     let public = granted(
         call(
             "testbed",
             "fetch",
-            json!({"url": "http://203.0.113.7/", "attach": "api_token"}),
+            json!({"url": "http://93.184.215.14/", "attach": "api_token"}),
         ),
-        &["203.0.113.7"],
+        &["93.184.215.14"],
         &secrets,
     );
     let refused = invoke(&host, public).await.expect_err("secrets need HTTPS");

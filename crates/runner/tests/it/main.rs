@@ -2,6 +2,7 @@
 //! time instantly, so timings are exact and the tests are fast.
 
 mod approvals;
+mod every_run_ends;
 mod execution;
 mod recovery;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use playbook::{ErrorKind, Playbook};
 use runner::{
-    MemoryJournal, RunEvent, RunState, Runner, Secrets, StepCall, StepError, StepExecutor,
+    Journal, MemoryJournal, RunEvent, RunState, Runner, Secrets, StepCall, StepError, StepExecutor,
 };
 use tokio::time::Instant;
 
@@ -124,6 +125,25 @@ impl StepExecutor for Scripted {
     }
 }
 
+/// A journal that takes time to answer, as a store over the network does: an append suspends
+/// its caller, so concurrent steps really interleave around the journal (the in-memory journal
+/// answers without ever yielding, which hides lock-order bugs).
+pub(crate) struct SlowJournal {
+    pub(crate) inner: Arc<MemoryJournal>,
+}
+
+#[async_trait]
+impl Journal for SlowJournal {
+    async fn append(&self, run_id: &str, event: &RunEvent) -> Result<(), runner::Error> {
+        self.append_all(run_id, std::slice::from_ref(event)).await
+    }
+
+    async fn append_all(&self, run_id: &str, events: &[RunEvent]) -> Result<(), runner::Error> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        self.inner.append_all(run_id, events).await
+    }
+}
+
 /// A runner over a scripted executor and an in-memory journal.
 pub(crate) struct Harness {
     pub(crate) runner: Runner,
@@ -136,6 +156,19 @@ impl Harness {
         let journal = Arc::new(MemoryJournal::new());
         Harness {
             runner: Runner::new(executor.clone(), journal.clone()),
+            journal,
+            executor,
+        }
+    }
+
+    /// A harness whose journal suspends on every write ([`SlowJournal`]).
+    pub(crate) fn with_slow_journal(executor: Arc<Scripted>) -> Self {
+        let journal = Arc::new(MemoryJournal::new());
+        let slow = Arc::new(SlowJournal {
+            inner: journal.clone(),
+        });
+        Harness {
+            runner: Runner::new(executor.clone(), slow),
             journal,
             executor,
         }

@@ -124,6 +124,43 @@ egress: { allow_private: [10.0.0.0/33] }
 }
 
 #[test]
+fn secrets_anybody_could_guess_are_refused_at_start() {
+    let found = problems(with_file(
+        r#"
+auth:
+  empty_key: { type: standard-webhooks, secrets_env: [EMPTY_KEY] }
+  colon: { type: basic, credentials_env: [JUST_A_COLON] }
+  no_password: { type: basic, credentials_env: [NO_PASSWORD] }
+  space: { type: hmac-sha256, secrets_env: [ONE_SPACE] }
+  blank_token: { type: bearer, tokens_env: [BLANK_TOKEN] }
+  good: { type: standard-webhooks, secrets_env: [GOOD_KEY] }
+"#,
+        &[
+            ("EMPTY_KEY", "whsec_"),
+            ("JUST_A_COLON", ":"),
+            ("NO_PASSWORD", "siem: "),
+            ("ONE_SPACE", " "),
+            ("BLANK_TOKEN", "\t  "),
+            ("GOOD_KEY", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ],
+    ));
+    let expected = [
+        "auth.empty_key.secrets_env: EMPTY_KEY holds an empty Standard Webhooks key",
+        "auth.colon.credentials_env: JUST_A_COLON must hold `user:password`, with neither part empty",
+        "auth.no_password.credentials_env: NO_PASSWORD must hold `user:password`, with neither part empty",
+        "auth.space.secrets_env: the environment variable ONE_SPACE holds only whitespace",
+        "auth.blank_token.tokens_env: the environment variable BLANK_TOKEN holds only whitespace",
+    ];
+    for text in expected {
+        assert!(
+            found.iter().any(|problem| problem.contains(text)),
+            "no problem mentions `{text}`: {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+}
+
+#[test]
 fn an_unknown_key_is_named_with_its_line() {
     let found = problems(with_file("listen: 127.0.0.1:1\nworkerz: {}\n", &[]));
     assert_eq!(found.len(), 1);

@@ -100,10 +100,11 @@ impl Server {
         }
     }
 
-    async fn waiting_run(&self) -> String {
-        let (status, answer) = self
-            .post_signed("siem", r#"{"src_ip": "203.0.113.9"}"#, &[])
-            .await;
+    /// A run of `gated` for an alert about `src_ip`. A signed body is its delivery's identity:
+    /// runs of one server need addresses of their own.
+    async fn waiting_run(&self, src_ip: &str) -> String {
+        let body = format!(r#"{{"src_ip": "{src_ip}"}}"#);
+        let (status, answer) = self.post_signed("siem", &body, &[]).await;
         assert_eq!(status, 202, "{answer}");
         let run = run_id(&answer);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -255,7 +256,7 @@ fn every_route_is_in_the_openapi_document_and_every_operation_has_a_route() {
 async fn a_responder_approves_one_run_and_cancels_another_over_http_and_the_trail_shows_who() {
     for backend in BACKENDS {
         let server = Server::start(backend, &[("gated.yaml", GATED.into())]).await;
-        let approved = server.waiting_run().await;
+        let approved = server.waiting_run("203.0.113.9").await;
 
         let (status, page) = server
             .call(
@@ -315,7 +316,7 @@ async fn a_responder_approves_one_run_and_cancels_another_over_http_and_the_trai
             "a decided step cannot be decided again: {body}"
         );
 
-        let cancelled = server.waiting_run().await;
+        let cancelled = server.waiting_run("203.0.113.10").await;
         let cancel = format!("/api/v1/runs/{cancelled}/cancel");
         let (status, body) = server
             .call(
@@ -641,7 +642,7 @@ async fn plugins_are_listed_with_what_they_declare() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_webhooks_runs_steps_and_plugin_calls() {
     let server = Server::start(crate::Backend::Sqlite, &[("gated.yaml", GATED.into())]).await;
-    let run = server.waiting_run().await;
+    let run = server.waiting_run("203.0.113.9").await;
     let (status, _) = server
         .call(
             "POST",

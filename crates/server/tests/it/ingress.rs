@@ -257,3 +257,155 @@ async fn chunked_upload(base: &str, trigger: &str, chunks: usize, size: usize) -
         .unwrap_or(0);
     (status, text)
 }
+
+/// A captured signed delivery, resent with other unsigned headers, is the same delivery: the
+/// delivery id comes from what the signature covers (Standard Webhooks' `webhook-id`, or the
+/// HMAC-signed body), never from an unsigned `Idempotency-Key`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_delivery_replayed_with_new_unsigned_ids_starts_one_run() {
+    let server = start(Backend::Sqlite).await;
+    let body = r#"{"ip": "203.0.113.8"}"#;
+    let signed = standard_webhooks("msg_replayed", now(), body);
+    let mut runs = std::collections::BTreeSet::new();
+    let mut accepted = 0;
+    for attempt in 0..20 {
+        let mut request = server
+            .client
+            .post(format!("{}/hooks/svix", server.base))
+            .header("content-type", "application/json")
+            .header("idempotency-key", format!("replay-{attempt}"))
+            .body(body);
+        for (name, value) in &signed {
+            request = request.header(name, value);
+        }
+        let (status, answer) = answer(request.send().await.expect("answer")).await;
+        accepted += usize::from(status == 202);
+        runs.insert(crate::run_id(&answer));
+    }
+    assert_eq!(
+        (accepted, runs.len()),
+        (1, 1),
+        "Standard Webhooks: {runs:?}"
+    );
+
+    runs.clear();
+    accepted = 0;
+    for attempt in 0..20 {
+        let key = format!("replay-{attempt}");
+        let unsigned: &[(&str, &str)] = match attempt % 3 {
+            0 => &[("idempotency-key", &key)],
+            1 => &[("x-github-delivery", &key)],
+            _ => &[],
+        };
+        let (status, answer) = server.post_signed("signed", body, unsigned).await;
+        accepted += usize::from(status == 202);
+        runs.insert(crate::run_id(&answer));
+    }
+    assert_eq!((accepted, runs.len()), (1, 1), "HMAC: {runs:?}");
+
+    // Bearer credentials sign nothing: there the sender's own delivery id is all there is.
+    let mut bearer_runs = std::collections::BTreeSet::new();
+    for key in ["first", "second", "second"] {
+        let (status, answer) = answer(
+            server
+                .client
+                .post(format!("{}/hooks/bearer", server.base))
+                .header("content-type", "application/json")
+                .header("idempotency-key", key)
+                .bearer_auth(BEARER_TOKEN)
+                .body(body)
+                .send()
+                .await
+                .expect("answer"),
+        )
+        .await;
+        assert!(status == 202 || status == 200, "{answer}");
+        bearer_runs.insert(crate::run_id(&answer));
+    }
+    assert_eq!(bearer_runs.len(), 2, "{bearer_runs:?}");
+    server.stop().await;
+}
+
+/// Clients that open connections and send nothing, trickle their headers, or stop sending a
+/// body, are cut off: none holds a socket past the configured timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let playbooks = playbooks();
+    let borrowed: Vec<(&str, String)> = playbooks
+        .iter()
+        .map(|(name, yaml)| (name.as_str(), yaml.clone()))
+        .collect();
+    let server = Server::start_with_options(
+        Backend::Sqlite,
+        &borrowed,
+        1,
+        &[],
+        "http: { header_read_timeout: 1s, body_read_timeout: 1s }",
+    )
+    .await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for n in 0..100 {
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect");
+        if n % 2 == 0 {
+            // Headers that never end.
+            stream
+                .write_all(b"POST /hooks/open HTTP/1.1\r\nhost: riposte\r\nx-slow: ")
+                .await
+                .expect("write");
+        }
+        idle.push(stream);
+    }
+    let started = tokio::time::Instant::now();
+    for (n, stream) in idle.iter_mut().enumerate() {
+        let mut buffer = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("connection {n} is still open after 10 s"));
+        // Closed (0 bytes), reset, or a 408 before closing: all end the connection.
+        if let Ok(read) = closed
+            && read > 0
+        {
+            let text = String::from_utf8_lossy(&buffer[..read]);
+            assert!(text.contains("408"), "connection {n}: {text}");
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A body that stops half-way is answered 408.
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"POST /hooks/open HTTP/1.1\r\nhost: riposte\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"ip\": ",
+        )
+        .await
+        .expect("write");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("did not arrive within 1s"), "{text}");
+    // The server still answers everyone else.
+    let (status, answer) = answer(
+        server
+            .client
+            .post(format!("{}/hooks/open", server.base))
+            .header("content-type", "application/json")
+            .body(r#"{"ip": "203.0.113.9"}"#)
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    server.stop().await;
+}

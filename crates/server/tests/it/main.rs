@@ -75,6 +75,17 @@ impl Server {
         workers: usize,
         extra_env: &[(&str, &str)],
     ) -> Server {
+        Server::start_with_options(backend, playbooks, workers, extra_env, "").await
+    }
+
+    /// The same with more configuration (YAML appended to the file).
+    pub(crate) async fn start_with_options(
+        backend: Backend,
+        playbooks: &[(&str, String)],
+        workers: usize,
+        extra_env: &[(&str, &str)],
+        extra_config: &str,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("playbooks")).expect("playbooks dir");
         for (name, yaml) in playbooks {
@@ -139,6 +150,7 @@ egress:
   allow_private: [127.0.0.0/8]
 api:
   cors_origins: ["{SOC_ORIGIN}"]
+{extra_config}
 "#,
             plugins = test_support::plugin_dir().display()
         );

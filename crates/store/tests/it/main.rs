@@ -868,6 +868,69 @@ async fn the_whole_trail_verifies_and_a_cut_tail_a_deleted_run_or_an_edited_trai
     );
 }
 
+/// The run record's columns (its playbook, its event) are covered by the run's first record:
+/// editing either is found, on both stores.
+#[tokio::test]
+async fn editing_a_run_records_playbook_or_event_is_found() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "columns")
+        .await
+        .expect("connect");
+    let (event_edited, playbook_edited) =
+        (journal_of_four(&store).await, journal_of_four(&store).await);
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut raw = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    for (run_id, field, value) in [
+        (&event_edited, "event", r#"{"ip":"10.0.0.1"}"#),
+        (&playbook_edited, "playbook", "b"),
+    ] {
+        let _: () =
+            redis::AsyncCommands::hset(&mut raw, format!("columns:run:{run_id}"), field, value)
+                .await
+                .expect("edit");
+    }
+    assert_columns_edited(&store, &event_edited, &playbook_edited).await;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("riposte.db");
+    let store = SqliteStore::open(&path, Synchronous::Normal).expect("open");
+    let (event_edited, playbook_edited) =
+        (journal_of_four(&store).await, journal_of_four(&store).await);
+    let raw = rusqlite::Connection::open(&path).expect("open");
+    raw.execute(
+        r#"UPDATE runs SET event = '{"ip":"10.0.0.1"}' WHERE run_id = ?1"#,
+        rusqlite::params![event_edited],
+    )
+    .expect("edit");
+    raw.execute(
+        "UPDATE runs SET playbook = 'b' WHERE run_id = ?1",
+        rusqlite::params![playbook_edited],
+    )
+    .expect("edit");
+    assert_columns_edited(&store, &event_edited, &playbook_edited).await;
+}
+
+async fn assert_columns_edited(store: &dyn Store, event_edited: &str, playbook_edited: &str) {
+    let mut found = problems(store).await;
+    found.sort();
+    let mut expected: Vec<(String, usize, String)> = [event_edited, playbook_edited]
+        .iter()
+        .map(|run_id| {
+            (
+                (*run_id).to_owned(),
+                1,
+                "the run record's playbook or event is not what was accepted: the record was edited"
+                    .to_owned(),
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(found, expected);
+}
+
 #[tokio::test]
 async fn runs_are_listed_newest_first_filtered_by_playbook_and_time_and_paged() {
     for backend in backends().await {
