@@ -1341,8 +1341,8 @@ impl<'s> Compiler<'s> {
         source: &Source,
         kind: Kind,
     ) {
-        let paths = match template::analyze(source, kind) {
-            Ok(paths) => paths,
+        let analysis = match template::analyze(source, kind) {
+            Ok(analysis) => analysis,
             Err((position, message)) => {
                 let hint = if message.contains("unexpected end")
                     || message.contains("end of variable block")
@@ -1366,7 +1366,8 @@ impl<'s> Compiler<'s> {
                 return;
             }
         };
-        for path in paths {
+        let mut unknown = false;
+        for path in analysis.paths {
             if let Err((message, hint)) = check_path(context, scope, &path) {
                 let needle = path.split('.').take(2).collect::<Vec<_>>().join(".");
                 let position = source
@@ -1375,7 +1376,17 @@ impl<'s> Compiler<'s> {
                     .map(|offset| template::position_in(source, offset))
                     .unwrap_or(source.position);
                 self.error_with_hint("unknown-reference", position, message, hint);
+                unknown = true;
             }
+        }
+        // What a template may not do is only worth saying of one that reads what it may.
+        if let Some((position, message)) = analysis.refused.filter(|_| !unknown) {
+            self.error_with_hint(
+                "template-sandbox",
+                position,
+                format!("`{}` — {message}", source.text.trim()),
+                "see what templates may do in the template reference in docs/playbooks.md",
+            );
         }
     }
 }

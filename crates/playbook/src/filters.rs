@@ -21,29 +21,46 @@ use minijinja::{Environment, Error, ErrorKind};
 use regex::{Regex, RegexBuilder};
 use sha2::Digest;
 
-pub(crate) fn register(env: &mut Environment<'static>) {
-    env.add_filter("in_cidr", in_cidr);
+/// The filters, by name (the sandbox wraps each in its byte budget).
+pub(crate) fn filters() -> Vec<(&'static str, Value)> {
+    vec![
+        ("in_cidr", Value::from_function(in_cidr)),
+        ("is_private_ip", Value::from_function(is_private_ip)),
+        ("defang", Value::from_function(defang)),
+        ("refang", Value::from_function(refang)),
+        (
+            "sha256",
+            Value::from_function(|value: &str| hex_digest(sha2::Sha256::digest(value))),
+        ),
+        (
+            "sha1",
+            Value::from_function(|value: &str| hex_digest(sha1::Sha1::digest(value))),
+        ),
+        (
+            "md5",
+            Value::from_function(|value: &str| hex_digest(md5::Md5::digest(value))),
+        ),
+        ("regex_match", Value::from_function(regex_match)),
+        ("regex_search", Value::from_function(regex_search)),
+        ("regex_findall", Value::from_function(regex_findall)),
+        ("regex_replace", Value::from_function(regex_replace)),
+        ("fromjson", Value::from_function(fromjson)),
+        (
+            "b64encode",
+            Value::from_function(|value: &str| {
+                base64::engine::general_purpose::STANDARD.encode(value)
+            }),
+        ),
+        ("b64decode", Value::from_function(b64decode)),
+    ]
+}
+
+/// The tests (`x is private_ip`), which build nothing.
+pub(crate) fn register_tests(env: &mut Environment<'static>) {
     env.add_test("in_cidr", in_cidr);
-    env.add_filter("is_private_ip", is_private_ip);
     env.add_test("private_ip", is_private_ip);
     env.add_test("ip_address", |value: &str| parse_ip(value).is_ok());
-    env.add_filter("defang", defang);
-    env.add_filter("refang", refang);
-    env.add_filter("sha256", |value: &str| {
-        hex_digest(sha2::Sha256::digest(value))
-    });
-    env.add_filter("sha1", |value: &str| hex_digest(sha1::Sha1::digest(value)));
-    env.add_filter("md5", |value: &str| hex_digest(md5::Md5::digest(value)));
-    env.add_filter("regex_match", regex_match);
     env.add_test("regex_match", regex_match);
-    env.add_filter("regex_search", regex_search);
-    env.add_filter("regex_findall", regex_findall);
-    env.add_filter("regex_replace", regex_replace);
-    env.add_filter("fromjson", fromjson);
-    env.add_filter("b64encode", |value: &str| {
-        base64::engine::general_purpose::STANDARD.encode(value)
-    });
-    env.add_filter("b64decode", b64decode);
 }
 
 /// Is an IP address the organisation's own: private, loopback, link-local, shared (CGNAT),

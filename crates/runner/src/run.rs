@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::{self, FuturesUnordered, StreamExt};
+use playbook::template::SecretMarkers;
 use playbook::{ApprovalTimeout, ErrorKind, OnFailure, Playbook, RetryPolicy, Step};
 use tracing::{info, instrument, warn};
 
@@ -300,8 +301,11 @@ struct Drive<'a> {
     /// Failure handlers already started in this drive: each runs at most once.
     handlers_started: Mutex<HashSet<String>>,
     redactor: Redactor,
+    /// `secrets` as templates see them: opaque references, never the values.
     secrets: minijinja::Value,
-    /// Values of the secrets the playbook declares, for building plugin grants.
+    /// What stands for each secret in rendered inputs, until the call.
+    secret_markers: SecretMarkers,
+    /// Values of the secrets the playbook declares, for plugin grants and rendered inputs.
     secret_values: BTreeMap<String, String>,
     /// Parts of the template context that do not change during the run.
     trigger: minijinja::Value,
@@ -328,11 +332,14 @@ impl<'a> Drive<'a> {
                     .map(|value| (name.as_str(), value.as_str()))
             })
             .collect();
+        // Unguessable per drive, so text in an alert cannot pass for a secret's marker.
+        let secret_markers = SecretMarkers::new(format!("{:032x}", rand::random::<u128>()));
         Drive {
             runner,
             playbook,
             redactor: Redactor::new(secrets.0.values().map(String::as_str)),
-            secrets: minijinja::Value::from_serialize(&granted),
+            secrets: secret_markers.context(granted.keys().copied()),
+            secret_markers,
             secret_values: granted
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -835,7 +842,10 @@ impl<'a> Drive<'a> {
             Some(index) => format!("{run_id}:{}:{index}", step.id),
             None => format!("{run_id}:{}", step.id),
         };
-        let redacted_input = self.redactor.redact(&input);
+        // The plugin gets the secrets' values where the template put their markers; the record
+        // gets `[REDACTED]` there.
+        let redacted_input = self.redactor.redact(&self.secret_markers.conceal(&input));
+        let input = self.secret_markers.reveal(&input, &self.secret_values);
         let mut tries = 0;
         loop {
             tries += 1;

@@ -3,4 +3,5 @@
 mod files;
 mod filters;
 mod hostile;
+mod memory;
 mod ui;

@@ -504,12 +504,13 @@ steps:
     retry: { max_attempts: 2, backoff: { initial: 1s, jitter: false } }
     with:
       header: "Bearer {{ secrets.api_key }}"
-      b64: "{{ secrets.api_key | b64encode }}"
-      url: "https://x.test/?k={{ secrets.api_key | urlencode }}"
+      whole: "{{ secrets.api_key }}"
 "#;
+    // Templates cannot encode a secret (the sandbox refuses it); a plugin's answer can.
     let echoed = json!({
         "echo": canary,
         "hex": canary.bytes().map(|b| format!("{b:02x}")).collect::<String>(),
+        "b64": "czNjcjN0LWNhbmFyeS05Zjhl",
     });
     let executor = Scripted::new().on(
         "call",
@@ -529,6 +530,7 @@ steps:
     // The plugin got the real value...
     let call = &harness.executor.calls_of("call")[0].call;
     assert_eq!(call.input["header"], json!(format!("Bearer {canary}")));
+    assert_eq!(call.input["whole"], json!(canary));
     // ...the record has none of its forms.
     let journal = serde_json::to_string(&harness.events()).expect("serializable");
     let base64 = "czNjcjN0LWNhbmFyeS05Zjhl";
@@ -603,4 +605,61 @@ steps:
         runner::screen(&pb, &json!({})).is_err(),
         "a missing field is an error, not a silent no"
     );
+}
+
+/// A secret cannot be transformed into something redaction would miss: `validate` refuses it,
+/// and a template built by hand (past `compile`) fails at run time without the secret's value
+/// ever entering the template engine.
+#[tokio::test(start_paused = true)]
+async fn a_secret_cannot_be_transformed_in_a_template() {
+    let canary = "s3cr3t-canary-7a1b";
+    for transform in ["reverse", "upper", "list", "b64encode"] {
+        let yaml = format!(
+            r#"
+name: transformed
+trigger: {{ webhook: t, public: true }}
+secrets: [api_key]
+steps:
+  - id: call
+    uses: test/act
+    with: {{ x: "{{{{ secrets.api_key | {transform} }}}}" }}
+"#
+        );
+        let diagnostics = playbook::compile(&yaml).expect_err("refused when checked");
+        assert_eq!(diagnostics[0].code, "template-sandbox", "{transform}");
+
+        let mut compiled = playbook(
+            r#"
+name: transformed
+trigger: { webhook: t, public: true }
+secrets: [api_key]
+steps:
+  - id: call
+    uses: test/act
+    with: { x: "{{ secrets.api_key }}" }
+"#,
+        );
+        compiled.steps[0].with = playbook::Input::Map(vec![(
+            "x".into(),
+            playbook::Input::Expression(playbook::template::Source {
+                text: format!("secrets.api_key | {transform}"),
+                position: playbook::Position::new(8, 10),
+            }),
+        )]);
+        let harness = Harness::new(Scripted::new());
+        let state = harness
+            .start_with_secrets(&compiled, json!({}), &secrets(&[("api_key", canary)]))
+            .await;
+        assert_eq!(state.status, RunStatus::Failed, "{transform}");
+        assert!(harness.executor.calls_of("call").is_empty(), "{transform}");
+        let journal = serde_json::to_string(&harness.events()).expect("serializable");
+        assert!(journal.contains("inserted whole"), "{transform}: {journal}");
+        let reversed: String = canary.chars().rev().collect();
+        for form in [canary, reversed.as_str(), &canary.to_uppercase()] {
+            assert!(
+                !journal.contains(form),
+                "{transform}: `{form}` in {journal}"
+            );
+        }
+    }
 }

@@ -409,3 +409,37 @@ async fn slow_clients_are_cut_off() {
     assert_eq!(status, 202, "{answer}");
     server.stop().await;
 }
+
+/// A burst of concurrent deliveries leaves no threads behind (each store operation once took a
+/// thread of tokio's blocking pool: a burst of 2,000 left ~200 idle threads, and their memory,
+/// for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_deliveries_leaves_no_threads_behind() {
+    let server = start(Backend::Sqlite).await;
+    let threads = || {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| tasks.count())
+            .unwrap_or(0)
+    };
+    let before = threads();
+    let sent = futures::future::join_all((0..400).map(|n| {
+        server
+            .client
+            .post(format!("{}/hooks/open", server.base))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"ip": "198.51.100.{}", "n": {n}}}"#, n % 250))
+            .send()
+    }))
+    .await;
+    let accepted = sent
+        .into_iter()
+        .filter(|answer| answer.as_ref().is_ok_and(|a| a.status() == 202))
+        .count();
+    assert_eq!(accepted, 400);
+    let after = threads();
+    assert!(
+        after <= before + 8,
+        "{before} threads before the burst, {after} after"
+    );
+    server.stop().await;
+}

@@ -5,27 +5,28 @@
 //! list), or a text template that renders to a string. Conditions (`if:`, `filter:`) are bare
 //! expressions; wrapping them in `{{ }}` is accepted too, as GitHub Actions users expect.
 //!
-//! The sandbox: undefined variables are errors (a typo must not silently become an empty string),
-//! every evaluation has a fuel budget, rendered text is capped in size while it is written, and
-//! expressions that nest too deeply for minijinja's recursive parser are refused before parsing.
-//!
-//! What the sandbox does not bound is the work done *inside* one minijinja operation: fuel counts
-//! instructions, not bytes, so a template that doubles a string in a loop (`s ~ s`) or
-//! materializes a huge lazy sequence (`[0] * 10**12 | list`) can still exhaust memory before any
-//! cap applies. Templates are written by playbook authors, not by the senders of events; the
-//! runner should still evaluate them under an operating-system memory limit.
+//! The sandbox ([`sandbox`]): undefined variables are errors (a typo must not silently become an
+//! empty string), every evaluation has a fuel budget and a byte budget for every value it builds
+//! on the way (operators, filters and functions all charge it), rendered text is capped in size
+//! while it is written, expressions that nest too deeply for minijinja's recursive parser are
+//! refused before parsing, and what would escape those bounds (captured output, recursive loops)
+//! is refused when the playbook is checked ([`prepare`]). Secrets are opaque ([`secrets`]): a
+//! template can insert one whole, never transform it.
+
+mod prepare;
+mod sandbox;
+mod secrets;
 
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
 
-use minijinja::{Environment, UndefinedBehavior};
+pub use sandbox::{FUEL_PER_EVALUATION, MAX_BUILT_BYTES, MAX_ITEMS};
+pub use secrets::SecretMarkers;
 
 use crate::diagnostic::Position;
 use crate::error::Error;
-use crate::filters;
+use prepare::{Prepared, Problem};
+use sandbox::{Evaluation, engine};
 
-/// Instructions one evaluation may execute before it is stopped.
-pub const FUEL_PER_EVALUATION: u64 = 100_000;
 /// Largest text a template may render to.
 pub const MAX_RENDERED_BYTES: usize = 256 * 1024;
 
@@ -138,27 +139,23 @@ pub(crate) enum Kind {
     Template,
 }
 
-/// The shared, sandboxed template environment.
-pub(crate) fn engine() -> &'static Environment<'static> {
-    static ENGINE: OnceLock<Environment<'static>> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_fuel(Some(FUEL_PER_EVALUATION));
-        env.set_recursion_limit(64);
-        filters::register(&mut env);
-        env
-    })
-}
-
 /// Names usable in templates that are functions rather than variables.
 pub(crate) fn is_global_function(name: &str) -> bool {
     engine().globals().any(|(global, _)| global == name)
 }
 
-/// Parses a template or expression once: the dotted variable paths it reads
-/// (`steps.enrich.output.score`), for reference checks, or its syntax error and where it is.
-pub(crate) fn analyze(source: &Source, kind: Kind) -> Result<BTreeSet<String>, (Position, String)> {
+/// What a template reads, and what in it the sandbox refuses.
+#[derive(Debug)]
+pub(crate) struct Analysis {
+    /// The dotted variable paths it reads (`steps.enrich.output.score`), for reference checks.
+    pub(crate) paths: BTreeSet<String>,
+    /// The first thing in it the sandbox does not allow ([`prepare`]), and where it is.
+    pub(crate) refused: Option<(Position, String)>,
+}
+
+/// Parses a template or expression: what it reads and what it may not contain, or its syntax
+/// error and where it is.
+pub(crate) fn analyze(source: &Source, kind: Kind) -> Result<Analysis, (Position, String)> {
     if let Err(offset) = check_nesting(&source.text, kind) {
         return Err((position_in(source, offset), TOO_DEEP.to_owned()));
     }
@@ -169,22 +166,47 @@ pub(crate) fn analyze(source: &Source, kind: Kind) -> Result<BTreeSet<String>, (
         Kind::Template => engine()
             .template_from_str(&source.text)
             .map(|template| template.undeclared_variables(true)),
+    }
+    .map_err(|error| syntax_problem(source, &error))?;
+    let refused = match prepare::prepare(&source.text, kind) {
+        Ok(_) => None,
+        Err(Problem::Syntax(error)) => return Err(syntax_problem(source, &error)),
+        Err(Problem::Refused((offset, message))) => Some((position_in(source, offset), message)),
     };
-    paths.map(|set| set.into_iter().collect()).map_err(|error| {
-        let position = error
-            .range()
-            .map(|range| position_in(source, range.start))
-            .unwrap_or(source.position);
-        (position, describe(&error))
+    Ok(Analysis {
+        paths: paths.into_iter().collect(),
+        refused,
+    })
+}
+
+fn syntax_problem(source: &Source, error: &minijinja::Error) -> (Position, String) {
+    let position = error
+        .range()
+        .map(|range| position_in(source, range.start))
+        .unwrap_or(source.position);
+    (position, describe(error))
+}
+
+/// Checks and rewrites a template for the sandbox ([`prepare`]).
+fn prepared(source: &Source, kind: Kind) -> Result<Prepared, Error> {
+    guard_nesting(source, kind)?;
+    prepare::prepare(&source.text, kind).map_err(|problem| match problem {
+        Problem::Syntax(error) => template_error(source, None, &error),
+        Problem::Refused((offset, message)) => Error::Template {
+            position: position_in(source, offset),
+            expression: source.text.clone(),
+            message,
+        },
     })
 }
 
 fn eval_expression(source: &Source, context: &minijinja::Value) -> Result<minijinja::Value, Error> {
-    guard_nesting(source, Kind::Expression)?;
+    let prepared = prepared(source, Kind::Expression)?;
+    let _budget = Evaluation::begin();
     let value = engine()
-        .compile_expression(&source.text)
+        .compile_expression(&prepared.text)
         .and_then(|expr| expr.eval(context))
-        .map_err(|error| template_error(source, &error))?;
+        .map_err(|error| template_error(source, Some(&prepared), &error))?;
     // Strict mode catches undefined values when they are printed or iterated; an expression that
     // *is* undefined (`secrets.unset`) must not silently become `null` or `false`.
     if value.is_undefined() {
@@ -198,18 +220,19 @@ fn eval_expression(source: &Source, context: &minijinja::Value) -> Result<miniji
 }
 
 fn render_text(source: &Source, context: &minijinja::Value) -> Result<String, Error> {
-    // The cap is enforced while writing, not after: `{{ [0] * 10**12 }}` prints a lazy sequence
-    // item by item and would otherwise grow the output until memory runs out.
-    guard_nesting(source, Kind::Template)?;
+    let prepared = prepared(source, Kind::Template)?;
+    let _budget = Evaluation::begin();
+    // The cap is enforced while writing, not after: `{{ [0] * 10**5 }}` prints a sequence item
+    // by item and would otherwise grow the output before any check.
     let mut output = CappedWriter::default();
     engine()
-        .template_from_str(&source.text)
+        .template_from_str(&prepared.text)
         .and_then(|template| template.render_captured_to(context, &mut output).map(drop))
         .map_err(|error| {
             if output.overflowed {
                 too_large(source, "rendered to")
             } else {
-                template_error(source, &error)
+                template_error(source, Some(&prepared), &error)
             }
         })?;
     String::from_utf8(output.bytes).map_err(|_| Error::Template {
@@ -412,10 +435,15 @@ fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
         .map(|offset| from + offset)
 }
 
-fn template_error(source: &Source, error: &minijinja::Error) -> Error {
+/// A minijinja error at its place in the playbook (`prepared` maps a rewritten template's
+/// offsets back to the original).
+fn template_error(source: &Source, prepared: Option<&Prepared>, error: &minijinja::Error) -> Error {
     let position = error
         .range()
-        .map(|range| position_in(source, range.start))
+        .map(|range| {
+            let offset = prepared.map_or(range.start, |p| p.original_offset(range.start));
+            position_in(source, offset)
+        })
         .unwrap_or(source.position);
     Error::Template {
         position,
