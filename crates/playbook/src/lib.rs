@@ -5,7 +5,8 @@
 //! "did you mean", missing and cyclic `needs`, template syntax errors and references to steps,
 //! variables or secrets that do not exist. Templates and conditions are minijinja, sandboxed (see
 //! [`template`]), with filters for security work (see [`filters`]). [`schema`] publishes the format
-//! as JSON Schema for editors.
+//! as JSON Schema for editors. [`Playbook::screen`] is what a trigger makes of an event: its
+//! filter's verdict and its dedupe key.
 //!
 //! This crate does no I/O beyond reading the files it is asked to load, and knows nothing of plugins,
 //! queues or storage: the `runner` crate executes what this crate checked.
@@ -17,6 +18,7 @@ mod error;
 pub mod filters;
 mod model;
 pub mod schema;
+mod screen;
 pub mod template;
 mod yaml;
 
@@ -34,6 +36,7 @@ pub use model::{
     Approval, ApprovalTimeout, Dedupe, ErrorKind, Foreach, OnFailure, Playbook, PluginGrant,
     PluginRef, RetryPolicy, Step, StepId, Trigger,
 };
+pub use screen::Screening;
 pub use template::{Condition, Input};
 pub use yaml::MAX_PLAYBOOK_BYTES;
 

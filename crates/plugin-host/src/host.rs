@@ -493,7 +493,10 @@ fn version_matches(version: &str, pin: &str) -> bool {
 fn timeout_error(timeout: Duration) -> StepError {
     StepError::new(
         ErrorKind::Timeout,
-        format!("the plugin ran past its deadline of {}", humanize(timeout)),
+        format!(
+            "the plugin ran past its deadline of {}",
+            humantime::format_duration(timeout)
+        ),
     )
 }
 
@@ -539,14 +542,6 @@ fn plugin_error(error: types::Error) -> StepError {
         },
         types::Error::Upstream(m) => StepError::new(ErrorKind::Upstream, m),
         types::Error::Internal(m) => StepError::new(ErrorKind::Internal, m),
-    }
-}
-
-fn humanize(duration: Duration) -> String {
-    if duration.as_millis().is_multiple_of(1000) {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}ms", duration.as_millis())
     }
 }
 

@@ -69,11 +69,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(error) => return Err(error.into()),
     };
     let event = read_json(&args.event)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(run_async(args, playbook, event))
+    crate::runtime(false)?.block_on(run_async(args, playbook, event))
 }
 
 async fn run_async(
@@ -81,8 +77,9 @@ async fn run_async(
     playbook: Playbook,
     event: serde_json::Value,
 ) -> anyhow::Result<ExitCode> {
-    let screening =
-        runner::screen(&playbook, &event).context("the trigger failed on this event")?;
+    let screening = playbook
+        .screen(&event)
+        .context("the trigger failed on this event")?;
     if let Some(key) = screening.dedupe_key.as_ref().filter(|_| !args.json) {
         eprintln!("dedupe key: {key}");
     }
@@ -116,10 +113,10 @@ async fn run_async(
     let executor: Arc<dyn StepExecutor> = if args.dry_run {
         Arc::new(DryRunExecutor::new(mocks))
     } else {
-        Arc::new(server::executor::PluginExecutor {
-            plugins: args.plugins.host().await?,
-            metrics: Arc::default(),
-        })
+        match args.plugins.host().await? {
+            Some(host) => Arc::new(host),
+            None => Arc::new(runner::NoPlugins),
+        }
     };
     let (journal, earlier) = match &args.journal {
         Some(path) => {

@@ -209,6 +209,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// A runtime for one command: one thread for the commands that do one thing, several for the
+/// server. Blocking work (DNS lookups for plugins' requests) queues beyond 32 threads: a burst
+/// must not leave hundreds of idle threads and their memory behind.
+fn runtime(multi_thread: bool) -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .max_blocking_threads(32)
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// Prints a line to stdout. A closed pipe (`riposte validate … | head`) is not an error worth a
 /// panic: the reader has what it wanted.
 fn print_stdout(text: &str) {
@@ -239,8 +256,8 @@ fn new_token(name: &str, role: &str) -> anyhow::Result<ExitCode> {
     if !valid_name {
         anyhow::bail!("--name must be letters, digits, `-`, `_` or `.`");
     }
-    let token = server::access::new_token();
-    let hash = server::access::token_hash(&token);
+    let token = server::tokens::new_token();
+    let hash = server::tokens::token_hash(&token);
     print_stdout(&token);
     let variable = name.to_ascii_uppercase().replace(['-', '.'], "_");
     eprintln!(

@@ -73,11 +73,7 @@ pub(crate) fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let manifest = runtime.block_on(async {
+    let manifest = crate::runtime(false)?.block_on(async {
         let mut host = PluginHost::new(HostConfig::new(cache_dir(None)))?;
         host.load(file).await
     })?;

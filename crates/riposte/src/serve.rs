@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use server::{CancellationToken, Config, Parts};
@@ -17,14 +18,7 @@ pub(crate) enum Role {
 
 pub(crate) fn run(config_file: Option<&Path>, role: Role) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_file)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        // Blocking work (DNS lookups for plugins' requests) queues beyond this: a burst must not
-        // leave hundreds of idle threads and their memory behind.
-        .max_blocking_threads(32)
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    crate::runtime(true)?.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         let (listen, ops_listen) = (config.listen, config.ops_listen);
@@ -67,7 +61,7 @@ pub(crate) fn resume(
     by: &str,
 ) -> anyhow::Result<ExitCode> {
     on_the_store(config_file, async |store| {
-        server::resume_failed(store, run_id, by).await?;
+        control(store).resume_failed(run_id, by).await?;
         eprintln!("Run {run_id} resumed: a worker picks it up from its failed steps.");
         Ok(())
     })
@@ -81,7 +75,7 @@ pub(crate) fn decide(
     decision: runner::Decision,
 ) -> anyhow::Result<ExitCode> {
     on_the_store(config_file, async |store| {
-        server::decide(store, run_id, step, decision).await?;
+        control(store).decide(run_id, step, decision).await?;
         eprintln!("Decision on step `{step}` of run {run_id} recorded: a worker resumes the run.");
         Ok(())
     })
@@ -96,7 +90,7 @@ pub(crate) fn audit_verify(
     let mut intact = true;
     on_the_store(config_file, async |store| {
         let Some(run_id) = run else {
-            let report = store::audit::verify_store(store).await?;
+            let report = store::audit::verify_store(store.as_ref()).await?;
             for broken in &report.problems {
                 crate::print_stdout(&format!("BROKEN {broken}"));
             }
@@ -137,7 +131,7 @@ pub(crate) fn audit_export(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     on_the_store(config_file, async |store| {
-        let Some(timeline) = server::timeline(store, run_id).await? else {
+        let Some(timeline) = server::timeline(store.as_ref(), run_id).await? else {
             return Err(server::Error::Resume(format!(
                 "run {run_id} has no journal"
             )));
@@ -216,18 +210,21 @@ fn timeline_markdown(timeline: &server::Timeline) -> String {
 /// Runs one operation on the store the configuration names (the server's own).
 fn on_the_store(
     config_file: Option<&Path>,
-    operation: impl AsyncFnOnce(&dyn store::Store) -> Result<(), server::Error>,
+    operation: impl AsyncFnOnce(Arc<dyn store::Store>) -> Result<(), server::Error>,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_file)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    crate::runtime(false)?.block_on(async move {
         let store = server::open_store(&config.store).await?;
-        operation(store.as_ref()).await?;
+        operation(store).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Run control over `store`, as the server's: the runner records the events (no plugin is called).
+fn control(store: Arc<dyn store::Store>) -> server::RunControl {
+    let journal: Arc<dyn runner::Journal> = store.clone();
+    let runner = runner::Runner::new(Arc::new(runner::NoPlugins), journal);
+    server::RunControl::new(store, Arc::new(runner))
 }
 
 /// SIGTERM (Kubernetes, systemd) or Ctrl-C: stop taking work, finish what is in hand.

@@ -43,4 +43,8 @@ impl StepExecutor for DryRunExecutor {
         }
         Ok(output)
     }
+
+    fn rehearses(&self) -> bool {
+        true
+    }
 }

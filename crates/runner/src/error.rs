@@ -10,6 +10,7 @@ pub enum Error {
     /// An approval decision for a step that is not waiting for one.
     #[error("step `{step}` of run {run_id} is not waiting for approval")]
     NotWaiting { run_id: String, step: String },
-    #[error("the trigger filter or dedupe key failed: {0}")]
-    Trigger(#[from] playbook::Error),
+    /// What was asked does not fit the run's state (it ended, it was cancelled, it is queued).
+    #[error("{0}")]
+    Refused(String),
 }

@@ -52,4 +52,28 @@ impl std::fmt::Debug for Grant {
 #[async_trait]
 pub trait StepExecutor: Send + Sync {
     async fn execute(&self, call: StepCall) -> Result<serde_json::Value, StepError>;
+
+    /// A rehearsal (a dry run) is given every call, the runner's built-in `core` actions too, so
+    /// it shows each call a run would make; other executors only get plugin calls.
+    fn rehearses(&self) -> bool {
+        false
+    }
+}
+
+/// The executor when no plugin is installed: every call fails, saying so (the built-in `core`
+/// actions still work: the runner answers them itself).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoPlugins;
+
+#[async_trait]
+impl StepExecutor for NoPlugins {
+    async fn execute(&self, call: StepCall) -> Result<serde_json::Value, StepError> {
+        Err(StepError::new(
+            playbook::ErrorKind::Internal,
+            format!(
+                "plugin `{}` is not installed: no plugins folder is configured (`plugins:` for the server, `--plugins <dir>` for `riposte run`)",
+                call.uses.plugin
+            ),
+        ))
+    }
 }

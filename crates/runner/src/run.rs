@@ -9,10 +9,12 @@ use playbook::template::SecretMarkers;
 use playbook::{ApprovalTimeout, ErrorKind, OnFailure, Playbook, RetryPolicy, Step};
 use tracing::{info, instrument, warn};
 
+use crate::builtin;
 use crate::error::Error;
 use crate::event::{Decision, Millis, RunEvent, RunState, RunStatus, StepError, StepStatus};
 use crate::executor::{Grant, StepCall, StepExecutor};
 use crate::journal::Journal;
+use crate::observer::{Observer, Unobserved};
 use crate::redact::Redactor;
 use crate::watchdog::Watchdog;
 
@@ -20,6 +22,7 @@ use crate::watchdog::Watchdog;
 pub struct Runner {
     executor: Arc<dyn StepExecutor>,
     journal: Arc<dyn Journal>,
+    observer: Arc<dyn Observer>,
     clock: Clock,
     watchdog: Watchdog,
 }
@@ -40,49 +43,31 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
-/// What the trigger makes of an event before any run starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Screening {
-    /// False when the trigger's `filter` rejects the event.
-    pub matched: bool,
-    /// The rendered `dedupe` key, if the trigger has one.
-    pub dedupe_key: Option<String>,
-}
-
-/// Evaluates a trigger's `filter` and `dedupe` key for an incoming event.
-pub fn screen(
-    playbook: &Playbook,
-    event: &serde_json::Value,
-) -> Result<Screening, playbook::Error> {
-    let context = minijinja::context! {
-        trigger => minijinja::Value::from_serialize(event),
-        vars => minijinja::Value::from_serialize(&playbook.vars),
-    };
-    let matched = match &playbook.trigger.filter {
-        Some(filter) => filter.evaluate(&context)?,
-        None => true,
-    };
-    let dedupe_key = match (&playbook.trigger.dedupe, matched) {
-        (Some(dedupe), true) => Some(match dedupe.key.render(&context)? {
-            serde_json::Value::String(key) => key,
-            other => other.to_string(),
-        }),
-        _ => None,
-    };
-    Ok(Screening {
-        matched,
-        dedupe_key,
-    })
-}
-
 impl Runner {
     pub fn new(executor: Arc<dyn StepExecutor>, journal: Arc<dyn Journal>) -> Self {
         Runner {
             executor,
             journal,
+            observer: Arc::new(Unobserved),
             clock: Clock::new(),
             watchdog: Watchdog::default(),
         }
+    }
+
+    /// The same runner, telling `observer` what it records and calls.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Writes `events` to the run's journal: the one path every run event takes, so the
+    /// observer and the watchdog see exactly what the journal holds.
+    pub(crate) async fn record(&self, run_id: &str, events: &[RunEvent]) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        self.journal.append_all(run_id, events).await?;
+        self.observer.recorded(events, started.elapsed());
+        self.watchdog.progressed(run_id, self.now());
+        Ok(())
     }
 
     /// The runs this runner is driving, and which of them are stalled.
@@ -106,12 +91,8 @@ impl Runner {
         secrets: &Secrets,
     ) -> Result<RunState, Error> {
         let now = self.now();
-        let run = run_context(run_id, &playbook.name, now);
-        let context = minijinja::context! {
-            trigger => minijinja::Value::from_serialize(&event),
-            vars => minijinja::Value::from_serialize(&playbook.vars),
-            run => minijinja::Value::from_serialize(&run),
-        };
+        let values = RunValues::new(playbook, run_id, now, &event);
+        let context = values.context(Default::default(), &[]);
         let mut incident = serde_json::Map::new();
         let mut incident_error = None;
         for (field, input) in &playbook.incident {
@@ -144,14 +125,14 @@ impl Runner {
                 error: Some(error),
                 at: self.now(),
             };
-            self.journal
-                .append_all(run_id, &[started, finished.clone()])
-                .await?;
+            self.record(run_id, &[started, finished.clone()]).await?;
             state.apply(&finished);
             return Ok(state);
         }
+        let values = values.with_incident(&state.incident);
         // `RunStarted` is written with the first step's start, before its plugin is called.
-        self.drive(playbook, state, secrets, vec![started]).await
+        self.drive(playbook, state, secrets, vec![started], Some(values))
+            .await
     }
 
     /// Continues a run from its recorded state: completed steps are not repeated; a step that was
@@ -175,7 +156,7 @@ impl Runner {
         if state.status.is_terminal() {
             return Ok(state);
         }
-        self.drive(playbook, state, secrets, Vec::new()).await
+        self.drive(playbook, state, secrets, Vec::new(), None).await
     }
 
     async fn drive(
@@ -184,41 +165,19 @@ impl Runner {
         state: RunState,
         secrets: &Secrets,
         unsaved: Vec<RunEvent>,
+        values: Option<RunValues>,
     ) -> Result<RunState, Error> {
         let _watch = self
             .watchdog
             .watch(&state.run_id, self.now(), playbook.longest_quiet());
-        let drive = Drive::new(self, playbook, state, secrets, unsaved);
+        let values = values.unwrap_or_else(|| {
+            RunValues::new(playbook, &state.run_id, state.started_at, &state.event)
+                .with_incident(&state.incident)
+        });
+        let drive = Drive::new(self, playbook, state, secrets, unsaved, values);
         drive.run().await?;
         drive.save().await?;
         drive.into_state()
-    }
-
-    /// Records a decision on a step that waits for approval. Call [`Runner::resume`] afterwards.
-    pub async fn decide(
-        &self,
-        state: &mut RunState,
-        step: &str,
-        decision: Decision,
-    ) -> Result<(), Error> {
-        let waiting = state
-            .step(step)
-            .and_then(|record| record.approval.as_ref())
-            .is_some_and(|approval| approval.decision.is_none());
-        if !waiting {
-            return Err(Error::NotWaiting {
-                run_id: state.run_id.clone(),
-                step: step.to_owned(),
-            });
-        }
-        let event = RunEvent::ApprovalDecided {
-            step: step.to_owned(),
-            decision,
-            at: self.now(),
-        };
-        self.journal.append(&state.run_id, &event).await?;
-        state.apply(&event);
-        Ok(())
     }
 }
 
@@ -308,10 +267,7 @@ struct Drive<'a> {
     /// Values of the secrets the playbook declares, for plugin grants and rendered inputs.
     secret_values: BTreeMap<String, String>,
     /// Parts of the template context that do not change during the run.
-    trigger: minijinja::Value,
-    vars: minijinja::Value,
-    run: minijinja::Value,
-    incident: minijinja::Value,
+    values: RunValues,
 }
 
 impl<'a> Drive<'a> {
@@ -321,6 +277,7 @@ impl<'a> Drive<'a> {
         state: RunState,
         secrets: &Secrets,
         unsaved: Vec<RunEvent>,
+        values: RunValues,
     ) -> Self {
         let granted: BTreeMap<&str, &str> = playbook
             .secrets
@@ -344,14 +301,7 @@ impl<'a> Drive<'a> {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-            trigger: minijinja::Value::from_serialize(&state.event),
-            vars: minijinja::Value::from_serialize(&playbook.vars),
-            run: minijinja::Value::from_serialize(run_context(
-                &state.run_id,
-                &playbook.name,
-                state.started_at,
-            )),
-            incident: minijinja::Value::from_serialize(&state.incident),
+            values,
             run_id: state.run_id.clone(),
             state: Mutex::new(state),
             unsaved: Mutex::new(unsaved),
@@ -395,14 +345,7 @@ impl<'a> Drive<'a> {
         if events.is_empty() {
             return Ok(());
         }
-        self.runner
-            .journal
-            .append_all(&self.run_id, &events)
-            .await?;
-        self.runner
-            .watchdog
-            .progressed(&self.run_id, self.runner.now());
-        Ok(())
+        self.runner.record(&self.run_id, &events).await
     }
 
     async fn run(&self) -> Result<(), Error> {
@@ -548,15 +491,7 @@ impl<'a> Drive<'a> {
                 })
                 .collect::<BTreeMap<&str, minijinja::Value>>()
         })?;
-        let base = minijinja::context! {
-            trigger => self.trigger.clone(),
-            vars => self.vars.clone(),
-            run => self.run.clone(),
-            incident => self.incident.clone(),
-            steps => minijinja::Value::from(steps),
-        };
-        let extra: BTreeMap<&str, minijinja::Value> = extra.iter().cloned().collect();
-        Ok(minijinja::context! { ..minijinja::Value::from(extra), ..base })
+        Ok(self.values.context(minijinja::Value::from(steps), extra))
     }
 
     /// Runs the failure handlers `failed` names, in order. A handler runs at most once per run,
@@ -870,18 +805,32 @@ impl<'a> Drive<'a> {
                 timeout: step.timeout,
                 grant: self.grant(&step.uses.plugin),
             };
-            let result = match tokio::time::timeout(
-                step.timeout,
-                self.runner.executor.execute(call),
-            )
-            .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(StepError::new(
-                    ErrorKind::Timeout,
-                    format!("no answer within {}", humanize(step.timeout)),
-                )),
+            let called = std::time::Instant::now();
+            let built_in = if self.runner.executor.rehearses() {
+                None
+            } else {
+                builtin::call(&call)
             };
+            let result = match built_in {
+                Some(answer) => answer,
+                None => {
+                    match tokio::time::timeout(step.timeout, self.runner.executor.execute(call))
+                        .await
+                    {
+                        Ok(result) => result,
+                        Err(_) => Err(StepError::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "no answer within {}",
+                                humantime::format_duration(step.timeout)
+                            ),
+                        )),
+                    }
+                }
+            };
+            self.runner
+                .observer
+                .called(&step.uses, result.as_ref().map(drop), called.elapsed());
             let mut error = match result {
                 Ok(output) => return Ok(Ok((output, attempt))),
                 Err(error) => error,
@@ -983,10 +932,6 @@ fn merged<'k>(
     minijinja::context! { ..minijinja::Value::from(values), ..base.clone() }
 }
 
-fn run_context(run_id: &str, playbook: &str, started_at: Millis) -> serde_json::Value {
-    serde_json::json!({ "id": run_id, "playbook": playbook, "started_at": started_at })
-}
-
 fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
@@ -998,10 +943,53 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
-fn humanize(duration: Duration) -> String {
-    if duration.as_millis().is_multiple_of(1000) {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}ms", duration.as_millis())
+/// The parts of a run's template context that do not change while it runs: the event, the
+/// playbook's `vars`, the run itself and its `incident`, each converted once.
+struct RunValues {
+    trigger: minijinja::Value,
+    vars: minijinja::Value,
+    run: minijinja::Value,
+    incident: minijinja::Value,
+}
+
+impl RunValues {
+    fn new(
+        playbook: &Playbook,
+        run_id: &str,
+        started_at: Millis,
+        event: &serde_json::Value,
+    ) -> Self {
+        RunValues {
+            trigger: minijinja::Value::from_serialize(event),
+            vars: minijinja::Value::from_serialize(&playbook.vars),
+            run: minijinja::Value::from_serialize(serde_json::json!({
+                "id": run_id, "playbook": playbook.name, "started_at": started_at,
+            })),
+            incident: minijinja::Value::UNDEFINED,
+        }
+    }
+
+    fn with_incident(self, incident: &serde_json::Map<String, serde_json::Value>) -> Self {
+        RunValues {
+            incident: minijinja::Value::from_serialize(incident),
+            ..self
+        }
+    }
+
+    /// The template context: these values, the results of steps so far, and `extra`.
+    fn context(
+        &self,
+        steps: minijinja::Value,
+        extra: &[(&str, minijinja::Value)],
+    ) -> minijinja::Value {
+        let base = minijinja::context! {
+            trigger => self.trigger.clone(),
+            vars => self.vars.clone(),
+            run => self.run.clone(),
+            incident => self.incident.clone(),
+            steps => steps,
+        };
+        let extra: BTreeMap<&str, minijinja::Value> = extra.iter().cloned().collect();
+        minijinja::context! { ..minijinja::Value::from(extra), ..base }
     }
 }

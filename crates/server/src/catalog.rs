@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use playbook::Playbook;
 
+use crate::auth::AuthProfile;
 use crate::config::Config;
 use crate::error::Error;
-use crate::webhook_auth::AuthProfile;
 
 /// How a trigger's deliveries must authenticate, decided once at start.
 #[derive(Debug, Clone)]

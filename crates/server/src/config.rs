@@ -14,9 +14,9 @@ use base64::Engine as _;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::access::{ApiToken, Role};
+use crate::auth::AuthProfile;
 use crate::error::Error;
-use crate::webhook_auth::AuthProfile;
+use crate::tokens::{ApiToken, Role};
 
 /// Where the server keeps its state.
 #[derive(Clone, PartialEq, Eq)]

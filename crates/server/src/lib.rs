@@ -1,26 +1,25 @@
-//! The Riposte server: webhook ingress, workers, and their configuration.
+//! The Riposte server: webhook ingress, the management API, workers, and their configuration.
 //!
-//! [`serve`] runs the HTTP API and workers in one process; [`work`] runs workers only. Any number
-//! of processes share one store (Redis) and split the work; with no Redis configured, one process
-//! keeps everything in a local SQLite file. The path of an alert: [`app`] authenticates the
-//! delivery ([`webhook_auth`]), checks its body ([`ingress`]), screens it with each playbook on
-//! the trigger, and answers 202 once [`store::Store::accept`] has stored the runs and their jobs;
-//! a [`worker::Worker`] claims a job, folds the run's journal, and lets the runner advance it
-//! through the plugins. This crate knows HTTP and process wiring; it knows no Redis keys (the
-//! `store` crate does) and no wasmtime (the `plugin-host` crate does).
+//! [`serve`] runs the HTTP side and workers in one process; [`work`] runs workers only. Any
+//! number of processes share one store (Redis) and split the work; with no Redis configured, one
+//! process keeps everything in a local SQLite file. The path of an alert: [`http`] authenticates
+//! the delivery ([`auth`]), checks its body, screens it with each playbook on the trigger, and
+//! answers 202 once [`store::Store::accept`] has stored the runs and their jobs; a
+//! [`worker::Worker`] claims a job, locks the run, and lets the runner advance it. People steer
+//! runs through [`control::RunControl`] (cancel, decide, resume), which locks the run and asks the
+//! runner: the runner writes every run event, this crate none. This crate knows HTTP and process
+//! wiring; it knows no Redis keys (the `store` crate does) and no wasmtime (the `plugin-host`
+//! crate does).
 
-pub mod access;
-mod api;
-pub mod app;
+pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod control;
 mod error;
-pub mod executor;
-pub mod ingress;
-mod listener;
+pub mod http;
 pub mod metrics;
-mod queue;
-pub mod webhook_auth;
+pub mod timeline;
+pub mod tokens;
 pub mod worker;
 
 use std::sync::Arc;
@@ -28,9 +27,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 pub use tokio_util::sync::CancellationToken;
 
-pub use crate::api::{Timeline, timeline};
 pub use crate::config::{Config, StoreConfig};
+pub use crate::control::RunControl;
 pub use crate::error::Error;
+pub use crate::timeline::{Timeline, timeline};
 
 /// Everything a process needs, opened and checked.
 pub struct Parts {
@@ -38,7 +38,8 @@ pub struct Parts {
     pub store: Arc<dyn store::Store>,
     pub playbooks: Arc<catalog::Playbooks>,
     pub runner: Arc<runner::Runner>,
-    pub executor: Arc<executor::PluginExecutor>,
+    /// The plugins loaded, if a plugins folder is configured.
+    pub plugins: Option<Arc<plugin_host::PluginHost>>,
     pub metrics: Arc<metrics::Metrics>,
 }
 
@@ -62,27 +63,25 @@ impl Parts {
                 let mut host = plugin_host::PluginHost::new(host_config)?;
                 let loaded = host.load_dir(dir).await?;
                 tracing::info!(plugins = loaded.len(), dir = %dir.display(), "Plugins loaded.");
-                Some(host)
+                Some(Arc::new(host))
             }
             None => None,
         };
-        check_plugins(&catalog, plugins.as_ref())?;
+        check_plugins(&catalog, plugins.as_deref())?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let executor = Arc::new(executor::PluginExecutor {
-            plugins,
-            metrics: Arc::clone(&metrics),
-        });
-        let journal = Arc::new(metrics::MeteredJournal {
-            store: Arc::clone(&store),
-            metrics: Arc::clone(&metrics),
-        });
-        let runner = Arc::new(runner::Runner::new(executor.clone(), journal));
+        let executor: Arc<dyn runner::StepExecutor> = match &plugins {
+            Some(host) => host.clone(),
+            None => Arc::new(runner::NoPlugins),
+        };
+        let journal: Arc<dyn runner::Journal> = store.clone();
+        let runner =
+            Arc::new(runner::Runner::new(executor, journal).with_observer(metrics.clone()));
         Ok(Parts {
             config,
             store,
             playbooks: Arc::new(catalog::Playbooks::new(catalog)),
             runner,
-            executor,
+            plugins,
             metrics,
         })
     }
@@ -98,15 +97,25 @@ impl Parts {
         })
     }
 
-    fn app_state(&self) -> Result<app::AppState, Error> {
-        app::AppState::new(self)
+    /// What people use to cancel, decide and resume runs.
+    pub fn control(&self) -> RunControl {
+        RunControl::new(Arc::clone(&self.store), Arc::clone(&self.runner))
+    }
+
+    fn app_state(&self) -> Result<http::AppState, Error> {
+        http::AppState::new(self)
+    }
+
+    /// The router [`serve`] serves, to call in process (tests, tools).
+    pub fn router(&self) -> Result<axum::Router, Error> {
+        Ok(http::app(self.app_state()?))
     }
 
     /// What reloads this process's playbooks from disk.
     pub fn reloader(&self) -> Reloader {
         Reloader {
             config: self.config.clone(),
-            executor: Arc::clone(&self.executor),
+            plugins: self.plugins.clone(),
             playbooks: Arc::clone(&self.playbooks),
         }
     }
@@ -116,7 +125,7 @@ impl Parts {
 #[derive(Clone)]
 pub struct Reloader {
     config: Config,
-    executor: Arc<executor::PluginExecutor>,
+    plugins: Option<Arc<plugin_host::PluginHost>>,
     playbooks: Arc<catalog::Playbooks>,
 }
 
@@ -126,7 +135,7 @@ impl Reloader {
     /// progress finish on the playbook they started with.
     pub fn reload(&self) -> Result<usize, Error> {
         let catalog = catalog::Catalog::load(&self.config)?;
-        check_plugins(&catalog, self.executor.plugins.as_ref())?;
+        check_plugins(&catalog, self.plugins.as_deref())?;
         let longest = catalog.longest_step_timeout();
         if longest >= self.config.workers.lease {
             return Err(Error::Playbooks(vec![format!(
@@ -159,14 +168,14 @@ fn check_plugins(
 }
 
 /// The steps of `playbook` whose plugin or action is not loaded.
-fn plugin_problems(
+pub(crate) fn plugin_problems(
     playbook: &playbook::Playbook,
     plugins: Option<&plugin_host::PluginHost>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for step in playbook.steps.iter().chain(&playbook.handlers) {
         let uses = &step.uses;
-        if uses.plugin == "core" {
+        if uses.plugin == runner::CORE {
             continue;
         }
         match plugins.and_then(|host| host.manifest(&uses.plugin)) {
@@ -245,8 +254,8 @@ pub async fn serve(
     // `workers.concurrency: 0` makes an API-only process (scale the two independently).
     let worker = (parts.config.workers.concurrency > 0)
         .then(|| tokio::spawn(parts.worker().run(shutdown.clone())));
-    let router = app::app(parts.app_state()?);
-    listener::serve(
+    let router = http::app(parts.app_state()?);
+    http::serve(
         listener,
         router,
         parts.config.http.header_read_timeout,
@@ -263,7 +272,7 @@ pub async fn serve(
 }
 
 /// Runs workers only, until `shutdown`; with `ops`, also answers `/healthz`, `/readyz` and
-/// `/metrics` there ([`app::ops`]).
+/// `/metrics` there ([`http::ops`]).
 pub async fn work(
     parts: Parts,
     ops: Option<TcpListener>,
@@ -279,8 +288,8 @@ pub async fn work(
     let ops_done = CancellationToken::new();
     let ops = match ops {
         Some(listener) => {
-            let router = app::ops(parts.app_state()?);
-            Some(tokio::spawn(listener::serve(
+            let router = http::ops(parts.app_state()?);
+            Some(tokio::spawn(http::serve(
                 listener,
                 router,
                 parts.config.http.header_read_timeout,
@@ -296,143 +305,4 @@ pub async fn work(
             .map_err(|error| Error::Worker(error.to_string()))?;
     }
     worked
-}
-
-/// Resumes a failed run from its failed steps (after the downstream tool is back): the steps
-/// that succeeded keep their outputs, the others run again with the same idempotency keys. A run
-/// dead-lettered before it started is queued again. Running it again after it stopped half-way
-/// is safe: a run already marked resumed is queued again.
-pub async fn resume_failed(store: &dyn store::Store, run_id: &str, by: &str) -> Result<(), Error> {
-    let Some(record) = store.run(run_id).await? else {
-        return Err(Error::Resume(format!("there is no run {run_id}")));
-    };
-    let events = store.events(run_id).await?;
-    if runner::RunEvent::cancelled_by(&events).is_some() {
-        return Err(Error::Resume(format!(
-            "run {run_id} was cancelled; a cancelled run is not resumed"
-        )));
-    }
-    match runner::RunState::from_events(&events) {
-        None if record.dead.is_some() => {}
-        None => {
-            return Err(Error::Resume(format!(
-                "run {run_id} has not started yet; it is still queued"
-            )));
-        }
-        Some(state) if state.status == runner::RunStatus::Failed => {
-            let resumed = runner::RunEvent::RunResumed {
-                by: by.to_owned(),
-                at: store::now_millis(),
-            };
-            runner::Journal::append(store, run_id, &resumed).await?;
-        }
-        Some(_) if matches!(events.last(), Some(runner::RunEvent::RunResumed { .. })) => {}
-        Some(state) => {
-            return Err(Error::Resume(format!(
-                "run {run_id} is {:?}, not failed; only a failed run can be resumed",
-                state.status
-            )));
-        }
-    }
-    store.revive(run_id).await?;
-    store.push(run_id).await?;
-    Ok(())
-}
-
-/// Runs `operation` on a run under its lock, so it never races a worker, a decision or a deadline.
-/// A run being advanced holds the lock until its worker is done with it: waits up to 10 s.
-async fn with_run_lock<T>(
-    store: &dyn store::Store,
-    run_id: &str,
-    operation: impl AsyncFnOnce() -> Result<T, Error>,
-) -> Result<T, Error> {
-    let holder = format!("api-{}", uuid::Uuid::now_v7().simple());
-    let lease = std::time::Duration::from_secs(30);
-    let mut tries = 0;
-    while !store.lock_run(run_id, &holder, lease).await? {
-        tries += 1;
-        if tries > 100 {
-            return Err(Error::Conflict(format!(
-                "run {run_id} is being advanced by a worker; try again"
-            )));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let outcome = operation().await;
-    store.unlock_run(run_id, &holder).await?;
-    outcome
-}
-
-/// Records a decision on a step waiting for approval and queues the run, so any worker resumes
-/// it.
-pub async fn decide(
-    store: &dyn store::Store,
-    run_id: &str,
-    step: &str,
-    decision: runner::Decision,
-) -> Result<(), Error> {
-    with_run_lock(store, run_id, async || {
-        let events = store.events(run_id).await?;
-        let state = runner::RunState::from_events(&events)
-            .ok_or_else(|| Error::Conflict(format!("run {run_id} has not started")))?;
-        let waiting = state
-            .step(step)
-            .and_then(|record| record.approval.as_ref())
-            .is_some_and(|approval| approval.decision.is_none());
-        if !waiting || state.status.is_terminal() {
-            return Err(Error::Run(runner::Error::NotWaiting {
-                run_id: run_id.to_owned(),
-                step: step.to_owned(),
-            }));
-        }
-        let event = runner::RunEvent::ApprovalDecided {
-            step: step.to_owned(),
-            decision,
-            at: store::now_millis(),
-        };
-        runner::Journal::append(store, run_id, &event).await?;
-        store.push(run_id).await?;
-        Ok(())
-    })
-    .await
-}
-
-/// Cancels a run that has not ended: nothing more of it runs. A queued run is also taken off
-/// the queue (marked dead with the reason), so no worker starts it.
-pub async fn cancel(
-    store: &dyn store::Store,
-    run_id: &str,
-    by: &str,
-    reason: Option<String>,
-) -> Result<(), Error> {
-    with_run_lock(store, run_id, async || {
-        let events = store.events(run_id).await?;
-        let state = runner::RunState::from_events(&events);
-        if let Some(state) = &state
-            && state.status.is_terminal()
-        {
-            return Err(Error::Conflict(format!(
-                "run {run_id} has already ended: {}",
-                state.status.as_str()
-            )));
-        }
-        if runner::RunEvent::cancelled_by(&events).is_some() {
-            return Err(Error::Conflict(format!(
-                "run {run_id} was already cancelled"
-            )));
-        }
-        let cancelled = runner::RunEvent::RunCancelled {
-            by: by.to_owned(),
-            reason,
-            at: store::now_millis(),
-        };
-        runner::Journal::append(store, run_id, &cancelled).await?;
-        if state.is_none() {
-            store
-                .dead_letter(run_id, &format!("cancelled by {by} before it started"))
-                .await?;
-        }
-        Ok(())
-    })
-    .await
 }

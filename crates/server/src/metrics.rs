@@ -1,21 +1,21 @@
 //! Prometheus metrics of one process, served at `/metrics`: webhooks by answer, queue depth, runs
 //! and steps by outcome, step and plugin-call latency.
 //!
-//! Run and step figures are counted where their events are journaled ([`MeteredJournal`]), so
-//! they count exactly what the audit trail holds; plugin calls are timed by the executor. Labels
-//! are bounded: an unknown trigger counts as `unknown`, never as the name a caller made up.
+//! [`Metrics`] is the runner's [`runner::Observer`]: run and step figures are counted from the
+//! events the runner records, through its one journal path, so they count exactly what the
+//! audit trail holds (cancelled and given-up runs included); plugin calls are timed by the runner
+//! too. Labels are bounded: an unknown trigger counts as `unknown`, never as the name a caller
+//! made up.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use runner::{Journal, RunEvent};
+use runner::RunEvent;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WebhookLabels {
@@ -148,7 +148,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn plugin_call(&self, plugin: &str, action: &str, outcome: &str, took: Duration) {
+    fn plugin_call(&self, plugin: &str, action: &str, outcome: &str, took: Duration) {
         self.plugin_seconds
             .get_or_create(&PluginLabels {
                 plugin: plugin.to_owned(),
@@ -212,28 +212,25 @@ impl Metrics {
     }
 }
 
-/// The store's journal, counting what it records.
-pub struct MeteredJournal {
-    pub store: Arc<dyn store::Store>,
-    pub metrics: Arc<Metrics>,
-}
-
-#[async_trait]
-impl Journal for MeteredJournal {
-    async fn append(&self, run_id: &str, event: &RunEvent) -> Result<(), runner::Error> {
-        self.append_all(run_id, std::slice::from_ref(event)).await
+impl runner::Observer for Metrics {
+    fn recorded(&self, events: &[RunEvent], took: Duration) {
+        self.journal_seconds.observe(took.as_secs_f64());
+        self.journal_records.inc_by(events.len() as u64);
+        for event in events {
+            self.event(event);
+        }
     }
 
-    async fn append_all(&self, run_id: &str, events: &[RunEvent]) -> Result<(), runner::Error> {
-        let started = std::time::Instant::now();
-        self.store.append_all(run_id, events).await?;
-        self.metrics
-            .journal_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.journal_records.inc_by(events.len() as u64);
-        for event in events {
-            self.metrics.event(event);
-        }
-        Ok(())
+    fn called(
+        &self,
+        uses: &playbook::PluginRef,
+        outcome: Result<(), &runner::StepError>,
+        took: Duration,
+    ) {
+        let outcome = match outcome {
+            Ok(()) => "ok".to_owned(),
+            Err(error) => error.kind.to_string(),
+        };
+        self.plugin_call(&uses.plugin, &uses.action, &outcome, took);
     }
 }

@@ -10,6 +10,11 @@ use store::{DedupeKey, Delivery, NewRun, SqliteStore, Store, Synchronous};
 const PREFILL: usize = 20_000;
 
 fn delivery(n: usize) -> Delivery {
+    let event = serde_json::json!({
+        "rule": "ssh-brute-force",
+        "ip": format!("185.220.{}.{}", n / 256 % 256, n % 256),
+        "severity": "high",
+    });
     Delivery {
         trigger: "siem".into(),
         delivery_id: Some(format!("delivery-{n}")),
@@ -17,11 +22,15 @@ fn delivery(n: usize) -> Delivery {
         runs: vec![NewRun {
             run_id: uuid::Uuid::now_v7().to_string(),
             playbook: "malicious-ip".into(),
-            event: serde_json::json!({
-                "rule": "ssh-brute-force",
-                "ip": format!("185.220.{}.{}", n / 256 % 256, n % 256),
-                "severity": "high",
-            }),
+            accepted: runner::RunEvent::RunAccepted {
+                trigger: "siem".into(),
+                actor: "webhook:siem".into(),
+                delivery_id: Some(format!("delivery-{n}")),
+                playbook: Some("malicious-ip".into()),
+                event_sha256: Some(runner::event_digest(&event)),
+                at: store::now_millis(),
+            },
+            event,
             dedupe: Some(DedupeKey {
                 key: format!("ssh-brute-force:{n}"),
                 window_ms: 3_600_000,
@@ -29,7 +38,6 @@ fn delivery(n: usize) -> Delivery {
         }],
         ignored: Vec::new(),
         received_at: store::now_millis(),
-        actor: "webhook:siem".into(),
     }
 }
 

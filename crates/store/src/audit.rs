@@ -83,14 +83,6 @@ pub fn record_hash(run_id: &str, seq: u64, prev: &str, event: &str) -> String {
         .collect()
 }
 
-/// SHA-256 (hex) of an event as a run record stores it (its JSON text).
-pub fn event_digest(event: &serde_json::Value) -> String {
-    Sha256::digest(event.to_string().as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
 /// Checks a run's records in the order they were read; returns how many there are.
 pub fn verify(run_id: &str, records: &[AuditRecord]) -> Result<usize, ChainBreak> {
     let mut chain = Chain::new(run_id);
@@ -313,7 +305,7 @@ async fn record_mismatch(
     let Some(run) = store.run(run_id).await? else {
         return Ok(problem(1, "the run's record is gone from the store"));
     };
-    if run.playbook != playbook || event_digest(&run.event) != digest {
+    if run.playbook != playbook || runner::event_digest(&run.event) != digest {
         return Ok(problem(
             1,
             "the run record's playbook or event is not what was accepted: the record was edited",
@@ -325,7 +317,7 @@ async fn record_mismatch(
             event,
             ..
         }) = serde_json::from_str::<RunEvent>(&record.event)
-            && (started != playbook || event_digest(&event) != digest)
+            && (started != playbook || runner::event_digest(&event) != digest)
         {
             return Ok(problem(
                 index + 1,

@@ -44,24 +44,12 @@ pub struct Delivery {
     /// Playbooks on the trigger whose `filter` rejected the event: recorded, nothing started.
     pub ignored: Vec<String>,
     pub received_at: Millis,
-    /// Who sent it, for the audit trail: the authentication profile that verified it, or
-    /// `public`.
-    pub actor: String,
 }
 
-impl Delivery {
-    /// The first record of `run`, stored with the run: it covers the run record's playbook and
-    /// event (their digest), so editing the record shows in verification.
-    fn accepted(&self, run: &NewRun) -> Result<String, Error> {
-        let event = RunEvent::RunAccepted {
-            trigger: self.trigger.clone(),
-            actor: self.actor.clone(),
-            delivery_id: self.delivery_id.clone(),
-            playbook: Some(run.playbook.clone()),
-            event_sha256: Some(audit::event_digest(&run.event)),
-            at: self.received_at,
-        };
-        serde_json::to_string(&event).map_err(|error| Error::corrupt("run_accepted", error))
+impl NewRun {
+    /// Its first record as stored.
+    fn accepted_json(&self) -> Result<String, Error> {
+        serde_json::to_string(&self.accepted).map_err(|error| Error::corrupt("run_accepted", error))
     }
 }
 
@@ -120,6 +108,8 @@ pub struct NewRun {
     pub event: serde_json::Value,
     /// The playbook's rendered `dedupe` key and window, if it has one.
     pub dedupe: Option<DedupeKey>,
+    /// The run's first record (`RunEvent::RunAccepted`, made by the runner), stored with it.
+    pub accepted: RunEvent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

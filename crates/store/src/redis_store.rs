@@ -410,7 +410,7 @@ impl Store for RedisStore {
                 .runs
                 .iter()
                 .map(|run| {
-                    let accepted = delivery.accepted(run)?;
+                    let accepted = run.accepted_json()?;
                     Ok(ScriptRun {
                         run_id: &run.run_id,
                         playbook: &run.playbook,

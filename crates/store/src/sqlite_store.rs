@@ -18,8 +18,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
 use crate::{
-    ActivityPage, ActivityRecord, Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunQuery,
-    RunRecord, Store, TrailPage, millis, now_millis, repeat_of,
+    ActivityPage, ActivityRecord, Admission, Claim, Delivery, IGNORED_KEPT, Ignored, NewRun,
+    RunQuery, RunRecord, Store, TrailPage, millis, now_millis, repeat_of,
 };
 
 /// How hard SQLite pushes each commit to disk.
@@ -307,7 +307,7 @@ impl Store for SqliteStore {
         let accepted = delivery
             .runs
             .iter()
-            .map(|run| delivery.accepted(run))
+            .map(NewRun::accepted_json)
             .collect::<Result<Vec<String>, Error>>()?;
         let delivery = delivery.clone();
         self.with(move |connection| {

@@ -10,6 +10,7 @@
 //! Never a dependency of production code.
 
 pub mod apis;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -346,5 +347,32 @@ fn make_certificates(dir: &Path) {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A run to accept straight into a store, as the server would accept it: its first record
+/// made by a runner, from a delivery of `trigger` by `public`.
+pub fn new_run(
+    run_id: &str,
+    playbook: &str,
+    trigger: &str,
+    event: serde_json::Value,
+) -> store::NewRun {
+    let runner = runner::Runner::new(
+        std::sync::Arc::new(runner::NoPlugins),
+        std::sync::Arc::new(runner::MemoryJournal::new()),
+    );
+    store::NewRun {
+        run_id: run_id.to_owned(),
+        playbook: playbook.to_owned(),
+        accepted: runner.accepted(runner::Acceptance {
+            trigger,
+            actor: "public",
+            delivery_id: None,
+            playbook,
+            event: &event,
+        }),
+        event,
+        dedupe: None,
     }
 }

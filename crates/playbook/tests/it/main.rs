@@ -4,4 +4,5 @@ mod files;
 mod filters;
 mod hostile;
 mod memory;
+mod screen;
 mod ui;

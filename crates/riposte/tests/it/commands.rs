@@ -321,15 +321,14 @@ fn audit_verify_accepts_an_intact_trail_and_names_the_first_edited_record() {
             trigger: "t".into(),
             delivery_id: None,
             delivery_ttl: std::time::Duration::from_secs(60),
-            runs: vec![store::NewRun {
-                run_id: run_id.clone(),
-                playbook: "p".into(),
-                event: serde_json::json!({}),
-                dedupe: None,
-            }],
+            runs: vec![test_support::new_run(
+                &run_id,
+                "p",
+                "t",
+                serde_json::json!({}),
+            )],
             ignored: Vec::new(),
             received_at: 1,
-            actor: "public".into(),
         };
         store::Store::accept(&store, &delivery)
             .await
@@ -406,7 +405,7 @@ fn token_new_prints_a_fresh_token_once_and_only_its_hash_for_the_configuration()
     let token = text(&first.stdout).trim().to_owned();
     assert!(token.starts_with("rpt_") && token.len() == 47, "{token}");
     let how = text(&first.stderr);
-    let hash = server::access::token_hash(&token);
+    let hash = server::tokens::token_hash(&token);
     assert!(how.contains(&format!("sha256: {hash}")), "{how}");
     assert!(
         how.contains(&format!("RIPOSTE_API_TOKEN_ONCALL=responder:{hash}")),

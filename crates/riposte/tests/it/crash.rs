@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use axum::routing::post;
 use rand::Rng;
 use runner::{RunEvent, RunState, RunStatus};
 use store::Store;
+use test_support::process::Launcher;
 use test_support::{RedisServer, free_port, plugin_dir, serve};
 
 const TOKEN: &str = "crash-test-token";
@@ -102,8 +103,7 @@ steps:
 /// A deployment of `riposte` processes on one machine, sharing a store.
 struct Deployment {
     dir: tempfile::TempDir,
-    env: BTreeMap<String, String>,
-    listen: u16,
+    launcher: Launcher,
     api: Option<Child>,
     workers: Vec<Child>,
 }
@@ -138,60 +138,31 @@ egress:
             env.insert("CRASH_REDIS_URL".into(), url.to_owned());
         }
         Deployment {
+            launcher: Launcher {
+                binary: env!("CARGO_BIN_EXE_riposte").into(),
+                dir: dir.path().to_owned(),
+                env,
+                port: free_port(),
+            },
             dir,
-            env,
-            listen: free_port(),
             api: None,
             workers: Vec::new(),
         }
     }
 
     fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.listen)
+        self.launcher.base()
     }
 
     fn sqlite_path(&self) -> PathBuf {
         self.dir.path().join("data/riposte.db")
     }
 
-    fn spawn(&self, role: &str, workers: usize) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("{role}.log")))
-            .expect("log file");
-        Command::new(env!("CARGO_BIN_EXE_riposte"))
-            .args([role, "--config"])
-            .arg(self.dir.path().join("riposte.yaml"))
-            .current_dir(self.dir.path())
-            .envs(&self.env)
-            .env("RIPOSTE_LISTEN", format!("127.0.0.1:{}", self.listen))
-            .env("RIPOSTE_WORKERS", workers.to_string())
-            .env("RIPOSTE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("riposte starts")
-    }
-
     /// Starts the API process (with `workers` workers of its own) and waits until it answers.
     async fn start_api(&mut self, workers: usize) {
-        self.api = Some(self.spawn("serve", workers));
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while client
-            .get(format!("{}/readyz", self.base()))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the API never got ready: {}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        self.api = Some(self.launcher.spawn("serve", workers));
+        if let Err(problem) = self.launcher.wait_ready(Duration::from_secs(60)).await {
+            panic!("the API never got ready: {problem}");
         }
     }
 
@@ -203,7 +174,7 @@ egress:
     }
 
     fn start_worker(&mut self) {
-        let worker = self.spawn("worker", 16);
+        let worker = self.launcher.spawn("worker", 16);
         self.workers.push(worker);
     }
 
@@ -216,11 +187,7 @@ egress:
     }
 
     fn logs(&self) -> String {
-        ["serve.log", "worker.log"]
-            .iter()
-            .filter_map(|name| std::fs::read_to_string(self.dir.path().join(name)).ok())
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.launcher.logs()
     }
 }
 
@@ -485,15 +452,14 @@ async fn queue_backlog(store: &Arc<dyn Store>) -> Vec<String> {
                 trigger: "crash".into(),
                 delivery_id: None,
                 delivery_ttl: Duration::from_secs(60),
-                runs: vec![store::NewRun {
-                    run_id: runner::new_run_id(),
-                    playbook: "crash".into(),
-                    event: serde_json::json!({ "n": n }),
-                    dedupe: None,
-                }],
+                runs: vec![test_support::new_run(
+                    &runner::new_run_id(),
+                    "crash",
+                    "crash",
+                    serde_json::json!({ "n": n }),
+                )],
                 ignored: Vec::new(),
                 received_at: store::now_millis(),
-                actor: "public".into(),
             };
             store.accept(&delivery).await.expect("accept")[0]
                 .run_id

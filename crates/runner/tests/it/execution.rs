@@ -573,40 +573,6 @@ steps:
     assert!(harness.executor.seen().is_empty());
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_trigger_screens_events_and_computes_the_dedupe_key() {
-    let yaml = r#"
-name: screen
-trigger:
-  webhook: t
-  public: true
-  filter: trigger.severity in ['high', 'critical']
-  dedupe: { key: "{{ trigger.alert_id }}-{{ trigger.host }}", window: 10m }
-vars: { unused: 1 }
-steps:
-  - { id: s, uses: test/act }
-"#;
-    let pb = playbook(yaml);
-    let high = runner::screen(
-        &pb,
-        &json!({"severity": "high", "alert_id": 7, "host": "web1"}),
-    )
-    .expect("screens");
-    assert!(high.matched);
-    assert_eq!(high.dedupe_key.as_deref(), Some("7-web1"));
-    let low = runner::screen(
-        &pb,
-        &json!({"severity": "low", "alert_id": 8, "host": "web1"}),
-    )
-    .expect("screens");
-    assert!(!low.matched);
-    assert_eq!(low.dedupe_key, None);
-    assert!(
-        runner::screen(&pb, &json!({})).is_err(),
-        "a missing field is an error, not a silent no"
-    );
-}
-
 /// A secret cannot be transformed into something redaction would miss: `validate` refuses it,
 /// and a template built by hand (past `compile`) fails at run time without the secret's value
 /// ever entering the template engine.

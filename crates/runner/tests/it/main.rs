@@ -2,6 +2,7 @@
 //! time instantly, so timings are exact and the tests are fast.
 
 mod approvals;
+mod control;
 mod every_run_ends;
 mod execution;
 mod recovery;

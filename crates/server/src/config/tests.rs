@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Config, StoreConfig};
+use crate::auth::AuthProfile;
 use crate::error::Error;
-use crate::webhook_auth::AuthProfile;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -185,7 +185,7 @@ fn no_secret_value_appears_in_the_debug_form() {
 
 #[test]
 fn api_tokens_are_configured_by_hash_with_a_role_and_cors_only_by_exact_origins() {
-    let hash = crate::access::token_hash("rpt_example");
+    let hash = crate::tokens::token_hash("rpt_example");
     let config = with_file(
         &format!(
             "api:\n  tokens:\n    - {{ name: oncall, role: responder, sha256: {hash}, groups: [soc] }}\n  cors_origins: [\"https://soc.example.com\"]\n"
@@ -204,10 +204,10 @@ fn api_tokens_are_configured_by_hash_with_a_role_and_cors_only_by_exact_origins(
         vec![
             (
                 "oncall",
-                crate::access::Role::Responder,
+                crate::tokens::Role::Responder,
                 vec!["soc".to_owned()]
             ),
-            ("siem-bot", crate::access::Role::Viewer, vec![]),
+            ("siem-bot", crate::tokens::Role::Viewer, vec![]),
         ]
     );
     assert_eq!(config.api.cors_origins, vec!["https://soc.example.com"]);

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::{
     ADMIN_TOKEN, BACKENDS, OUTSIDER_TOKEN, RESPONDER_TOKEN, SOC_ORIGIN, Server, VIEWER_TOKEN,
-    answer, run_id,
+    run_id,
 };
 
 const ROLES: [(&str, &str); 3] = [
@@ -47,19 +47,15 @@ impl Server {
         token: Option<&str>,
         body: Option<&str>,
     ) -> (u16, Value) {
-        // Methods are case-sensitive: the document's `get` is `GET`.
-        let method =
-            reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+        let authorization = token.map(|token| format!("Bearer {token}"));
+        let mut headers = Vec::new();
+        if let Some(authorization) = &authorization {
+            headers.push(("authorization", authorization.as_str()));
         }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_owned());
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
         }
-        answer(request.send().await.expect("the server answers")).await
+        self.send(method, path, &headers, body).await
     }
 
     /// Every record of a paged audit endpoint, read a few at a time with the viewer's token.
@@ -128,12 +124,12 @@ impl Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_can_do_exactly_what_the_openapi_document_says_and_every_call_is_audited() {
-    let server = Server::start(crate::Backend::Sqlite, &[("gated.yaml", GATED.into())]).await;
+    let server = Server::in_process(crate::Backend::Sqlite, &[("gated.yaml", GATED.into())]).await;
     let (status, document) = server.call("GET", "/openapi.json", None, None).await;
     assert_eq!(status, 200);
     assert_eq!(
         document,
-        serde_json::from_str::<Value>(server::app::OPENAPI).expect("JSON"),
+        serde_json::from_str::<Value>(server::http::OPENAPI).expect("JSON"),
         "the served document is the embedded one"
     );
     let (mut protected, mut expected_refusals) = (0, 0);
@@ -213,8 +209,8 @@ async fn every_role_can_do_exactly_what_the_openapi_document_says_and_every_call
 
 #[test]
 fn every_route_is_in_the_openapi_document_and_every_operation_has_a_route() {
-    // The routers' routes, as `app.rs` declares them.
-    let source = include_str!("../../src/app.rs");
+    // The routers' routes, as `http/mod.rs` declares them.
+    let source = include_str!("../../src/http/mod.rs");
     let mut routes: Vec<(String, String)> = Vec::new();
     let mut rest = source;
     while let Some(at) = rest.find(".route(") {
@@ -231,7 +227,7 @@ fn every_route_is_in_the_openapi_document_and_every_operation_has_a_route() {
             }
         }
     }
-    let document: Value = serde_json::from_str(server::app::OPENAPI).expect("JSON");
+    let document: Value = serde_json::from_str(server::http::OPENAPI).expect("JSON");
     let mut documented: Vec<(String, String)> = document["paths"]
         .as_object()
         .expect("paths")
@@ -255,7 +251,7 @@ fn every_route_is_in_the_openapi_document_and_every_operation_has_a_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_responder_approves_one_run_and_cancels_another_over_http_and_the_trail_shows_who() {
     for backend in BACKENDS {
-        let server = Server::start(backend, &[("gated.yaml", GATED.into())]).await;
+        let server = Server::in_process(backend, &[("gated.yaml", GATED.into())]).await;
         let approved = server.waiting_run("203.0.113.9").await;
 
         let (status, page) = server
@@ -474,7 +470,7 @@ async fn a_responder_approves_one_run_and_cancels_another_over_http_and_the_trai
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_are_listed_newest_first_in_pages_and_bad_filters_are_refused() {
-    let server = Server::start(crate::Backend::Sqlite, &[("gated.yaml", GATED.into())]).await;
+    let server = Server::in_process(crate::Backend::Sqlite, &[("gated.yaml", GATED.into())]).await;
     let mut sent = Vec::new();
     for n in 0..5 {
         let (status, answer) = server
@@ -534,7 +530,7 @@ async fn runs_are_listed_newest_first_in_pages_and_bad_filters_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playbooks_are_listed_validated_and_reloaded_and_a_bad_reload_keeps_the_old_ones() {
-    let server = Server::start(crate::Backend::Sqlite, &[("gated.yaml", GATED.into())]).await;
+    let server = Server::in_process(crate::Backend::Sqlite, &[("gated.yaml", GATED.into())]).await;
     let (_, listed) = server
         .call("GET", "/api/v1/playbooks", Some(VIEWER_TOKEN), None)
         .await;
@@ -545,16 +541,18 @@ async fn playbooks_are_listed_validated_and_reloaded_and_a_bad_reload_keeps_the_
     let validate = |yaml: &'static str| {
         let server = &server;
         async move {
-            let response = server
-                .client
-                .post(format!("{}/api/v1/playbooks/validate", server.base))
-                .bearer_auth(VIEWER_TOKEN)
-                .header("content-type", "application/yaml")
-                .body(yaml)
-                .send()
+            let authorization = format!("Bearer {VIEWER_TOKEN}");
+            server
+                .send(
+                    "POST",
+                    "/api/v1/playbooks/validate",
+                    &[
+                        ("authorization", authorization.as_str()),
+                        ("content-type", "application/yaml"),
+                    ],
+                    Some(yaml),
+                )
                 .await
-                .expect("answer");
-            answer(response).await
         }
     };
     let (status, verdict) = validate(GATED).await;
@@ -712,5 +710,31 @@ async fn cors_answers_only_the_configured_origin() {
     assert!(
         !other.headers().contains_key("access-control-allow-origin"),
         "{other:?}"
+    );
+}
+
+/// Runs cancelled over the API, and failed ones, are counted where the runner records them: one
+/// journal path, whoever changes the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_runs_are_counted_in_the_metrics() {
+    let server = Server::in_process(crate::Backend::Sqlite, &[("gated.yaml", GATED.into())]).await;
+    let run = server.waiting_run("203.0.113.9").await;
+    let (status, body) = server
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{run}/cancel"),
+            Some(RESPONDER_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, metrics) = server
+        .call("GET", "/metrics", Some(VIEWER_TOKEN), None)
+        .await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().expect("text");
+    assert!(
+        text.contains("riposte_runs_total{outcome=\"cancelled\"} 1"),
+        "{text}"
     );
 }

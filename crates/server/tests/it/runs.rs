@@ -377,13 +377,15 @@ outputs:
         assert_eq!(failed.status, RunStatus::Failed, "{backend:?}");
         assert_eq!(apis.abuse_hits.load(Ordering::SeqCst), 1);
 
-        let not_failed = server::resume_failed(server.store.as_ref(), "no-such-run", "t").await;
+        let not_failed = server.control.resume_failed("no-such-run", "t").await;
         assert!(
             not_failed.is_err(),
             "{backend:?}: only a failed run resumes"
         );
         ticketing_up.store(true, Ordering::SeqCst);
-        server::resume_failed(server.store.as_ref(), &run, "analyst@example.com")
+        server
+            .control
+            .resume_failed(&run, "analyst@example.com")
             .await
             .expect("resumes");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -454,28 +456,30 @@ steps:
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let wrong_step = server::decide(
-            server.store.as_ref(),
-            &run,
-            "after",
-            runner::Decision::Approved {
-                by: "x".into(),
-                comment: None,
-            },
-        )
-        .await;
+        let wrong_step = server
+            .control
+            .decide(
+                &run,
+                "after",
+                runner::Decision::Approved {
+                    by: "x".into(),
+                    comment: None,
+                },
+            )
+            .await;
         assert!(wrong_step.is_err(), "{backend:?}: `after` is not waiting");
-        server::decide(
-            server.store.as_ref(),
-            &run,
-            "ask",
-            runner::Decision::Approved {
-                by: "oncall@example.com".into(),
-                comment: Some("seen it".into()),
-            },
-        )
-        .await
-        .expect("decided");
+        server
+            .control
+            .decide(
+                &run,
+                "ask",
+                runner::Decision::Approved {
+                    by: "oncall@example.com".into(),
+                    comment: Some("seen it".into()),
+                },
+            )
+            .await
+            .expect("decided");
         let state = server.finished(&run, Duration::from_secs(10)).await;
         assert_eq!(
             state.status,
@@ -483,16 +487,17 @@ steps:
             "{backend:?}: {:?}",
             state.error
         );
-        let twice = server::decide(
-            server.store.as_ref(),
-            &run,
-            "ask",
-            runner::Decision::Approved {
-                by: "y".into(),
-                comment: None,
-            },
-        )
-        .await;
+        let twice = server
+            .control
+            .decide(
+                &run,
+                "ask",
+                runner::Decision::Approved {
+                    by: "y".into(),
+                    comment: None,
+                },
+            )
+            .await;
         assert!(twice.is_err(), "{backend:?}: decided once");
         server.stop().await;
     }

@@ -43,10 +43,19 @@ async fn backends() -> Vec<Backend> {
 }
 
 fn run(playbook: &str, dedupe: Option<(&str, u64)>) -> NewRun {
+    let event = serde_json::json!({"ip": "203.0.113.7", "big": 9007199254740993u64});
     NewRun {
         run_id: runner::new_run_id(),
         playbook: playbook.into(),
-        event: serde_json::json!({"ip": "203.0.113.7", "big": 9007199254740993u64}),
+        accepted: RunEvent::RunAccepted {
+            trigger: "siem".into(),
+            actor: "siem-hmac".into(),
+            delivery_id: None,
+            playbook: Some(playbook.into()),
+            event_sha256: Some(runner::event_digest(&event)),
+            at: store::now_millis(),
+        },
+        event,
         dedupe: dedupe.map(|(key, window_ms)| DedupeKey {
             key: key.into(),
             window_ms,
@@ -54,7 +63,16 @@ fn run(playbook: &str, dedupe: Option<(&str, u64)>) -> NewRun {
     }
 }
 
-fn delivery(delivery_id: Option<&str>, runs: Vec<NewRun>) -> Delivery {
+/// A delivery of `runs` (each run's first record names its delivery id).
+fn delivery(delivery_id: Option<&str>, mut runs: Vec<NewRun>) -> Delivery {
+    for run in &mut runs {
+        if let RunEvent::RunAccepted {
+            delivery_id: id, ..
+        } = &mut run.accepted
+        {
+            *id = delivery_id.map(str::to_owned);
+        }
+    }
     Delivery {
         trigger: "siem".into(),
         delivery_id: delivery_id.map(str::to_owned),
@@ -62,7 +80,6 @@ fn delivery(delivery_id: Option<&str>, runs: Vec<NewRun>) -> Delivery {
         runs,
         ignored: Vec::new(),
         received_at: store::now_millis(),
-        actor: "siem-hmac".into(),
     }
 }
 

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use runner::{RunEvent, RunState, RunStatus};
 use sha2::Digest as _;
 use store::Store;
 use test_support::apis::{ABUSEIPDB_KEY, SLACK_TOKEN, abuseipdb, slack};
+use test_support::process::Launcher;
 use test_support::{free_port, serve};
 
 const TOKEN: &str = "load-test-token";
@@ -123,34 +124,17 @@ steps:
 
 struct Deployment {
     dir: tempfile::TempDir,
-    env: BTreeMap<String, String>,
+    launcher: Launcher,
     options: Arc<Options>,
-    port: u16,
 }
 
 impl Deployment {
     fn spawn(&self, role: &str, workers: usize) -> Child {
-        let log = std::fs::File::create(self.dir.path().join(format!("{role}-{workers}.log")));
-        let mut command = Command::new(&self.options.riposte);
-        command
-            .args([role, "--config"])
-            .arg(self.dir.path().join("riposte.yaml"))
-            .current_dir(self.dir.path())
-            .envs(&self.env)
-            .env("RIPOSTE_LISTEN", format!("127.0.0.1:{}", self.port))
-            .env("RIPOSTE_WORKERS", workers.to_string())
-            .env("RIPOSTE_LOG", "warn")
-            .stdout(Stdio::null());
-        if let Ok(log) = log {
-            command.stderr(log);
-        }
-        command.spawn().unwrap_or_else(|error| {
-            panic!("cannot start {}: {error}", self.options.riposte.display())
-        })
+        self.launcher.spawn(role, workers)
     }
 
     fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.launcher.base()
     }
 
     async fn store(&self) -> Arc<dyn Store> {
@@ -171,20 +155,13 @@ impl Deployment {
     }
 
     fn prefix(&self) -> String {
-        format!("load{}", self.port)
+        format!("load{}", self.launcher.port)
     }
-}
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
-            && response.status().is_success()
-        {
-            return;
+    async fn wait_ready(&self) {
+        if let Err(problem) = self.launcher.wait_ready(Duration::from_secs(120)).await {
+            panic!("{problem}");
         }
-        assert!(Instant::now() < deadline, "riposte did not get ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -450,10 +427,14 @@ egress: {{ allow_private: [127.0.0.0/8] }}
         .collect();
     env.insert("RIPOSTE_API_TOKEN_LOAD".into(), format!("viewer:{hash}"));
     let deployment = Deployment {
+        launcher: Launcher {
+            binary: options.riposte.clone(),
+            dir: dir.path().to_owned(),
+            env,
+            port,
+        },
         dir,
-        env,
         options: Arc::clone(&options),
-        port,
     };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency)
@@ -471,7 +452,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
 
     // 1. Ingest into an API-only process.
     let mut api = deployment.spawn("serve", 0);
-    wait_ready(&client, &deployment.base()).await;
+    deployment.wait_ready().await;
     let (latencies, runs, elapsed) = post_alerts(
         &client,
         &deployment.base(),
@@ -500,7 +481,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
 
     // 3. Steady state: one process accepts and runs at once.
     let mut both = deployment.spawn("serve", 64);
-    wait_ready(&client, &deployment.base()).await;
+    deployment.wait_ready().await;
     let redis_cpu_before = redis_cpu(options.redis.as_deref()).await;
     let (latencies, runs, elapsed) = post_alerts(
         &client,

@@ -1,6 +1,6 @@
-//! The management API (`/api/v1`): runs and their audit timelines, decisions on them, the
-//! playbooks and plugins in use. Every operation is described in `openapi.json`, which also
-//! declares the role it needs ([`crate::access`]).
+//! Runs over HTTP: listed, shown, their timelines, and what people do to them (cancel, resume,
+//! approve, deny) through [`crate::control::RunControl`]. Every operation is described in
+//! `openapi.json`, which also declares the role it needs ([`super::access`]).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,9 +11,10 @@ use runner::{RunEvent, RunState, StepRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::access::Caller;
-use crate::app::{ApiError, AppState};
-use crate::error::Error;
+use super::access::Caller;
+use super::error::{ApiError, bad_request, internal, no_run, refused, unavailable};
+use super::state::AppState;
+use crate::timeline::Timeline;
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
@@ -89,7 +90,7 @@ const STATUSES: [&str; 6] = [
     "cancelled",
 ];
 
-pub(crate) async fn list_runs(
+pub(super) async fn list(
     State(state): State<AppState>,
     query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -169,7 +170,7 @@ struct StepDetail {
     duration_ms: Option<u64>,
 }
 
-pub(crate) async fn run(
+pub(super) async fn detail(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -220,70 +221,11 @@ pub(crate) async fn run(
     Ok(Json(detail))
 }
 
-/// A run's audit records with the state of their hash chain.
-#[derive(Debug, Serialize)]
-pub struct Timeline {
-    pub run_id: String,
-    pub chain: ChainState,
-    pub records: Vec<TimelineRecord>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ChainState {
-    pub intact: bool,
-    pub records: usize,
-    pub broken: Option<Broken>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Broken {
-    pub position: usize,
-    pub reason: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TimelineRecord {
-    pub seq: u64,
-    pub prev: String,
-    pub hash: String,
-    /// The event as stored (`null` if it is not JSON: it was tampered with).
-    pub event: serde_json::Value,
-}
-
-/// A run's timeline, or `None` when the run has no journal.
-pub async fn timeline(store: &dyn store::Store, run_id: &str) -> Result<Option<Timeline>, Error> {
-    let records = store.audit_records(run_id).await?;
-    if records.is_empty() {
-        return Ok(None);
-    }
-    let broken = store::audit::verify(run_id, &records).err();
-    Ok(Some(Timeline {
-        run_id: run_id.to_owned(),
-        chain: ChainState {
-            intact: broken.is_none(),
-            records: records.len(),
-            broken: broken.map(|broken| Broken {
-                position: broken.position,
-                reason: broken.reason,
-            }),
-        },
-        records: records
-            .into_iter()
-            .map(|record| TimelineRecord {
-                seq: record.seq,
-                event: serde_json::from_str(&record.event).unwrap_or(serde_json::Value::Null),
-                prev: record.prev,
-                hash: record.hash,
-            })
-            .collect(),
-    }))
-}
-
-pub(crate) async fn run_timeline(
+pub(super) async fn timeline(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
 ) -> Result<Json<Timeline>, ApiError> {
-    timeline(state.store.as_ref(), &run_id)
+    crate::timeline::timeline(state.store.as_ref(), &run_id)
         .await
         .map_err(unavailable)?
         .map(Json)
@@ -302,7 +244,7 @@ struct Comment {
     comment: Option<String>,
 }
 
-pub(crate) async fn cancel(
+pub(super) async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(run_id): Path<String>,
@@ -310,25 +252,29 @@ pub(crate) async fn cancel(
 ) -> Result<Response, ApiError> {
     let Reason { reason } = optional_body(&body)?;
     load_run(&state, &run_id).await?;
-    crate::cancel(state.store.as_ref(), &run_id, &caller.name, reason)
+    state
+        .control
+        .cancel(&run_id, &caller.name, reason)
         .await
         .map_err(refused)?;
     summary_response(&state, &run_id, StatusCode::OK).await
 }
 
-pub(crate) async fn resume(
+pub(super) async fn resume(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(run_id): Path<String>,
 ) -> Result<Response, ApiError> {
     load_run(&state, &run_id).await?;
-    crate::resume_failed(state.store.as_ref(), &run_id, &caller.name)
+    state
+        .control
+        .resume_failed(&run_id, &caller.name)
         .await
         .map_err(refused)?;
     summary_response(&state, &run_id, StatusCode::ACCEPTED).await
 }
 
-pub(crate) async fn approve(
+pub(super) async fn approve(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((run_id, step)): Path<(String, String)>,
@@ -348,7 +294,7 @@ pub(crate) async fn approve(
     .await
 }
 
-pub(crate) async fn deny(
+pub(super) async fn deny(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path((run_id, step)): Path<(String, String)>,
@@ -390,128 +336,12 @@ async fn decide(
             ),
         ));
     }
-    crate::decide(state.store.as_ref(), run_id, step, decision)
+    state
+        .control
+        .decide(run_id, step, decision)
         .await
         .map_err(refused)?;
     summary_response(state, run_id, StatusCode::ACCEPTED).await
-}
-
-#[derive(Debug, Serialize)]
-struct StepRef {
-    id: String,
-    uses: String,
-}
-
-pub(crate) async fn playbooks(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let catalog = state.playbooks.current();
-    let steps = |steps: &[playbook::Step]| -> Vec<StepRef> {
-        steps
-            .iter()
-            .map(|step| StepRef {
-                id: step.id.to_string(),
-                uses: step.uses.to_string(),
-            })
-            .collect()
-    };
-    let playbooks: Vec<serde_json::Value> = catalog
-        .playbooks()
-        .map(|playbook| {
-            json!({
-                "name": playbook.name,
-                "description": playbook.description,
-                "version": playbook.version,
-                "tags": playbook.tags,
-                "trigger": {
-                    "webhook": playbook.trigger.webhook,
-                    "auth": playbook.trigger.auth,
-                    "public": playbook.trigger.public,
-                },
-                "secrets": playbook.secrets,
-                "steps": steps(&playbook.steps),
-                "handlers": steps(&playbook.handlers),
-            })
-        })
-        .collect();
-    Json(json!({ "playbooks": playbooks }))
-}
-
-pub(crate) async fn validate(
-    State(state): State<AppState>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    if body.len() > playbook::MAX_PLAYBOOK_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "playbooks are limited to {} bytes",
-                playbook::MAX_PLAYBOOK_BYTES
-            ),
-        ));
-    }
-    let text = String::from_utf8_lossy(&body);
-    let (name, problems) = match playbook::compile(&text) {
-        Ok(compiled) => {
-            let problems: Vec<serde_json::Value> =
-                crate::plugin_problems(&compiled, state.executor.plugins.as_ref())
-                    .into_iter()
-                    .map(|message| {
-                        json!({
-                            "code": "plugin-not-loaded", "message": message,
-                            "line": 1, "column": 1, "hint": null,
-                        })
-                    })
-                    .collect();
-            (Some(compiled.name), problems)
-        }
-        Err(diagnostics) => (
-            None,
-            diagnostics
-                .iter()
-                .map(|diagnostic| {
-                    json!({
-                        "code": diagnostic.code,
-                        "message": diagnostic.message,
-                        "line": diagnostic.position.line,
-                        "column": diagnostic.position.column,
-                        "hint": diagnostic.hint,
-                    })
-                })
-                .collect(),
-        ),
-    };
-    Ok(
-        Json(json!({ "valid": problems.is_empty(), "name": name, "problems": problems }))
-            .into_response(),
-    )
-}
-
-pub(crate) async fn reload(State(state): State<AppState>) -> Response {
-    match state.reloader.reload() {
-        Ok(count) => Json(json!({ "playbooks": count })).into_response(),
-        Err(Error::Playbooks(problems)) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({
-                "error": "the playbooks have problems; the ones in use are kept",
-                "problems": problems,
-            })),
-        )
-            .into_response(),
-        Err(error) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("the playbooks could not be reloaded; the ones in use are kept: {error}"),
-        )
-        .into_response(),
-    }
-}
-
-pub(crate) async fn plugins(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let manifests = state
-        .executor
-        .plugins
-        .as_ref()
-        .map(|host| host.manifests())
-        .unwrap_or_default();
-    Json(json!({ "plugins": manifests }))
 }
 
 async fn load_run(
@@ -546,102 +376,14 @@ fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &Bytes) -> Resu
     serde_json::from_slice(body).map_err(|error| bad_request(format!("the body: {error}")))
 }
 
-/// The query of the audit endpoints: a page size and where the page starts.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PageQuery {
-    limit: Option<usize>,
-    after: Option<String>,
-}
-
 /// A page's size: `limit`, or the default.
-fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     match (1..=MAX_PAGE).contains(&limit) {
         true => Ok(limit),
         false => Err(bad_request(format!(
             "limit must be between 1 and {MAX_PAGE}"
         ))),
-    }
-}
-
-/// `GET /api/v1/audit/trail`: the global chained trail (management calls, run seals) in order.
-pub(crate) async fn trail(
-    State(state): State<AppState>,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(query) = query.map_err(|error| bad_request(error.body_text()))?;
-    let limit = page_limit(query.limit)?;
-    let page = state
-        .store
-        .trail_page(query.after.as_deref(), limit)
-        .await
-        .map_err(page_error)?;
-    let records: Vec<_> = page
-        .records
-        .iter()
-        .map(|record| {
-            json!({
-                "seq": record.seq,
-                "prev": record.prev,
-                "hash": record.hash,
-                "entry": stored_json(&record.event),
-            })
-        })
-        .collect();
-    Ok(Json(paged(records, limit, page.next)))
-}
-
-/// `GET /api/v1/audit/activity`: every run's records across runs, in the order they were stored.
-pub(crate) async fn activity(
-    State(state): State<AppState>,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(query) = query.map_err(|error| bad_request(error.body_text()))?;
-    let limit = page_limit(query.limit)?;
-    let page = state
-        .store
-        .activity_page(query.after.as_deref(), limit)
-        .await
-        .map_err(page_error)?;
-    let records: Vec<_> = page
-        .records
-        .iter()
-        .map(|activity| {
-            json!({
-                "run_id": activity.run_id,
-                "seq": activity.record.seq,
-                "prev": activity.record.prev,
-                "hash": activity.record.hash,
-                "event": stored_json(&activity.record.event),
-            })
-        })
-        .collect();
-    Ok(Json(paged(records, limit, page.next)))
-}
-
-/// A page of an audit endpoint. `next` continues a read to the end (null after a short page, so
-/// a reader whose own reads are recorded in the trail still reaches the end); `cursor`, the
-/// position after the last record, is where a forwarder resumes later.
-fn paged(
-    records: Vec<serde_json::Value>,
-    limit: usize,
-    cursor: Option<String>,
-) -> serde_json::Value {
-    let next = cursor.clone().filter(|_| records.len() == limit);
-    json!({"records": records, "next": next, "cursor": cursor})
-}
-
-/// A stored record as JSON; null for one that does not parse (tampered with: verification
-/// names it).
-fn stored_json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
-}
-
-fn page_error(error: store::Error) -> ApiError {
-    match error {
-        store::Error::Cursor(_) => bad_request(format!("after: {error}")),
-        error => unavailable(error),
     }
 }
 
@@ -665,33 +407,4 @@ fn cursor(text: &str) -> Result<(u64, String), ApiError> {
     text.split_once(':')
         .and_then(|(at, run_id)| Some((at.parse().ok()?, run_id.to_owned())))
         .ok_or_else(|| bad_request("after: not a cursor this API returned in `next`"))
-}
-
-fn bad_request(reason: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, reason)
-}
-
-fn no_run(run_id: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("there is no run {run_id}"))
-}
-
-fn unavailable(error: impl std::fmt::Display) -> ApiError {
-    tracing::error!(%error, "The store failed during an API call.");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the store does not answer; retry later",
-    )
-}
-
-fn internal(error: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
-}
-
-/// A request the run's state refuses: 409 with the reason; store failures: 503.
-fn refused(error: Error) -> ApiError {
-    match error {
-        Error::Store(error) => unavailable(error),
-        Error::Run(runner::Error::Journal(error)) => unavailable(error),
-        other => ApiError::new(StatusCode::CONFLICT, other.to_string()),
-    }
 }

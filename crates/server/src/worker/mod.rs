@@ -6,6 +6,8 @@
 //! The run's lock keeps two workers off one run; a run waiting for approval holds no worker (a
 //! timer at its deadline, or a decision, brings it back).
 
+mod queue;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
 use futures::FutureExt;
 
-use runner::{RunEvent, RunState, RunStatus, Runner};
+use runner::{RunStatus, Runner};
 use store::{Claim, Store};
 use tokio_util::sync::CancellationToken;
 use tower::limit::ConcurrencyLimitLayer;
@@ -24,7 +26,7 @@ use crate::catalog::Playbooks;
 use crate::config::WorkerConfig;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::queue::{QueueBackend, QueueConfig};
+use queue::{QueueBackend, QueueConfig};
 
 /// How long a run waits for a worker that has its playbook before it fails.
 const MISSING_PLAYBOOK_PATIENCE_MS: u64 = 3_600_000;
@@ -97,7 +99,7 @@ impl Worker {
     /// Turns due timers (approval deadlines, runs to look at again) into jobs.
     async fn promote_timers(self: Arc<Self>, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            if let Err(error) = self.store.promote_due(store::now_millis()).await {
+            if let Err(error) = self.store.promote_due(self.runner.now()).await {
                 warn!(%error, "Could not promote due timers.");
             }
             tokio::time::sleep(self.config.poll_interval.max(Duration::from_millis(50))).await;
@@ -163,7 +165,7 @@ impl Worker {
         {
             // Another worker is advancing this run: look again shortly.
             self.store
-                .schedule(run_id, store::now_millis() + 1_000)
+                .schedule(run_id, self.runner.now() + 1_000)
                 .await?;
             return Ok(());
         }
@@ -213,11 +215,11 @@ impl Worker {
         let Some(playbook) = catalog.playbook(&record.playbook) else {
             // During a rolling deploy another process may still have the playbook: wait for one,
             // up to a point.
-            let waited = store::now_millis().saturating_sub(record.accepted_at);
+            let waited = self.runner.now().saturating_sub(record.accepted_at);
             if waited < MISSING_PLAYBOOK_PATIENCE_MS {
                 warn!(playbook = %record.playbook, "This worker does not have the run's playbook; trying again later.");
                 self.store
-                    .schedule(run_id, store::now_millis() + 30_000)
+                    .schedule(run_id, self.runner.now() + 30_000)
                     .await?;
                 return Ok(());
             }
@@ -229,25 +231,17 @@ impl Worker {
         };
         let secrets = catalog.secrets(&record.playbook);
         let events = self.store.events(run_id).await?;
-        let state = match RunState::from_events(&events) {
-            Some(mut state) if deliveries > 1 && !state.status.is_terminal() => {
-                // The previous worker lost this run: say so in its record, then carry on.
-                let recovered = RunEvent::RunRecovered {
-                    deliveries,
-                    at: store::now_millis(),
-                };
-                self.store.append(run_id, &recovered).await?;
-                state.apply(&recovered);
-                info!(deliveries, "Recovering a run its worker lost.");
-                self.runner.resume(playbook, state, &secrets).await?
-            }
-            None => {
-                self.runner
-                    .start(playbook, run_id, record.event.clone(), &secrets)
-                    .await?
-            }
-            Some(state) => self.runner.resume(playbook, state, &secrets).await?,
-        };
+        let state = self
+            .runner
+            .advance(
+                playbook,
+                run_id,
+                &record.event,
+                &events,
+                &secrets,
+                deliveries,
+            )
+            .await?;
         if state.status == RunStatus::WaitingForApproval
             && let Some(deadline) = state.next_deadline()
         {
@@ -256,20 +250,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Gives up on a run: it ends as failed with `reason` (if it started and has not ended) and
-    /// is dead-lettered, so it shows why and is never advanced again.
+    /// Gives up on a run: it ends as failed with `reason` (recorded by the runner) and is
+    /// dead-lettered, so it shows why and is never advanced again.
     async fn give_up(&self, run_id: &str, reason: &str) -> Result<(), Error> {
-        warn!(%reason, "Giving up on a run.");
         let events = self.store.events(run_id).await?;
-        if RunState::from_events(&events).is_some_and(|state| !state.status.is_terminal()) {
-            let finished = RunEvent::RunFinished {
-                status: RunStatus::Failed,
-                outputs: serde_json::Value::Object(Default::default()),
-                error: Some(reason.to_owned()),
-                at: store::now_millis(),
-            };
-            self.store.append(run_id, &finished).await?;
-        }
+        self.runner.give_up(run_id, &events, reason).await?;
         self.store.dead_letter(run_id, reason).await?;
         Ok(())
     }

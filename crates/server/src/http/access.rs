@@ -1,64 +1,20 @@
-//! Who may call the management API: bearer tokens with a role, stored only as SHA-256 hashes,
-//! and the record every authenticated call leaves in the audit trail.
-//!
-//! Tokens are 256 random bits ([`new_token`]), so an unsalted SHA-256 is enough to keep a leaked
-//! configuration from revealing them (nothing to brute-force), and lets a token be found by its
-//! hash in one lookup. Each operation's required role is declared in the OpenAPI document
-//! (`x-riposte-role`), which is also what the router enforces: one table for both.
+//! Who may call the management API: bearer tokens with a role ([`crate::tokens`]), and the
+//! record every authenticated call leaves in the audit trail. Each operation's required role is
+//! declared in the OpenAPI document ([`super::openapi`]).
 
 use std::collections::HashMap;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::app::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
+use crate::tokens::{ApiToken, Role, token_hash};
 
 /// Prometheus scrapes it every few seconds: recording each would bury the management calls.
 const METRICS: &str = "/metrics";
-
-/// What a token may do; each role may do everything the roles before it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Reads runs, timelines, playbooks, plugins and metrics.
-    Viewer,
-    /// Also approves, denies, cancels and resumes runs.
-    Responder,
-    /// Also reloads playbooks.
-    Admin,
-}
-
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Viewer, Role::Responder, Role::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Responder => "responder",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|role| role.as_str() == text)
-    }
-}
-
-/// A configured token: its name (the actor in the audit trail), role and hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiToken {
-    pub name: String,
-    pub role: Role,
-    /// SHA-256 of the token, hex.
-    pub sha256: String,
-    /// Groups its holder belongs to: a step whose `approvers` name one may be decided with it.
-    pub groups: Vec<String>,
-}
 
 /// Who is calling: put in the request by [`authorize`] for the handlers.
 #[derive(Debug, Clone)]
@@ -77,23 +33,6 @@ impl Caller {
                 .iter()
                 .any(|approver| *approver == self.name || self.groups.contains(approver))
     }
-}
-
-/// A new random token: `rpt_` and 43 base64url characters (256 bits).
-pub fn new_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!(
-        "rpt_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
-}
-
-/// The hash a token is configured by (hex SHA-256).
-pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
 }
 
 /// The configured tokens, by hash.
@@ -124,39 +63,11 @@ impl Tokens {
     }
 }
 
-/// The role each operation needs, read from the OpenAPI document's `x-riposte-role`.
-#[derive(Debug)]
-pub struct Permissions(HashMap<(Method, String), Role>);
-
-impl Permissions {
-    /// Reads the roles from the OpenAPI document. Operations without `x-riposte-role` are public.
-    pub fn from_openapi(document: &serde_json::Value) -> Self {
-        let mut required = HashMap::new();
-        let paths = document["paths"].as_object().into_iter().flatten();
-        for (path, operations) in paths {
-            for (method, operation) in operations.as_object().into_iter().flatten() {
-                let (Ok(method), Some(role)) = (
-                    Method::from_bytes(method.to_ascii_uppercase().as_bytes()),
-                    operation["x-riposte-role"].as_str().and_then(Role::parse),
-                ) else {
-                    continue;
-                };
-                required.insert((method, path.clone()), role);
-            }
-        }
-        Permissions(required)
-    }
-
-    pub fn required(&self, method: &Method, path: &str) -> Option<Role> {
-        self.0.get(&(method.clone(), path.to_owned())).copied()
-    }
-}
-
 /// Checks the bearer token against the role the operation needs, runs the operation, and
 /// records the call (allowed or refused with 403) in the audit trail with its actor. A missing or
 /// unknown token is refused with 401 and only logged: anyone can send those, and they must not
 /// be able to fill the trail. Metric scrapes are not management calls and are not recorded.
-pub async fn authorize(
+pub(super) async fn authorize(
     State(state): State<AppState>,
     matched: Option<MatchedPath>,
     mut request: Request,
@@ -225,24 +136,4 @@ fn unauthorized(reason: &str) -> Response {
         header::HeaderValue::from_static("Bearer"),
     );
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn roles_come_from_the_openapi_document() {
-        let document: serde_json::Value = serde_json::from_str(crate::app::OPENAPI).expect("JSON");
-        let permissions = Permissions::from_openapi(&document);
-        assert_eq!(
-            permissions.required(&Method::GET, "/api/v1/playbooks"),
-            Some(Role::Viewer)
-        );
-        assert_eq!(
-            permissions.required(&Method::POST, "/api/v1/playbooks/reload"),
-            Some(Role::Admin)
-        );
-        assert_eq!(permissions.required(&Method::GET, "/healthz"), None);
-    }
 }

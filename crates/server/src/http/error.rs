@@ -1,0 +1,60 @@
+//! The API's errors: a status and a JSON body `{"error": reason}`, and the few ways handlers
+//! turn a failure into one.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::Error;
+
+/// An error answer: a status and a JSON body `{"error": reason}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.reason }))).into_response()
+    }
+}
+
+pub(super) fn bad_request(reason: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, reason)
+}
+
+pub(super) fn no_run(run_id: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("there is no run {run_id}"))
+}
+
+pub(super) fn unavailable(error: impl std::fmt::Display) -> ApiError {
+    tracing::error!(%error, "The store failed during an API call.");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store does not answer; retry later",
+    )
+}
+
+pub(super) fn internal(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+}
+
+/// A request the run's state refuses: 409 with the reason; store failures: 503.
+pub(super) fn refused(error: Error) -> ApiError {
+    match error {
+        Error::Store(error) => unavailable(error),
+        Error::Run(runner::Error::Journal(error)) => unavailable(error),
+        other => ApiError::new(StatusCode::CONFLICT, other.to_string()),
+    }
+}

@@ -1,0 +1,51 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use super::access::Tokens;
+use super::openapi::{OPENAPI, Permissions};
+use crate::catalog::Playbooks;
+use crate::config::{HttpConfig, WebhookConfig};
+use crate::control::RunControl;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::{Parts, Reloader};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn store::Store>,
+    pub playbooks: Arc<Playbooks>,
+    /// Makes each accepted run's first record, by the runner's clock.
+    pub runner: Arc<runner::Runner>,
+    /// Cancels, decides and resumes runs.
+    pub control: RunControl,
+    pub webhooks: Arc<WebhookConfig>,
+    pub http: HttpConfig,
+    pub tokens: Arc<Tokens>,
+    pub permissions: Arc<Permissions>,
+    pub metrics: Arc<Metrics>,
+    pub plugins: Option<Arc<plugin_host::PluginHost>>,
+    pub reloader: Reloader,
+    pub cors_origins: Vec<http::HeaderValue>,
+}
+
+impl AppState {
+    pub fn new(parts: &Parts) -> Result<AppState, Error> {
+        let openapi: serde_json::Value = serde_json::from_str(OPENAPI)
+            .map_err(|error| Error::Config(vec![format!("openapi.json is broken: {error}")]))?;
+        Ok(AppState {
+            store: Arc::clone(&parts.store),
+            playbooks: Arc::clone(&parts.playbooks),
+            runner: Arc::clone(&parts.runner),
+            control: parts.control(),
+            webhooks: Arc::new(parts.config.webhooks.clone()),
+            http: parts.config.http.clone(),
+            tokens: Arc::new(Tokens::new(&parts.config.api.tokens)),
+            permissions: Arc::new(Permissions::from_openapi(&openapi)),
+            metrics: Arc::clone(&parts.metrics),
+            plugins: parts.plugins.clone(),
+            reloader: parts.reloader(),
+            cors_origins: parts.config.api.cors_origins.clone(),
+        })
+    }
+}

@@ -1,0 +1,202 @@
+//! `POST /hooks/{trigger}`: a SIEM's delivery, answered 202 only after
+//! [`store::Store::accept`] has stored its runs and jobs. Everything before that (size, time,
+//! authentication, content type, JSON, the playbooks' filters) is refused with a status and a
+//! reason a SIEM can log.
+
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::ingress;
+use super::state::AppState;
+use crate::auth;
+use crate::catalog::{Catalog, TriggerAuth};
+
+#[tracing::instrument(skip_all, fields(trigger = %trigger))]
+pub(super) async fn hook(
+    State(state): State<AppState>,
+    Path(trigger): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let catalog = state.playbooks.current();
+    let known = catalog.trigger(&trigger).is_some();
+    let response = match deliver(&state, &catalog, &trigger, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    // Only configured triggers become label values: callers cannot grow the metric's series.
+    let label = if known { trigger.as_str() } else { "unknown" };
+    state.metrics.webhook(label, response.status().as_u16());
+    response
+}
+
+async fn deliver(
+    state: &AppState,
+    catalog: &Catalog,
+    trigger: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(target) = catalog.trigger(trigger) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no playbook listens on trigger `{trigger}`"),
+        ));
+    };
+    let limit = state.http.body_read_timeout;
+    let body = tokio::time::timeout(
+        limit,
+        read_limited(headers, body, state.webhooks.max_body_bytes),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {}",
+                humantime::format_duration(limit)
+            ),
+        )
+    })??;
+    let (actor, signed_delivery_id) = match &target.auth {
+        TriggerAuth::Public => ("public".to_owned(), None),
+        TriggerAuth::Profile { name, profile } => {
+            auth::verify(profile, headers, &body, SystemTime::now()).map_err(|error| {
+                tracing::info!(%error, "Webhook refused.");
+                ApiError::new(StatusCode::UNAUTHORIZED, error.to_string())
+            })?;
+            (
+                format!("webhook:{name}"),
+                profile.signed_delivery_id(headers, &body),
+            )
+        }
+        TriggerAuth::Unconfigured => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "trigger `{trigger}` has no authentication configured and is not marked public, so it accepts nothing"
+                ),
+            ));
+        }
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let event = ingress::parse_event(content_type, &body)
+        .map_err(|error| ApiError::new(error.status(), error.to_string()))?;
+
+    // Unsigned headers never name a signed delivery: anyone who captured it could set them.
+    let delivery_id = signed_delivery_id.or_else(|| {
+        state
+            .webhooks
+            .delivery_id_headers
+            .iter()
+            .find_map(|name| headers.get(name))
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    });
+    let received_at = state.runner.now();
+    let mut runs = Vec::new();
+    let mut ignored = Vec::new();
+    for playbook in &target.playbooks {
+        let screening = playbook.screen(&event).map_err(|error| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "playbook `{}` cannot read this event: {error}",
+                    playbook.name
+                ),
+            )
+        })?;
+        if !screening.matched {
+            ignored.push(playbook.name.clone());
+            continue;
+        }
+        runs.push(store::NewRun {
+            run_id: runner::new_run_id(),
+            playbook: playbook.name.clone(),
+            accepted: state.runner.accepted(runner::Acceptance {
+                trigger,
+                actor: &actor,
+                delivery_id: delivery_id.as_deref(),
+                playbook: &playbook.name,
+                event: &event,
+            }),
+            event: event.clone(),
+            dedupe: screening
+                .dedupe_key
+                .zip(playbook.trigger.dedupe.as_ref())
+                .map(|(key, dedupe)| store::DedupeKey {
+                    key,
+                    window_ms: u64::try_from(dedupe.window.as_millis()).unwrap_or(u64::MAX),
+                }),
+        });
+    }
+    let delivery = store::Delivery {
+        trigger: trigger.to_owned(),
+        delivery_id,
+        delivery_ttl: state.webhooks.delivery_ttl,
+        runs,
+        ignored: ignored.clone(),
+        received_at,
+    };
+    let admissions = state.store.accept(&delivery).await.map_err(|error| {
+        tracing::error!(%error, "Could not store a delivery.");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the delivery could not be stored; retry later",
+        )
+    })?;
+    let started = admissions.iter().filter(|a| !a.duplicate).count();
+    let (status, verdict) = if admissions.is_empty() {
+        tracing::info!(?ignored, "Delivery ignored by every playbook's filter.");
+        (StatusCode::OK, "ignored")
+    } else if started == 0 {
+        (StatusCode::OK, "duplicate")
+    } else {
+        tracing::info!(runs = started, "Delivery accepted.");
+        (StatusCode::ACCEPTED, "accepted")
+    };
+    Ok((
+        status,
+        Json(json!({ "status": verdict, "runs": admissions, "ignored": ignored })),
+    )
+        .into_response())
+}
+
+/// Reads the body, refusing it with 413 as soon as it grows past `max` (chunked bodies too).
+async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body could not be read: {error}"),
+        )),
+    }
+}
