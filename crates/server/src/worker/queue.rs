@@ -1,7 +1,7 @@
 //! The one module that knows apalis: it turns the store's job queue into an apalis 1.0 backend,
 //! so apalis's `WorkerBuilder` (concurrency layer, graceful stop) drives our job handler while the
 //! store's own delivery mechanism (Redis Streams' pending-entries list, SQLite lease columns) keeps
-//! the books. Why this and not apalis-redis is in `ARCHITECTURE.md`.
+//! the books. Why this and not apalis-redis is in `docs/decisions.md`.
 //!
 //! Delivery contract (at-least-once, a job is never dropped):
 //! * a claimed job stays leased while its handler runs: the worker heartbeat extends the
