@@ -17,6 +17,9 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `split` did not yield a list of events a delivery may hold.
+    #[error("{0}")]
+    Split(String),
     /// The playbook has errors; each one is in the diagnostics.
     #[error("{} has {} error(s)", .0.file, .0.diagnostics.len())]
     Invalid(FileDiagnostics),

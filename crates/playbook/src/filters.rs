@@ -11,6 +11,7 @@
 //! | `regex_search`, `regex_findall`, `regex_replace` | filters | `text \| regex_findall("\\d+")` |
 //! | `tojson` (built in), `fromjson` | filters | `trigger.raw \| fromjson` |
 //! | `b64encode`, `b64decode` | filters | `"user:pass" \| b64encode` |
+//! | `combine` | filter | `item \| combine({'receiver': trigger.receiver})` |
 
 use std::net::IpAddr;
 
@@ -52,6 +53,7 @@ pub(crate) fn filters() -> Vec<(&'static str, Value)> {
             }),
         ),
         ("b64decode", Value::from_function(b64decode)),
+        ("combine", Value::from_function(combine)),
     ]
 }
 
@@ -189,6 +191,22 @@ fn fromjson(value: &str) -> Result<Value, Error> {
     serde_json::from_str::<serde_json::Value>(value)
         .map(|json| Value::from_serialize(&json))
         .map_err(|error| invalid(format!("not valid JSON: {error}")))
+}
+
+/// Ansible's `combine`: the mapping with the keys of each further mapping added or replaced (the
+/// last one wins; nested mappings are replaced, not merged).
+fn combine(base: Value, others: minijinja::value::Rest<Value>) -> Result<Value, Error> {
+    let mut merged = std::collections::BTreeMap::new();
+    for mapping in std::iter::once(&base).chain(others.iter()) {
+        if mapping.kind() != minijinja::value::ValueKind::Map {
+            return Err(invalid("`combine` merges mappings"));
+        }
+        for key in mapping.try_iter()? {
+            let value = mapping.get_item(&key)?;
+            merged.insert(key, value);
+        }
+    }
+    Ok(Value::from(merged))
 }
 
 fn b64decode(value: &str) -> Result<String, Error> {

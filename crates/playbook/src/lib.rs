@@ -36,7 +36,7 @@ pub use model::{
     Approval, ApprovalTimeout, Dedupe, ErrorKind, Foreach, OnFailure, Playbook, PluginGrant,
     PluginRef, RetryPolicy, Step, StepId, Trigger,
 };
-pub use screen::Screening;
+pub use screen::{MAX_SPLIT_ITEMS, Screening};
 pub use template::{Condition, Input};
 pub use yaml::MAX_PLAYBOOK_BYTES;
 

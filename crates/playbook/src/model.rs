@@ -83,9 +83,15 @@ pub struct Trigger {
     pub auth: Option<String>,
     /// Explicitly accept unauthenticated deliveries. Without `auth` or `public: true` the server refuses.
     pub public: bool,
+    /// Splits a delivery into one event per item (a batch of alerts): each item is screened,
+    /// and runs, on its own.
+    pub split: Option<Input>,
     /// Events for which this is false are acknowledged and ignored.
     pub filter: Option<Condition>,
     pub dedupe: Option<Dedupe>,
+    /// An event for which this is true reports that an alert ended: it starts no run, and is
+    /// recorded on the run its dedupe key started.
+    pub resolved: Option<Condition>,
 }
 
 /// Suppresses repeated deliveries of the same alert within a window.

@@ -180,6 +180,12 @@ fn trigger() -> Value {
                 "type": "boolean",
                 "default": false,
             },
+            "split": {
+                "description": "Split a delivery (a batch of alerts) into one event per item: a template on the delivery (`trigger`) that yields a list, at most 1000 items. Each item is then `trigger` for the filter, the dedupe key and its own run.",
+                "type": "string",
+                "pattern": "\\{[{%]",
+                "examples": ["{{ trigger.alerts }}"],
+            },
             "filter": {
                 "$ref": "#/$defs/condition",
                 "description": "Events for which this condition is false are acknowledged and ignored: no run starts. It may read `trigger` and `vars`.",
@@ -188,7 +194,12 @@ fn trigger() -> Value {
                 "$ref": "#/$defs/dedupe",
                 "description": "Suppress repeated deliveries of the same alert within a time window.",
             },
+            "resolved": {
+                "$ref": "#/$defs/condition",
+                "description": "Events for which this condition is true report that an alert ended (`status == 'resolved'`): they start no run and are recorded on the run their `dedupe` key started. Needs `dedupe`.",
+            },
         },
+        "dependentRequired": { "resolved": ["dedupe"] },
         // Exactly what the compiler asks: `auth`, or else `public: true`; never both.
         "if": { "required": ["auth"] },
         "then": { "properties": { "public": { "const": false } } },

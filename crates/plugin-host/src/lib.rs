@@ -9,6 +9,8 @@
 //! playbook granted. Secrets granted to a plugin are attached to its requests as headers when it
 //! declares so, and are redacted from its logs. Destructive actions refuse protected addresses.
 //!
+//! [`reference`] renders what a plugin declares (its actions' inputs and outputs) for people.
+//!
 //! Only this crate knows wasmtime.
 
 mod bindings;
@@ -18,6 +20,7 @@ mod guard;
 mod host;
 mod kv;
 mod manifest;
+pub mod reference;
 mod state;
 
 pub use egress::{EgressPolicy, forbidden_reason};

@@ -317,6 +317,7 @@ impl Printer {
                 format!("↺ recovered after its worker was lost (delivery {deliveries})")
             }
             RunEvent::RunResumed { by, .. } => format!("↺ resumed by {by}"),
+            RunEvent::AlertResolved { key, .. } => format!("✓ the alert was resolved ({key})"),
             RunEvent::StepStarted {
                 step,
                 attempt,

@@ -81,51 +81,7 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
         crate::print_stdout(&serde_json::to_string_pretty(&manifest)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut text = format!(
-        "{} {} (plugin contract {})\n{}\n\nactions:\n",
-        manifest.name, manifest.version, manifest.abi_version, manifest.description
-    );
-    for action in &manifest.actions {
-        let mut traits = Vec::new();
-        if action.destructive {
-            traits.push("destructive");
-        }
-        if !action.idempotent {
-            traits.push("not idempotent");
-        }
-        let traits = if traits.is_empty() {
-            String::new()
-        } else {
-            format!(" [{}]", traits.join(", "))
-        };
-        text.push_str(&format!(
-            "  {}/{}{traits}\n      {}\n",
-            manifest.name, action.name, action.description
-        ));
-        if let Some(required) = action.input_schema.get("required") {
-            text.push_str(&format!("      requires: {required}\n"));
-        }
-    }
-    if !manifest.hosts.is_empty() {
-        text.push_str(&format!(
-            "\nhosts it calls: {}\n",
-            manifest.hosts.join(", ")
-        ));
-    }
-    if !manifest.secrets.is_empty() {
-        text.push_str("\nsecrets:\n");
-        for secret in &manifest.secrets {
-            let how = match &secret.header {
-                Some(header) => format!("attached by the host as the `{header}` header"),
-                None => "read by the plugin".to_owned(),
-            };
-            text.push_str(&format!(
-                "  {} — {} ({how})\n",
-                secret.name, secret.description
-            ));
-        }
-    }
-    crate::print_stdout(text.trim_end());
+    crate::print_stdout(&plugin_host::reference::text(&manifest));
     Ok(ExitCode::SUCCESS)
 }
 

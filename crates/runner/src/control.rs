@@ -201,4 +201,33 @@ impl Runner {
             ))),
         }
     }
+
+    /// Records on a run that the sender reported its alert resolved (`event`, linked by the dedupe
+    /// key `key`), whatever the run's state; a report already on record (the same delivery
+    /// sent again) is not recorded twice. Returns whether it was recorded.
+    pub async fn resolve(
+        &self,
+        run_id: &str,
+        events: &[RunEvent],
+        key: &str,
+        event: &serde_json::Value,
+    ) -> Result<bool, Error> {
+        let already = events.iter().any(|recorded| {
+            matches!(recorded, RunEvent::AlertResolved { key: k, event: e, .. } if k == key && e == event)
+        });
+        if already {
+            return Ok(false);
+        }
+        let resolved = RunEvent::AlertResolved {
+            key: key.to_owned(),
+            event: event.clone(),
+            at: self.now(),
+        };
+        self.record(run_id, &[resolved]).await?;
+        info!(
+            run_id,
+            "An alert the run started for was reported resolved."
+        );
+        Ok(true)
+    }
 }

@@ -103,6 +103,15 @@ pub enum RunEvent {
     /// Someone resumed a failed run: its failed and skipped steps run again (with the same
     /// idempotency keys); the outputs of the steps that succeeded are kept.
     RunResumed { by: String, at: Millis },
+    /// The sender reported that the alert that started the run ended (a resolved alert with the
+    /// same dedupe key): recorded on the run, whatever its state.
+    AlertResolved {
+        /// The dedupe key that linked it to this run.
+        key: String,
+        /// The resolved alert as it was delivered.
+        event: serde_json::Value,
+        at: Millis,
+    },
     /// Someone cancelled the run: nothing more of it runs.
     RunCancelled {
         by: String,
@@ -134,6 +143,7 @@ impl RunEvent {
             | RunEvent::ApprovalDecided { at, .. }
             | RunEvent::RunRecovered { at, .. }
             | RunEvent::RunResumed { at, .. }
+            | RunEvent::AlertResolved { at, .. }
             | RunEvent::RunCancelled { at, .. }
             | RunEvent::RunFinished { at, .. } => *at,
         }
@@ -170,6 +180,7 @@ impl RunEvent {
             | RunEvent::RunStarted { .. }
             | RunEvent::RunRecovered { .. }
             | RunEvent::RunResumed { .. }
+            | RunEvent::AlertResolved { .. }
             | RunEvent::RunCancelled { .. }
             | RunEvent::RunFinished { .. } => None,
         }
@@ -329,6 +340,9 @@ pub struct RunState {
     pub finished_at: Option<Millis>,
     /// How often a worker had to recover the run after another lost it.
     pub recoveries: u32,
+    /// When the sender last reported the run's alert resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Millis>,
 }
 
 impl RunState {
@@ -358,6 +372,7 @@ impl RunState {
                 error: None,
                 finished_at: None,
                 recoveries: 0,
+                resolved_at: None,
             },
             _ => return None,
         };
@@ -407,6 +422,7 @@ impl RunState {
                 }
             }
             RunEvent::RunRecovered { .. } => self.recoveries += 1,
+            RunEvent::AlertResolved { at, .. } => self.resolved_at = Some(*at),
             RunEvent::RunResumed { .. } => {
                 self.status = RunStatus::Running;
                 self.error = None;

@@ -36,6 +36,9 @@ pub enum AuthProfile {
     Bearer { tokens: Vec<String> },
     /// `Authorization: Basic <base64(user:password)>`.
     Basic { credentials: Vec<(String, String)> },
+    /// A secret token as the last segment of the URL (`/hooks/<trigger>/<token>`), for senders
+    /// that cannot set a header.
+    UrlToken { tokens: Vec<String> },
     /// No authentication, because the trigger is explicitly marked public.
     Public,
 }
@@ -48,6 +51,7 @@ impl std::fmt::Debug for AuthProfile {
             AuthProfile::StandardWebhooks { .. } => "StandardWebhooks",
             AuthProfile::Bearer { .. } => "Bearer",
             AuthProfile::Basic { .. } => "Basic",
+            AuthProfile::UrlToken { .. } => "UrlToken",
             AuthProfile::Public => "Public",
         };
         f.write_str(name)
@@ -71,7 +75,10 @@ impl AuthProfile {
                 let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
                 Some(format!("sha256:{hex}"))
             }
-            AuthProfile::Bearer { .. } | AuthProfile::Basic { .. } | AuthProfile::Public => None,
+            AuthProfile::Bearer { .. }
+            | AuthProfile::Basic { .. }
+            | AuthProfile::UrlToken { .. }
+            | AuthProfile::Public => None,
         }
     }
 }
@@ -91,6 +98,10 @@ pub enum AuthError {
     Stale(Duration),
     #[error("the server configuration for this trigger has no usable secret")]
     Misconfigured,
+    #[error("this trigger takes its token in the URL: POST /hooks/<trigger>/<token>")]
+    TokenNotInUrl,
+    #[error("this trigger takes no token in its URL")]
+    UnexpectedUrlToken,
 }
 
 /// Checks a delivery against a profile; `now` is passed in so tests control the clock.
@@ -100,8 +111,29 @@ pub fn verify(
     body: &[u8],
     now: SystemTime,
 ) -> Result<(), AuthError> {
+    verify_delivery(profile, None, headers, body, now)
+}
+
+/// Checks a delivery against a profile, with the token its URL carried (`/hooks/<trigger>/<token>`)
+/// if any: only a `url-token` profile takes one, and it takes nothing else.
+pub fn verify_delivery(
+    profile: &AuthProfile,
+    url_token: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<(), AuthError> {
+    match (profile, url_token) {
+        (AuthProfile::UrlToken { tokens }, Some(given)) => {
+            return any_matches(tokens.iter().map(|t| t.as_bytes()), given.as_bytes());
+        }
+        (AuthProfile::UrlToken { .. }, None) => return Err(AuthError::TokenNotInUrl),
+        (_, Some(_)) => return Err(AuthError::UnexpectedUrlToken),
+        (_, None) => {}
+    }
     match profile {
         AuthProfile::Public => Ok(()),
+        AuthProfile::UrlToken { .. } => Err(AuthError::TokenNotInUrl),
         AuthProfile::HmacSha256 {
             header,
             prefix,

@@ -261,6 +261,9 @@ struct RawAuth {
     credentials_env: Vec<String>,
 }
 
+/// Shortest token a `url-token` profile accepts.
+const MIN_URL_TOKEN_LEN: usize = 24;
+
 const DEFAULT_DELIVERY_ID_HEADERS: &[&str] = &[
     "idempotency-key",
     "webhook-id",
@@ -652,6 +655,24 @@ fn auth_profile(
         "bearer" => Ok(AuthProfile::Bearer {
             tokens: values("tokens_env", &raw.tokens_env)?,
         }),
+        "url-token" => {
+            let tokens = values("tokens_env", &raw.tokens_env)?;
+            for (index, token) in tokens.iter().enumerate() {
+                // The token is the only thing between the trigger and the world, and it is a
+                // path segment: long, and without characters a URL would change.
+                let usable = token.len() >= MIN_URL_TOKEN_LEN
+                    && token.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+                    });
+                if !usable {
+                    return Err(format!(
+                        "auth.{name}.tokens_env: {} must hold at least {MIN_URL_TOKEN_LEN} characters of letters, digits, `-`, `_`, `.` and `~` (e.g. `openssl rand -hex 24`)",
+                        raw.tokens_env[index]
+                    ));
+                }
+            }
+            Ok(AuthProfile::UrlToken { tokens })
+        }
         "basic" => {
             let credentials = values("credentials_env", &raw.credentials_env)?
                 .into_iter()
@@ -671,7 +692,7 @@ fn auth_profile(
             Ok(AuthProfile::Basic { credentials })
         }
         other => Err(format!(
-            "auth.{name}.type: `{other}` is not one of `hmac-sha256`, `standard-webhooks`, `bearer`, `basic`"
+            "auth.{name}.type: `{other}` is not one of `hmac-sha256`, `standard-webhooks`, `bearer`, `basic`, `url-token`"
         )),
     }
 }

@@ -162,6 +162,9 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
     /// The most recent ignored deliveries, newest first.
     async fn ignored(&self, limit: usize) -> Result<Vec<Ignored>, Error>;
 
+    /// The run that `playbook`'s dedupe key `key` started, while the key's window lasts.
+    async fn dedupe_run(&self, playbook: &str, key: &str) -> Result<Option<String>, Error>;
+
     /// The accepted run, if it exists.
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, Error>;
 

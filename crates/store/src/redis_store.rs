@@ -462,6 +462,13 @@ impl Store for RedisStore {
         serde_json::from_str(&answer).map_err(|error| Error::corrupt("admissions", error))
     }
 
+    async fn dedupe_run(&self, playbook: &str, key: &str) -> Result<Option<String>, Error> {
+        let mut connection = self.connection.clone();
+        Ok(connection
+            .get(self.key(&format!("idem:dedupe:{playbook}:{key}")))
+            .await?)
+    }
+
     async fn ignored(&self, limit: usize) -> Result<Vec<Ignored>, Error> {
         let mut connection = self.connection.clone();
         let reply: redis::streams::StreamRangeReply = connection

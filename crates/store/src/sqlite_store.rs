@@ -415,6 +415,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn dedupe_run(&self, playbook: &str, key: &str) -> Result<Option<String>, Error> {
+        let key = format!("dedupe:{playbook}:{key}");
+        self.with(move |connection| {
+            Ok(connection
+                .prepare_cached("SELECT value FROM idempotency WHERE key = ?1 AND expires_at > ?2")?
+                .query_row(params![key, now_millis() as i64], |row| row.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
     async fn ignored(&self, limit: usize) -> Result<Vec<Ignored>, Error> {
         self.with(move |connection| {
             let mut statement = connection.prepare_cached(

@@ -9,6 +9,7 @@
 //!
 //! Never a dependency of production code.
 
+pub mod alertmanager;
 pub mod apis;
 pub mod process;
 

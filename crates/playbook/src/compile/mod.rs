@@ -39,7 +39,9 @@ pub const PLAYBOOK_FIELDS: &[&str] = &[
 ];
 /// What a playbook grants one plugin.
 pub const PLUGIN_GRANT_FIELDS: &[&str] = &["hosts", "secrets"];
-pub const TRIGGER_FIELDS: &[&str] = &["webhook", "auth", "public", "filter", "dedupe"];
+pub const TRIGGER_FIELDS: &[&str] = &[
+    "webhook", "auth", "public", "split", "filter", "dedupe", "resolved",
+];
 pub const DEDUPE_FIELDS: &[&str] = &["key", "window"];
 pub const STEP_FIELDS: &[&str] = &[
     "id",

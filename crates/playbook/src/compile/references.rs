@@ -13,8 +13,11 @@ impl<'s> Compiler<'s> {
         outputs: &BTreeMap<String, Input>,
     ) {
         let early = Scope::new(&["trigger", "vars"], "the trigger");
-        if let Some(filter) = &trigger.filter {
-            self.check_source(context, &early, &filter.source, Kind::Expression);
+        if let Some(split) = &trigger.split {
+            self.check_input(context, &early, split);
+        }
+        for condition in [&trigger.filter, &trigger.resolved].into_iter().flatten() {
+            self.check_source(context, &early, &condition.source, Kind::Expression);
         }
         if let Some(dedupe) = &trigger.dedupe {
             self.check_input(context, &early, &dedupe.key);
@@ -95,15 +98,7 @@ impl<'s> Compiler<'s> {
         let analysis = match template::analyze(source, kind) {
             Ok(analysis) => analysis,
             Err((position, message)) => {
-                let hint = if message.contains("unexpected end")
-                    || message.contains("end of variable block")
-                    || message.contains("end of block")
-                    || message.contains("unclosed")
-                {
-                    "close every `{{` with `}}` and every `{%` with `%}`"
-                } else {
-                    "see the template reference in docs/playbooks.md"
-                };
+                let hint = syntax_hint(&message);
                 let what = match kind {
                     Kind::Expression => "expression",
                     Kind::Template => "template",
@@ -285,4 +280,26 @@ pub(super) fn known_key<'k>(
             }
         });
     Err((format!("`{root}.{key}` is not declared"), hint))
+}
+
+/// A hint from what the parser says it expected where it stopped: a missing `}}` is not a
+/// missing filter name.
+pub(super) fn syntax_hint(message: &str) -> String {
+    let Some((_, expected)) = message.rsplit_once(", expected ") else {
+        return "see the template reference in docs/playbooks.md".to_owned();
+    };
+    let expected = expected.trim_end_matches('.');
+    match expected {
+        "end of variable block" => "close `{{` with `}}`".to_owned(),
+        "end of block" => {
+            "close `{%` with `%}`, and every `{% if %}` or `{% for %}` with its `{% endif %}` or `{% endfor %}`".to_owned()
+        }
+        "identifier" | "identifier or integer" => {
+            "a name is missing here: after `|` a filter, after `.` a field".to_owned()
+        }
+        "expression" => {
+            "an expression is missing here: a bracket left open, or an operator without its operand".to_owned()
+        }
+        other => format!("the template parser expected {other} here"),
+    }
 }

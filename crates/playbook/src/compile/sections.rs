@@ -96,8 +96,10 @@ impl<'s> Compiler<'s> {
             webhook: String::new(),
             auth: None,
             public: false,
+            split: None,
             filter: None,
             dedupe: None,
+            resolved: None,
         };
         let Some(fields) = self.mapping(node, "`trigger`", TRIGGER_FIELDS) else {
             return trigger;
@@ -141,8 +143,20 @@ impl<'s> Compiler<'s> {
                 "add `auth: <profile>` naming a profile in the server configuration, or `public: true` to accept unauthenticated deliveries",
             );
         }
+        trigger.split = fields.get("split").map(|n| self.list_template(n, "split"));
         trigger.filter = fields.get("filter").map(|n| self.condition(n, "filter"));
         trigger.dedupe = fields.get("dedupe").map(|n| self.dedupe(n));
+        trigger.resolved = fields
+            .get("resolved")
+            .map(|n| self.condition(n, "resolved"));
+        if let (Some(resolved), None) = (fields.get("resolved"), &trigger.dedupe) {
+            self.error_with_hint(
+                "missing-dedupe",
+                resolved.pos,
+                "`resolved` needs a `dedupe` key: the key is how a resolved alert finds the run its firing alert started",
+                "add `dedupe: { key: \"{{ trigger.<id of the alert> }}\", window: 24h }`",
+            );
+        }
         trigger
     }
 
@@ -374,12 +388,12 @@ impl<'s> Compiler<'s> {
             concurrency: 4,
         };
         match &node.value {
-            Value::String(_) | Value::Seq(_) => foreach.items = self.foreach_items(node),
+            Value::String(_) | Value::Seq(_) => foreach.items = self.list_template(node, "foreach"),
             Value::Map(_) if self.unquoted_template(node) => {}
             Value::Map(_) => {
                 if let Some(fields) = self.mapping(node, "`foreach`", FOREACH_FIELDS) {
                     if let Some(items) = self.required(&fields, "items", "`foreach`") {
-                        foreach.items = self.foreach_items(items);
+                        foreach.items = self.list_template(items, "foreach");
                     }
                     if let Some(var) = fields.get("as") {
                         foreach.var = self.string(var, "as");
@@ -417,13 +431,14 @@ impl<'s> Compiler<'s> {
 
     /// The list a `foreach` walks: a literal list, or a template that yields one. A plain string
     /// is neither, and is almost always a template missing its `{{ }}`.
-    pub(super) fn foreach_items(&mut self, node: &Node) -> Input {
+    /// A value that must yield a list when it is rendered (`foreach`, `split`): a template.
+    pub(super) fn list_template(&mut self, node: &Node, what: &str) -> Input {
         let items = self.input(node);
         if let Input::Literal(serde_json::Value::String(text)) = &items {
             self.error_with_hint(
                 "wrong-type",
                 node.pos,
-                format!("`foreach` needs a list, but `{text}` is plain text"),
+                format!("`{what}` needs a list, but `{text}` is plain text"),
                 format!("to loop over a value of the event, write `\"{{{{ {text} }}}}\"`"),
             );
         }

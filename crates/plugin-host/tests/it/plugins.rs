@@ -329,3 +329,31 @@ async fn a_file_that_is_not_a_component_is_refused_clearly() {
         "{error}"
     );
 }
+
+/// docs/plugins.md carries the reference of every shipped plugin, generated from what the
+/// plugins declare: it cannot drift. `UPDATE_GOLDEN=1` rewrites it after a change.
+#[tokio::test]
+async fn the_plugin_reference_in_the_docs_is_what_the_plugins_declare() {
+    let host = host_with(&["enrich-ioc", "block-ip", "notify-slack", "http"], false).await;
+    let reference: String = host
+        .manifests()
+        .into_iter()
+        .map(plugin_host::reference::markdown)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = test_support::workspace_root().join("docs/plugins.md");
+    let docs = std::fs::read_to_string(&path).expect("docs/plugins.md");
+    let (start, end) = ("<!-- plugin-reference:start -->\n", "<!-- plugin-reference:end -->");
+    let from = docs.find(start).expect("the start marker") + start.len();
+    let to = docs.find(end).expect("the end marker");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let updated = format!("{}{reference}\n{}", &docs[..from], &docs[to..]);
+        std::fs::write(&path, updated).expect("write docs/plugins.md");
+        return;
+    }
+    assert_eq!(
+        docs[from..to].trim_end(),
+        reference.trim_end(),
+        "docs/plugins.md's plugin reference is out of date: rerun with UPDATE_GOLDEN=1"
+    );
+}

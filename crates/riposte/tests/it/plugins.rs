@@ -22,6 +22,16 @@ fn inspect_prints_what_a_plugin_declares() {
         stdout.contains("attached by the host as the `key` header"),
         "{stdout}"
     );
+    // Every input, the optional ones with their defaults, and every output with its type.
+    for line in [
+        "ip: string (required)",
+        "base_url: string (optional, default \"https://api.abuseipdb.com\")",
+        "max_age_days: integer (optional, default 90, 1 to 365)",
+        "score: integer (always, 0 to 100)",
+        "verdict: one of: malicious, suspicious, clean, unknown (always)",
+    ] {
+        assert!(stdout.contains(line), "`{line}` missing from:\n{stdout}");
+    }
 
     let json = riposte(&["plugin", "inspect", "--json", &path_of("testbed")]);
     let manifest: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON manifest");

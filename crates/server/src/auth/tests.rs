@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::{AuthError, AuthProfile, verify};
+use super::{AuthError, AuthProfile, verify, verify_delivery};
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     pairs
@@ -280,4 +280,48 @@ fn a_custom_signature_header_is_named_in_the_refusal() {
         refused.map_err(|e| e.to_string()),
         Err("the `x-wazuh-signature` header is missing".to_owned())
     );
+}
+
+#[test]
+fn a_url_token_is_checked_against_every_token_and_only_for_its_profile() {
+    let profile = AuthProfile::UrlToken {
+        tokens: vec![
+            "current-token-0123456789abcdef".into(),
+            "next-token-0123456789abcdef0".into(),
+        ],
+    };
+    let none = headers(&[]);
+    for token in [
+        "current-token-0123456789abcdef",
+        "next-token-0123456789abcdef0",
+    ] {
+        assert_eq!(
+            verify_delivery(&profile, Some(token), &none, b"{}", at(0)),
+            Ok(())
+        );
+    }
+    assert_eq!(
+        verify_delivery(
+            &profile,
+            Some("current-token-0123456789abcdeF"),
+            &none,
+            b"{}",
+            at(0)
+        ),
+        Err(AuthError::Mismatch)
+    );
+    assert_eq!(
+        verify_delivery(&profile, None, &none, b"{}", at(0)),
+        Err(AuthError::TokenNotInUrl)
+    );
+    // A token in the URL of a trigger whose profile takes none is refused, never ignored.
+    let bearer = AuthProfile::Bearer {
+        tokens: vec!["t0ken-in-a-header".into()],
+    };
+    let authorized = headers(&[("authorization", "Bearer t0ken-in-a-header")]);
+    assert_eq!(
+        verify_delivery(&bearer, Some("anything"), &authorized, b"{}", at(0)),
+        Err(AuthError::UnexpectedUrlToken)
+    );
+    assert_eq!(format!("{profile:?}"), "UrlToken", "never printed");
 }

@@ -133,6 +133,9 @@ auth:
   no_password: { type: basic, credentials_env: [NO_PASSWORD] }
   space: { type: hmac-sha256, secrets_env: [ONE_SPACE] }
   blank_token: { type: bearer, tokens_env: [BLANK_TOKEN] }
+  short_url: { type: url-token, tokens_env: [SHORT_URL_TOKEN] }
+  slash_url: { type: url-token, tokens_env: [SLASH_URL_TOKEN] }
+  good_url: { type: url-token, tokens_env: [GOOD_URL_TOKEN] }
   good: { type: standard-webhooks, secrets_env: [GOOD_KEY] }
 "#,
         &[
@@ -141,6 +144,9 @@ auth:
             ("NO_PASSWORD", "siem: "),
             ("ONE_SPACE", " "),
             ("BLANK_TOKEN", "\t  "),
+            ("SHORT_URL_TOKEN", "abc123"),
+            ("SLASH_URL_TOKEN", "abcdefghijklmnop/qrstuvwxyz0123"),
+            ("GOOD_URL_TOKEN", "4f9c1a7e0b2d4c6e8a1f3b5d7c9e0a2b"),
             ("GOOD_KEY", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         ],
     ));
@@ -150,6 +156,8 @@ auth:
         "auth.no_password.credentials_env: NO_PASSWORD must hold `user:password`, with neither part empty",
         "auth.space.secrets_env: the environment variable ONE_SPACE holds only whitespace",
         "auth.blank_token.tokens_env: the environment variable BLANK_TOKEN holds only whitespace",
+        "auth.short_url.tokens_env: SHORT_URL_TOKEN must hold at least 24 characters",
+        "auth.slash_url.tokens_env: SLASH_URL_TOKEN must hold at least 24 characters",
     ];
     for text in expected {
         assert!(

@@ -61,6 +61,7 @@ pub fn app(state: AppState) -> Router {
     });
     let router = Router::new()
         .route("/hooks/{trigger}", post(webhooks::hook))
+        .route("/hooks/{trigger}/{token}", post(webhooks::hook_with_token))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))

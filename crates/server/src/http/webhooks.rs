@@ -19,21 +19,43 @@ use super::state::AppState;
 use crate::auth;
 use crate::catalog::{Catalog, TriggerAuth};
 
-#[tracing::instrument(skip_all, fields(trigger = %trigger))]
+/// `POST /hooks/{trigger}`.
 pub(super) async fn hook(
     State(state): State<AppState>,
     Path(trigger): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    receive(&state, &trigger, None, &headers, body).await
+}
+
+/// `POST /hooks/{trigger}/{token}`: the token is the sender's credential (a `url-token` profile).
+/// It is never logged: the span names the trigger only.
+pub(super) async fn hook_with_token(
+    State(state): State<AppState>,
+    Path((trigger, token)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive(&state, &trigger, Some(&token), &headers, body).await
+}
+
+#[tracing::instrument(skip_all, fields(trigger = %trigger))]
+async fn receive(
+    state: &AppState,
+    trigger: &str,
+    url_token: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let catalog = state.playbooks.current();
-    let known = catalog.trigger(&trigger).is_some();
-    let response = match deliver(&state, &catalog, &trigger, &headers, body).await {
+    let known = catalog.trigger(trigger).is_some();
+    let response = match deliver(state, &catalog, trigger, url_token, headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
     // Only configured triggers become label values: callers cannot grow the metric's series.
-    let label = if known { trigger.as_str() } else { "unknown" };
+    let label = if known { trigger } else { "unknown" };
     state.metrics.webhook(label, response.status().as_u16());
     response
 }
@@ -42,6 +64,7 @@ async fn deliver(
     state: &AppState,
     catalog: &Catalog,
     trigger: &str,
+    url_token: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -67,12 +90,20 @@ async fn deliver(
         )
     })??;
     let (actor, signed_delivery_id) = match &target.auth {
+        TriggerAuth::Public if url_token.is_some() => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                auth::AuthError::UnexpectedUrlToken.to_string(),
+            ));
+        }
         TriggerAuth::Public => ("public".to_owned(), None),
         TriggerAuth::Profile { name, profile } => {
-            auth::verify(profile, headers, &body, SystemTime::now()).map_err(|error| {
-                tracing::info!(%error, "Webhook refused.");
-                ApiError::new(StatusCode::UNAUTHORIZED, error.to_string())
-            })?;
+            auth::verify_delivery(profile, url_token, headers, &body, SystemTime::now()).map_err(
+                |error| {
+                    tracing::info!(%error, "Webhook refused.");
+                    ApiError::new(StatusCode::UNAUTHORIZED, error.to_string())
+                },
+            )?;
             (
                 format!("webhook:{name}"),
                 profile.signed_delivery_id(headers, &body),
@@ -105,9 +136,10 @@ async fn deliver(
     });
     let received_at = state.runner.now();
     let mut runs = Vec::new();
+    let mut resolutions = Vec::new();
     let mut ignored = Vec::new();
     for playbook in &target.playbooks {
-        let screening = playbook.screen(&event).map_err(|error| {
+        let unreadable = |error: playbook::Error| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!(
@@ -115,31 +147,41 @@ async fn deliver(
                     playbook.name
                 ),
             )
-        })?;
-        if !screening.matched {
-            ignored.push(playbook.name.clone());
-            continue;
-        }
-        runs.push(store::NewRun {
-            run_id: runner::new_run_id(),
-            playbook: playbook.name.clone(),
-            accepted: state.runner.accepted(runner::Acceptance {
-                trigger,
-                actor: &actor,
-                delivery_id: delivery_id.as_deref(),
-                playbook: &playbook.name,
-                event: &event,
-            }),
-            event: event.clone(),
-            dedupe: screening
-                .dedupe_key
-                .zip(playbook.trigger.dedupe.as_ref())
-                .map(|(key, dedupe)| store::DedupeKey {
-                    key,
-                    window_ms: u64::try_from(dedupe.window.as_millis()).unwrap_or(u64::MAX),
+        };
+        let mut any = false;
+        for item in playbook.split(&event).map_err(unreadable)? {
+            let screening = playbook.screen(&item).map_err(unreadable)?;
+            if !screening.matched {
+                continue;
+            }
+            any = true;
+            match screening.dedupe_key {
+                Some(key) if screening.resolved => resolutions.push((playbook, key, item)),
+                dedupe_key => runs.push(store::NewRun {
+                    run_id: runner::new_run_id(),
+                    playbook: playbook.name.clone(),
+                    accepted: state.runner.accepted(runner::Acceptance {
+                        trigger,
+                        actor: &actor,
+                        delivery_id: delivery_id.as_deref(),
+                        playbook: &playbook.name,
+                        event: &item,
+                    }),
+                    dedupe: dedupe_key.zip(playbook.trigger.dedupe.as_ref()).map(
+                        |(key, dedupe)| store::DedupeKey {
+                            key,
+                            window_ms: u64::try_from(dedupe.window.as_millis()).unwrap_or(u64::MAX),
+                        },
+                    ),
+                    event: item,
                 }),
-        });
+            }
+        }
+        if !any {
+            ignored.push(playbook.name.clone());
+        }
     }
+    let resolved = resolve(state, resolutions).await?;
     let delivery = store::Delivery {
         trigger: trigger.to_owned(),
         delivery_id,
@@ -156,20 +198,69 @@ async fn deliver(
         )
     })?;
     let started = admissions.iter().filter(|a| !a.duplicate).count();
-    let (status, verdict) = if admissions.is_empty() {
-        tracing::info!(?ignored, "Delivery ignored by every playbook's filter.");
-        (StatusCode::OK, "ignored")
-    } else if started == 0 {
-        (StatusCode::OK, "duplicate")
-    } else {
+    let (status, verdict) = if started > 0 {
         tracing::info!(runs = started, "Delivery accepted.");
         (StatusCode::ACCEPTED, "accepted")
+    } else if !resolved.is_empty() {
+        (StatusCode::OK, "resolved")
+    } else if admissions.is_empty() {
+        tracing::info!(?ignored, "Delivery ignored by every playbook's filter.");
+        (StatusCode::OK, "ignored")
+    } else {
+        (StatusCode::OK, "duplicate")
     };
     Ok((
         status,
-        Json(json!({ "status": verdict, "runs": admissions, "ignored": ignored })),
+        Json(json!({
+            "status": verdict,
+            "runs": admissions,
+            "resolved": resolved,
+            "ignored": ignored,
+        })),
     )
         .into_response())
+}
+
+/// Records each resolved alert on the run its dedupe key started (through the runner, which
+/// writes it to the run's journal whatever the run's state); one whose run is unknown (its window
+/// passed, or it never fired here) is answered with no run id.
+async fn resolve(
+    state: &AppState,
+    resolutions: Vec<(
+        &std::sync::Arc<playbook::Playbook>,
+        String,
+        serde_json::Value,
+    )>,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let unavailable = |error: &dyn std::fmt::Display| {
+        tracing::error!(%error, "Could not record a resolved alert.");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the delivery could not be stored; retry later",
+        )
+    };
+    let mut answers = Vec::with_capacity(resolutions.len());
+    for (playbook, key, item) in resolutions {
+        let run = state
+            .store
+            .dedupe_run(&playbook.name, &key)
+            .await
+            .map_err(|error| unavailable(&error))?;
+        if let Some(run_id) = &run {
+            let events = state
+                .store
+                .events(run_id)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            state
+                .runner
+                .resolve(run_id, &events, &key, &item)
+                .await
+                .map_err(|error| unavailable(&error))?;
+        }
+        answers.push(json!({ "playbook": playbook.name, "run_id": run }));
+    }
+    Ok(answers)
 }
 
 /// Reads the body, refusing it with 413 as soon as it grows past `max` (chunked bodies too).

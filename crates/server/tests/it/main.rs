@@ -6,6 +6,7 @@ mod api;
 mod canary;
 mod ingress;
 mod runs;
+mod senders;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use test_support::RedisServer;
 pub(crate) const SIEM_SECRET: &str = "siem-signing-secret-9d2c";
 pub(crate) const SVIX_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub(crate) const BEARER_TOKEN: &str = "bearer-token-4be1";
+/// The `splunk` profile's URL tokens: the current one and the next (a rotation).
+pub(crate) const URL_TOKEN: &str = "splunk-url-token-1f6c0d2b9e7a44c1";
+pub(crate) const NEXT_URL_TOKEN: &str = "splunk-url-token-next-8b3e5a7c0d91";
 /// Management API tokens, one per role (configured by their hashes only).
 pub(crate) const VIEWER_TOKEN: &str = "rpt_viewer-token-for-tests-5b0c";
 pub(crate) const RESPONDER_TOKEN: &str = "rpt_responder-token-for-tests-77e1";
@@ -91,13 +95,33 @@ impl Server {
         extra_env: &[(&str, &str)],
         extra_config: &str,
     ) -> Server {
-        Server::open(backend, playbooks, workers, extra_env, extra_config, true).await
+        Server::open(
+            backend,
+            playbooks,
+            workers,
+            extra_env,
+            extra_config,
+            true,
+            true,
+        )
+        .await
+    }
+
+    /// A server on loopback without the plugins (its playbooks use `core/echo`), for senders
+    /// that post to it over the network.
+    pub(crate) async fn listening(
+        backend: Backend,
+        playbooks: &[(&str, String)],
+        extra_env: &[(&str, &str)],
+        extra_config: &str,
+    ) -> Server {
+        Server::open(backend, playbooks, 8, extra_env, extra_config, true, false).await
     }
 
     /// A server whose router is called directly, with workers but without the plugins (its
     /// playbooks use `core/echo`) or a listener: most API behaviour, in a fraction of the time.
     pub(crate) async fn in_process(backend: Backend, playbooks: &[(&str, String)]) -> Server {
-        Server::open(backend, playbooks, 8, &[], "", false).await
+        Server::open(backend, playbooks, 8, &[], "", false, false).await
     }
 
     async fn open(
@@ -107,6 +131,7 @@ impl Server {
         extra_env: &[(&str, &str)],
         extra_config: &str,
         listening: bool,
+        plugins: bool,
     ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("playbooks")).expect("playbooks dir");
@@ -117,6 +142,11 @@ impl Server {
             ("SIEM_SECRET".to_owned(), SIEM_SECRET.to_owned()),
             ("SVIX_SECRET".to_owned(), SVIX_SECRET.to_owned()),
             ("BEARER_TOKEN".to_owned(), BEARER_TOKEN.to_owned()),
+            ("SPLUNK_URL_TOKEN".to_owned(), URL_TOKEN.to_owned()),
+            (
+                "SPLUNK_URL_TOKEN_NEXT".to_owned(),
+                NEXT_URL_TOKEN.to_owned(),
+            ),
             (
                 "RIPOSTE_SECRET_ABUSEIPDB_KEY".to_owned(),
                 test_support::apis::ABUSEIPDB_KEY.to_owned(),
@@ -168,13 +198,14 @@ auth:
   siem: {{ type: hmac-sha256, secrets_env: [SIEM_SECRET] }}
   svix: {{ type: standard-webhooks, secrets_env: [SVIX_SECRET], tolerance: 5m }}
   token: {{ type: bearer, tokens_env: [BEARER_TOKEN] }}
+  splunk: {{ type: url-token, tokens_env: [SPLUNK_URL_TOKEN, SPLUNK_URL_TOKEN_NEXT] }}
 egress:
   allow_private: [127.0.0.0/8]
 api:
   cors_origins: ["{SOC_ORIGIN}"]
 {extra_config}
 "#,
-            plugins = if listening {
+            plugins = if plugins {
                 format!("plugins: {}", test_support::plugin_dir().display())
             } else {
                 String::new()

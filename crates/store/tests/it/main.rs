@@ -240,6 +240,41 @@ async fn a_dedupe_key_suppresses_repeats_within_its_window_only() {
     }
 }
 
+/// A dedupe key finds the run it started while its window lasts (how a resolved alert finds
+/// the run its firing alert started).
+#[tokio::test]
+async fn a_dedupe_key_finds_its_run_within_its_window() {
+    for backend in backends().await {
+        let store = &backend.store;
+        let started = store
+            .accept(&delivery(None, vec![run("block", Some(("fp-1", 300)))]))
+            .await
+            .expect("accept");
+        let found = store.dedupe_run("block", "fp-1").await.expect("lookup");
+        assert_eq!(
+            found.as_deref(),
+            Some(started[0].run_id.as_str()),
+            "{}",
+            backend.name
+        );
+        for (playbook, key) in [("block", "fp-2"), ("notify", "fp-1")] {
+            assert_eq!(
+                store.dedupe_run(playbook, key).await.expect("lookup"),
+                None,
+                "{}: {playbook} {key}",
+                backend.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            store.dedupe_run("block", "fp-1").await.expect("lookup"),
+            None,
+            "{}: the window has passed",
+            backend.name
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_job_whose_lease_runs_out_is_handed_out_again_unless_renewed() {
     for backend in backends().await {
