@@ -94,11 +94,10 @@ FULL = {
     "auth": {
         "profiles": {
             "quickstart": {"type": "bearer", "tokens_env": ["RIPOSTE_QUICKSTART_TOKEN"]},
-            "wazuh": {"type": "hmac-sha256", "header": "x-wazuh-signature", "prefix": "sha256=",
-                      "secrets_env": ["RIPOSTE_WAZUH_SECRET"]},
+            "wazuh": {"type": "bearer", "tokens_env": ["RIPOSTE_WAZUH_TOKEN"]},
             "elastic-siem": {"type": "bearer", "tokens_env": ["RIPOSTE_ELASTIC_TOKEN"]},
         },
-        "secrets": {"RIPOSTE_WAZUH_SECRET": CANARY["webhook"]},
+        "secrets": {"RIPOSTE_WAZUH_TOKEN": CANARY["webhook"]},
         "generate": ["RIPOSTE_QUICKSTART_TOKEN"],
     },
     "apiTokens": {"oncall": {"role": "responder", "sha256": "9f86d081884c7d659a2feaa0c55ad015"
@@ -685,7 +684,7 @@ def check_service_monitor(c: Checks, m: Manifests) -> None:
 
 def check_secret_env(c: Checks, m: Manifests) -> None:
     env = secret_values(m.get("Secret", f"{FULLNAME}-env") or {})
-    c.expect(env.get("RIPOSTE_WAZUH_SECRET") == CANARY["webhook"], "webhook secret not in the Secret")
+    c.expect(env.get("RIPOSTE_WAZUH_TOKEN") == CANARY["webhook"], "webhook secret not in the Secret")
     c.expect(env.get("RIPOSTE_SECRET_ABUSEIPDB_KEY") == CANARY["plugin"],
              "plugin secret not RIPOSTE_SECRET_ABUSEIPDB_KEY")
     c.expect(env.get("RIPOSTE_API_TOKEN_ONCALL") == "responder:9f86d081884c7d659a2feaa0c55ad015"

@@ -196,7 +196,11 @@ fn kind(property: &serde_json::Value) -> String {
     if let Some(values) = property["enum"].as_array() {
         let values: Vec<String> = values
             .iter()
-            .map(|value| value.as_str().map_or_else(|| value.to_string(), str::to_owned))
+            .map(|value| {
+                value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned)
+            })
             .collect();
         return format!("one of: {}", values.join(", "));
     }

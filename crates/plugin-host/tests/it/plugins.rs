@@ -343,7 +343,10 @@ async fn the_plugin_reference_in_the_docs_is_what_the_plugins_declare() {
         .join("\n");
     let path = test_support::workspace_root().join("docs/plugins.md");
     let docs = std::fs::read_to_string(&path).expect("docs/plugins.md");
-    let (start, end) = ("<!-- plugin-reference:start -->\n", "<!-- plugin-reference:end -->");
+    let (start, end) = (
+        "<!-- plugin-reference:start -->\n",
+        "<!-- plugin-reference:end -->",
+    );
     let from = docs.find(start).expect("the start marker") + start.len();
     let to = docs.find(end).expect("the end marker");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {

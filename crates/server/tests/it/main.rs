@@ -41,6 +41,38 @@ pub(crate) enum Backend {
 
 pub(crate) const BACKENDS: [Backend; 2] = [Backend::Redis, Backend::Sqlite];
 
+/// How a test server is set up, beyond its playbooks.
+struct Options<'a> {
+    /// Workers in the process (0: API only).
+    workers: usize,
+    /// More (or other) environment variables.
+    env: &'a [(&'a str, &'a str)],
+    /// YAML appended to the configuration file.
+    config: &'a str,
+    /// YAML lines added under `auth:` (indented by two spaces).
+    auth: &'a str,
+    /// How long a worker keeps a run it stopped renewing (and longer than any step's timeout).
+    lease: &'a str,
+    /// Served on loopback (else its router is called directly).
+    listening: bool,
+    /// With the real plugins.
+    plugins: bool,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            workers: 8,
+            env: &[],
+            config: "",
+            auth: "",
+            lease: "5s",
+            listening: false,
+            plugins: false,
+        }
+    }
+}
+
 /// A running server and what it stands on; stopped when dropped. Started in full (HTTP on
 /// loopback, the real plugins) or in process (its router called directly, no plugins: fast).
 pub(crate) struct Server {
@@ -95,16 +127,15 @@ impl Server {
         extra_env: &[(&str, &str)],
         extra_config: &str,
     ) -> Server {
-        Server::open(
-            backend,
-            playbooks,
+        let options = Options {
             workers,
-            extra_env,
-            extra_config,
-            true,
-            true,
-        )
-        .await
+            env: extra_env,
+            config: extra_config,
+            listening: true,
+            plugins: true,
+            ..Options::default()
+        };
+        Server::open(backend, playbooks, options).await
     }
 
     /// A server on loopback without the plugins (its playbooks use `core/echo`), for senders
@@ -115,24 +146,48 @@ impl Server {
         extra_env: &[(&str, &str)],
         extra_config: &str,
     ) -> Server {
-        Server::open(backend, playbooks, 8, extra_env, extra_config, true, false).await
+        let options = Options {
+            env: extra_env,
+            config: extra_config,
+            listening: true,
+            ..Options::default()
+        };
+        Server::open(backend, playbooks, options).await
     }
 
     /// A server whose router is called directly, with workers but without the plugins (its
     /// playbooks use `core/echo`) or a listener: most API behaviour, in a fraction of the time.
     pub(crate) async fn in_process(backend: Backend, playbooks: &[(&str, String)]) -> Server {
-        Server::open(backend, playbooks, 8, &[], "", false, false).await
+        Server::open(backend, playbooks, Options::default()).await
     }
 
-    async fn open(
+    /// The same with authentication profiles of its own (YAML lines under `auth:`) and the
+    /// environment variables that hold their secrets.
+    pub(crate) async fn in_process_with_auth(
         backend: Backend,
         playbooks: &[(&str, String)],
-        workers: usize,
-        extra_env: &[(&str, &str)],
-        extra_config: &str,
-        listening: bool,
-        plugins: bool,
+        auth: &str,
+        env: &[(&str, &str)],
     ) -> Server {
+        let options = Options {
+            env,
+            auth,
+            lease: "2m",
+            ..Options::default()
+        };
+        Server::open(backend, playbooks, options).await
+    }
+
+    async fn open(backend: Backend, playbooks: &[(&str, String)], options: Options<'_>) -> Server {
+        let Options {
+            workers,
+            env: extra_env,
+            config: extra_config,
+            auth: extra_auth,
+            lease,
+            listening,
+            plugins,
+        } = options;
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("playbooks")).expect("playbooks dir");
         for (name, yaml) in playbooks {
@@ -192,13 +247,14 @@ playbooks: playbooks
 {plugins}
 data_dir: data
 {redis_section}
-workers: {{ concurrency: {workers}, lease: 5s, poll_interval: 20ms }}
+workers: {{ concurrency: {workers}, lease: {lease}, poll_interval: 20ms }}
 webhooks: {{ max_body_bytes: 65536 }}
 auth:
   siem: {{ type: hmac-sha256, secrets_env: [SIEM_SECRET] }}
   svix: {{ type: standard-webhooks, secrets_env: [SVIX_SECRET], tolerance: 5m }}
   token: {{ type: bearer, tokens_env: [BEARER_TOKEN] }}
-  splunk: {{ type: url-token, tokens_env: [SPLUNK_URL_TOKEN, SPLUNK_URL_TOKEN_NEXT] }}
+  url: {{ type: url-token, tokens_env: [SPLUNK_URL_TOKEN, SPLUNK_URL_TOKEN_NEXT] }}
+{extra_auth}
 egress:
   allow_private: [127.0.0.0/8]
 api:

@@ -170,7 +170,7 @@ async fn a_url_token_authenticates_senders_that_set_no_header() {
     const NEXT: &str = crate::NEXT_URL_TOKEN;
     let playbook = r#"
 name: splunk-alert
-trigger: { webhook: splunk, auth: splunk }
+trigger: { webhook: splunk, auth: url }
 incident:
   search: "{{ trigger.search_name }}"
 steps:
@@ -261,4 +261,201 @@ where
         assert!(Instant::now() < deadline, "not within {within:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Every sender's recipe (docs/senders/) with the payload shape that sender really posts
+/// (tests/senders/), through the authentication that sender can really do: the runs it starts,
+/// and the fields each run's `incident` extracts; for senders that report resolved alerts, the
+/// resolved delivery lands on the runs the firing one started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sender_recipe_extracts_its_fields_from_what_the_sender_posts() {
+    let root = test_support::workspace_root();
+    let read = |path: &str| {
+        std::fs::read_to_string(root.join(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
+    };
+    let senders: Vec<serde_json::Value> =
+        serde_json::from_str(&read("tests/senders/senders.json")).expect("senders.json");
+    assert!(senders.len() >= 9, "{} senders", senders.len());
+    for sender in &senders {
+        let name = sender["sender"].as_str().expect("sender");
+        let field = |key: &str| sender[key].as_str().unwrap_or_default().to_owned();
+        let profile = &sender["profile"];
+        let (env, credential) = secrets_for(profile);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let server = Server::in_process_with_auth(
+            Backend::Sqlite,
+            &[(&format!("{name}.yaml"), read(&field("playbook")))],
+            &format!("  {name}: {profile}"),
+            &env,
+        )
+        .await;
+        let post = |body: String| {
+            let (server, credential, webhook, content_type) = (
+                &server,
+                &credential,
+                field("webhook"),
+                field("content_type"),
+            );
+            async move {
+                let mut headers = vec![("content-type".to_owned(), content_type)];
+                let mut path = format!("/hooks/{webhook}");
+                match credential {
+                    Credential::Header(name, value) => headers.push((name.clone(), value.clone())),
+                    Credential::Hmac {
+                        header,
+                        prefix,
+                        secret,
+                    } => headers.push((header.clone(), hmac_hex(secret, prefix, body.as_bytes()))),
+                    Credential::Path(token) => path = format!("{path}/{token}"),
+                }
+                let borrowed: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                server.send("POST", &path, &borrowed, Some(&body)).await
+            }
+        };
+        let (status, answer) = post(read(&format!("tests/senders/{}", field("fixture")))).await;
+        let expected: Vec<serde_json::Value> =
+            serde_json::from_str(&read(&format!("tests/senders/{}", field("expected"))))
+                .expect("expected incidents");
+        let runs: Vec<String> = answer["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|run| run["duplicate"] == false)
+            .filter_map(|run| run["run_id"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(status, 202, "{name}: {answer}");
+        assert_eq!(
+            runs.len() as u64,
+            sender["runs"].as_u64().unwrap_or(0),
+            "{name}: {answer}"
+        );
+        assert_eq!(runs.len(), expected.len(), "{name}: {answer}");
+        for (run, incident) in runs.iter().zip(&expected) {
+            let state = server.finished(run, Duration::from_secs(10)).await;
+            crate::assert_succeeded(&state);
+            assert_eq!(
+                serde_json::Value::Object(state.incident.clone()),
+                *incident,
+                "{name}: the incident of run {run}"
+            );
+        }
+        if let Some(resolved) = sender["resolved_fixture"].as_str() {
+            let (status, answer) = post(read(&format!("tests/senders/{resolved}"))).await;
+            assert_eq!(
+                (status, answer["status"].as_str()),
+                (200, Some("resolved")),
+                "{name}: {answer}"
+            );
+            let recorded: BTreeSet<String> = answer["resolved"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["run_id"].as_str().map(str::to_owned))
+                .collect();
+            assert_eq!(
+                recorded.len() as u64,
+                sender["resolved_recorded"].as_u64().unwrap_or(0),
+                "{name}: {answer}"
+            );
+            for run in &recorded {
+                assert!(
+                    runs.contains(run),
+                    "{name}: {run} is not a run the firing alerts started"
+                );
+                assert!(
+                    server
+                        .events(run)
+                        .await
+                        .iter()
+                        .any(|event| matches!(event, RunEvent::AlertResolved { .. })),
+                    "{name}: run {run} does not record the resolution"
+                );
+            }
+        }
+        server.stop().await;
+    }
+}
+
+/// How a test sender authenticates.
+enum Credential {
+    Header(String, String),
+    Hmac {
+        header: String,
+        prefix: String,
+        secret: String,
+    },
+    Path(String),
+}
+
+/// Secret values for a profile's variables, and how a sender presents them.
+fn secrets_for(profile: &serde_json::Value) -> (Vec<(String, String)>, Credential) {
+    let variables = |key: &str| -> Vec<String> {
+        profile[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    let token = "recipe-token-5d1c9e2a7b3f4a6c8e0d1f2a".to_owned();
+    match profile["type"].as_str().unwrap_or_default() {
+        "bearer" => (
+            variables("tokens_env")
+                .into_iter()
+                .map(|v| (v, token.clone()))
+                .collect(),
+            Credential::Header("authorization".into(), format!("Bearer {token}")),
+        ),
+        "basic" => {
+            use base64::Engine as _;
+            let pair = "elastic-connector:recipe-password-3c9f".to_owned();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&pair);
+            (
+                variables("credentials_env")
+                    .into_iter()
+                    .map(|v| (v, pair.clone()))
+                    .collect(),
+                Credential::Header("authorization".into(), format!("Basic {encoded}")),
+            )
+        }
+        "hmac-sha256" => (
+            variables("secrets_env")
+                .into_iter()
+                .map(|v| (v, token.clone()))
+                .collect(),
+            Credential::Hmac {
+                header: profile["header"]
+                    .as_str()
+                    .unwrap_or("x-hub-signature-256")
+                    .to_owned(),
+                prefix: profile["prefix"].as_str().unwrap_or("sha256=").to_owned(),
+                secret: token,
+            },
+        ),
+        "url-token" => (
+            variables("tokens_env")
+                .into_iter()
+                .map(|v| (v, token.clone()))
+                .collect(),
+            Credential::Path(token),
+        ),
+        other => panic!("no test credential for profile type {other}"),
+    }
+}
+
+fn hmac_hex(secret: &str, prefix: &str, body: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("{prefix}{hex}")
 }
