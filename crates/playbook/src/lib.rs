@@ -6,12 +6,15 @@
 //! variables or secrets that do not exist. Templates and conditions are minijinja, sandboxed (see
 //! [`template`]), with filters for security work (see [`filters`]). [`schema`] publishes the format
 //! as JSON Schema for editors. [`Playbook::screen`] is what a trigger makes of an event: its
-//! filter's verdict and its dedupe key.
+//! filter's verdict and its dedupe key; [`Playbook::case_opening`] what its `case:` block makes of
+//! it, in the words of the incident-response lifecycle ([`Phase`], [`Severity`], OCSF's
+//! [`ObservableType`]s).
 //!
 //! This crate does no I/O beyond reading the files it is asked to load, and knows nothing of plugins,
 //! queues or storage: the `runner` crate executes what this crate checked.
 
 pub mod addresses;
+mod case;
 mod compile;
 mod diagnostic;
 mod error;
@@ -24,11 +27,12 @@ mod yaml;
 
 use std::path::Path;
 
+pub use case::{CaseOpening, CaseRule, Observable, ObservableType, Phase, Severity};
 pub use compile::{
-    APPROVAL_FIELDS, BACKOFF_FIELDS, DEDUPE_FIELDS, DEFAULT_APPROVAL_TIMEOUT, DEFAULT_STEP_TIMEOUT,
-    ERROR_FIELDS, FOREACH_FIELDS, MAX_STEP_TIMEOUT, ON_FAILURE_FIELDS, PLAYBOOK_FIELDS,
-    PLUGIN_GRANT_FIELDS, RETRY_FIELDS, RUN_FIELDS, STEP_FIELDS, STEP_RESULT_FIELDS, TRIGGER_FIELDS,
-    compile,
+    APPROVAL_FIELDS, BACKOFF_FIELDS, CASE_FIELDS, DEDUPE_FIELDS, DEFAULT_APPROVAL_TIMEOUT,
+    DEFAULT_STEP_TIMEOUT, ERROR_FIELDS, FOREACH_FIELDS, MAX_STEP_TIMEOUT, ON_FAILURE_FIELDS,
+    PLAYBOOK_FIELDS, PLUGIN_GRANT_FIELDS, RETRY_FIELDS, RUN_FIELDS, STEP_FIELDS,
+    STEP_RESULT_FIELDS, TRIGGER_FIELDS, compile,
 };
 pub use diagnostic::{Diagnostic, FileDiagnostics, Position};
 pub use error::Error;

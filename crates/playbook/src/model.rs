@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::case::{CaseRule, Phase};
 use crate::diagnostic::Position;
 use crate::template::{Condition, Input};
 
@@ -33,6 +34,8 @@ pub struct Playbook {
     /// What each plugin may do, by plugin name.
     pub plugins: BTreeMap<String, PluginGrant>,
     pub outputs: BTreeMap<String, Input>,
+    /// How its runs open or join an incident case, if they do.
+    pub case: Option<CaseRule>,
     pub(crate) order: Vec<usize>,
 }
 
@@ -48,6 +51,11 @@ impl Playbook {
 
     pub fn handler(&self, id: &str) -> Option<&Step> {
         self.handlers.iter().find(|s| s.id.as_str() == id)
+    }
+
+    /// A step or handler by id.
+    pub fn step_or_handler(&self, id: &str) -> Option<&Step> {
+        self.step(id).or_else(|| self.handler(id))
     }
 
     /// The longest a run of this playbook goes without a journal write while it is driven: one
@@ -181,6 +189,9 @@ pub struct Step {
     pub retry: RetryPolicy,
     pub on_failure: OnFailure,
     pub approval: Option<Approval>,
+    /// The incident-response phase the step belongs to: when it succeeds, the run's case moves
+    /// on to that phase (never back).
+    pub phase: Option<Phase>,
     /// Where the step starts in the file, for messages.
     pub position: Position,
 }

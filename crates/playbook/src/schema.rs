@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::case::{ObservableType, Phase, Severity};
 use crate::compile::{
-    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_STEP_TIMEOUT, MAX_APPROVAL_TIMEOUT, MAX_ATTEMPTS,
-    MAX_CONCURRENCY, MAX_DEDUPE_WINDOW, MAX_STEP_TIMEOUT, MAX_STEPS, ROOTS,
+    DEFAULT_APPROVAL_TIMEOUT, DEFAULT_CASE_WINDOW, DEFAULT_STEP_TIMEOUT, MAX_APPROVAL_TIMEOUT,
+    MAX_ATTEMPTS, MAX_CASE_WINDOW, MAX_CONCURRENCY, MAX_DEDUPE_WINDOW, MAX_STEP_TIMEOUT, MAX_STEPS,
+    ROOTS,
 };
 use crate::model::{ErrorKind, RetryPolicy};
 
@@ -37,6 +39,7 @@ pub fn playbook_schema() -> Value {
         "$defs": {
             "trigger": trigger(),
             "dedupe": dedupe(),
+            "case": case(),
             "step": step(),
             "handler": handler(),
             "foreach": foreach(),
@@ -131,6 +134,65 @@ fn playbook_properties() -> Value {
         "outputs": {
             "description": "What the run reports when it ends, as `name: value` pairs. Strings may be templates that read `trigger`, `vars`, `run`, `incident` and `steps`; never `secrets`.",
             "type": "object",
+        },
+        "case": {
+            "$ref": "#/$defs/case",
+            "description": "Each run opens an incident case, or joins the open case its alert belongs to: by `key`, or by a shared observable (`join_on`).",
+        },
+    })
+}
+
+fn case() -> Value {
+    let observable_names = ObservableType::ALL.map(ObservableType::as_str);
+    let observables: serde_json::Map<String, Value> = ObservableType::ALL
+        .iter()
+        .map(|kind| {
+            let description = format!(
+                "{} observables (OCSF `type_id` {}): a template that yields one value or a list.",
+                kind.ocsf_name(),
+                kind.ocsf_id()
+            );
+            (
+                kind.as_str().to_owned(),
+                json!({ "description": description, "type": "string" }),
+            )
+        })
+        .collect();
+    json!({
+        "description": "How the playbook's runs open and join incident cases. Templates here read `trigger` and `vars`.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["key"],
+        "properties": {
+            "key": {
+                "description": "A template rendered for each alert: alerts whose key renders the same join the same open case while `window` lasts. Keys are shared by all playbooks, so two rules can feed one case; prefix them to keep playbooks apart.",
+                "type": "string",
+                "examples": ["{{ trigger.src_ip }}", "host:{{ trigger.agent.name }}"],
+            },
+            "window": duration(
+                "How long after a case's last alert a new alert with the same key (or a shared observable) still joins it.",
+                MAX_CASE_WINDOW,
+                Some(DEFAULT_CASE_WINDOW),
+            ),
+            "title": text("The case's title, a template; the playbook's description (or name) when absent."),
+            "severity": {
+                "description": format!("The case's severity: one of {}, or a template rendering a sender's word for one (`warning`, `error`, `info`, … are understood; anything else is `medium`).", Severity::ALL.map(Severity::as_str).join(", ")),
+                "type": "string",
+                "examples": ["high", "{{ trigger.labels.severity }}"],
+            },
+            "observables": {
+                "description": "Observables the alert holds that automatic extraction would not find, by OCSF type: a template per type that yields a value or a list of values.",
+                "type": "object",
+                "additionalProperties": false,
+                "properties": observables,
+            },
+            "join_on": {
+                "description": "Observable types by which an alert joins an open case that saw the same value within `window` (the same address in two rules), when no case has its key.",
+                "oneOf": [
+                    { "enum": observable_names },
+                    { "type": "array", "items": { "enum": observable_names } },
+                ],
+            },
         },
     })
 }
@@ -293,6 +355,10 @@ fn step() -> Value {
             "approval": {
                 "$ref": "#/$defs/approval",
                 "description": "A human gate: the run waits for one of `approvers` to approve or deny before the step runs.",
+            },
+            "phase": {
+                "description": "The incident-response phase the step's work belongs to. When it succeeds, the run's case moves on to that phase (never back; people can move it either way).",
+                "enum": Phase::OF_STEPS.map(Phase::as_str),
             },
         },
     })

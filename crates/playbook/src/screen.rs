@@ -71,7 +71,7 @@ impl Playbook {
         })
     }
 
-    fn trigger_context(&self, event: &serde_json::Value) -> minijinja::Value {
+    pub(crate) fn trigger_context(&self, event: &serde_json::Value) -> minijinja::Value {
         minijinja::context! {
             trigger => minijinja::Value::from_serialize(event),
             vars => minijinja::Value::from_serialize(&self.vars),

@@ -92,6 +92,9 @@ enum Command {
     /// Check the tamper-evident audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Incident cases.
+    #[command(subcommand)]
+    Case(CaseCommand),
     /// Manage tokens for the management API.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -115,6 +118,23 @@ enum AuditCommand {
     /// Print a run's timeline for post-incident review, with the state of its hash chain.
     Export {
         run_id: String,
+        /// `markdown` for people, `json` for tools.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Markdown)]
+        format: ExportFormat,
+        /// The server's configuration file (it says where the store is).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaseCommand {
+    /// Print a case's post-incident report: its timeline across all its runs, every action and
+    /// decision with who and when, its observables, what was contained, and the state of the
+    /// hash chains it rests on.
+    Report {
+        /// The case's number.
+        case: u64,
         /// `markdown` for people, `json` for tools.
         #[arg(long, value_enum, default_value_t = ExportFormat::Markdown)]
         format: ExportFormat,
@@ -174,6 +194,11 @@ fn main() -> ExitCode {
             format,
             config,
         }) => serve::audit_export(config.as_deref(), &run_id, format == ExportFormat::Json),
+        Command::Case(CaseCommand::Report {
+            case,
+            format,
+            config,
+        }) => serve::case_report(config.as_deref(), case, format == ExportFormat::Json),
         Command::Token(TokenCommand::New { name, role }) => new_token(&name, &role),
         Command::Resume { run_id, config, by } => serve::resume(config.as_deref(), &run_id, &by),
         Command::Approve {

@@ -96,12 +96,14 @@ pub(crate) fn audit_verify(
             }
             intact = report.problems.is_empty();
             crate::print_stdout(&format!(
-                "{}: trail of {} record(s), {} run(s) with {} record(s), {} sealed",
+                "{}: trail of {} record(s), {} run(s) with {} record(s), {} sealed, {} case(s) with {} record(s)",
                 if intact { "intact" } else { "BROKEN" },
                 report.trail_records,
                 report.runs,
                 report.records,
-                report.sealed
+                report.sealed,
+                report.cases,
+                report.case_records
             ));
             return Ok(());
         };
@@ -140,6 +142,26 @@ pub(crate) fn audit_export(
             serde_json::to_string_pretty(&timeline).unwrap_or_default()
         } else {
             timeline_markdown(&timeline)
+        };
+        crate::print_stdout(&text);
+        Ok(())
+    })
+}
+
+/// `riposte case report <case>`: the post-incident report, as Markdown or JSON.
+pub(crate) fn case_report(
+    config_file: Option<&Path>,
+    case: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    on_the_store(config_file, async |store| {
+        let desk = server::desk::CaseDesk::new(store, Arc::default());
+        let Some(report) = desk.report(case).await? else {
+            return Err(server::Error::NotFound(format!("there is no case {case}")));
+        };
+        let text = match json {
+            true => serde_json::to_string_pretty(&report).unwrap_or_default(),
+            false => report.markdown(),
         };
         crate::print_stdout(&text);
         Ok(())
@@ -224,7 +246,8 @@ fn on_the_store(
 fn control(store: Arc<dyn store::Store>) -> server::RunControl {
     let journal: Arc<dyn runner::Journal> = store.clone();
     let runner = runner::Runner::new(Arc::new(runner::NoPlugins), journal);
-    server::RunControl::new(store, Arc::new(runner))
+    let desk = server::desk::CaseDesk::new(Arc::clone(&store), Arc::default());
+    server::RunControl::new(store, Arc::new(runner), desk)
 }
 
 /// SIGTERM (Kubernetes, systemd) or Ctrl-C: stop taking work, finish what is in hand.

@@ -187,6 +187,95 @@ impl RunEvent {
     }
 }
 
+impl RunEvent {
+    /// Who did it, when a person (or a sender) did: the sender's auth profile, an approver, whoever
+    /// cancelled or resumed the run.
+    pub fn actor(&self) -> Option<&str> {
+        match self {
+            RunEvent::RunAccepted { actor, .. } => Some(actor),
+            RunEvent::ApprovalDecided { decision, .. } => decision.by(),
+            RunEvent::RunResumed { by, .. } | RunEvent::RunCancelled { by, .. } => Some(by),
+            _ => None,
+        }
+    }
+
+    /// One line saying what happened, for timelines and reports. Values from alerts and plugins
+    /// appear as they are: whoever shows the line escapes it.
+    pub fn describe(&self) -> String {
+        match self {
+            RunEvent::RunAccepted { trigger, actor, .. } => {
+                format!("alert accepted on trigger `{trigger}` from {actor}")
+            }
+            RunEvent::RunStarted { playbook, .. } => format!("run of `{playbook}` started"),
+            RunEvent::StepStarted {
+                step,
+                attempt,
+                item,
+                ..
+            } => match item {
+                Some(item) => format!("step `{step}` started (item {item}, attempt {attempt})"),
+                None => format!("step `{step}` started (attempt {attempt})"),
+            },
+            RunEvent::StepRetrying {
+                step,
+                attempt,
+                error,
+                delay_ms,
+                ..
+            } => format!(
+                "step `{step}` attempt {attempt} failed ({error}); retrying in {delay_ms} ms"
+            ),
+            RunEvent::StepSucceeded {
+                step,
+                attempts,
+                duration_ms,
+                ..
+            } => format!("step `{step}` succeeded after {attempts} attempt(s) in {duration_ms} ms"),
+            RunEvent::StepFailed {
+                step,
+                error,
+                attempts,
+                ..
+            } => format!("step `{step}` failed after {attempts} attempt(s): {error}"),
+            RunEvent::StepSkipped { step, reason, .. } => {
+                format!("step `{step}` skipped: {reason}")
+            }
+            RunEvent::ApprovalRequested {
+                step, approvers, ..
+            } => format!(
+                "step `{step}` waits for approval by {}",
+                approvers.join(", ")
+            ),
+            RunEvent::ApprovalDecided { step, decision, .. } => match decision {
+                Decision::Approved { by, comment } => match comment {
+                    Some(comment) => format!("step `{step}` approved by {by}: {comment}"),
+                    None => format!("step `{step}` approved by {by}"),
+                },
+                Decision::Denied { by, reason } => match reason {
+                    Some(reason) => format!("step `{step}` denied by {by}: {reason}"),
+                    None => format!("step `{step}` denied by {by}"),
+                },
+                Decision::TimedOut => format!("nobody decided on step `{step}` in time"),
+            },
+            RunEvent::RunRecovered { deliveries, .. } => {
+                format!("run recovered by another worker (delivery {deliveries})")
+            }
+            RunEvent::RunResumed { by, .. } => format!("run resumed by {by}"),
+            RunEvent::AlertResolved { key, .. } => {
+                format!("the sender reported the alert `{key}` resolved")
+            }
+            RunEvent::RunCancelled { by, reason, .. } => match reason {
+                Some(reason) => format!("run cancelled by {by}: {reason}"),
+                None => format!("run cancelled by {by}"),
+            },
+            RunEvent::RunFinished { status, error, .. } => match error {
+                Some(error) => format!("run {}: {error}", status.as_str()),
+                None => format!("run {}", status.as_str()),
+            },
+        }
+    }
+}
+
 /// Why a plugin call failed: typed, so the runner can tell what to retry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{kind}: {message}")]
@@ -225,6 +314,16 @@ pub enum Decision {
     },
     /// Nobody decided before the deadline; the step's `on_timeout` applies.
     TimedOut,
+}
+
+impl Decision {
+    /// The person who decided (nobody, when the deadline did).
+    pub fn by(&self) -> Option<&str> {
+        match self {
+            Decision::Approved { by, .. } | Decision::Denied { by, .. } => Some(by),
+            Decision::TimedOut => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

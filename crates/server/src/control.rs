@@ -1,13 +1,16 @@
-//! Run control: what people (over the API or the CLI) do to runs. Each operation takes the run's
-//! lock, so it never races a worker, a decision or a deadline, reads the run's journal, and asks
-//! the runner, which owns the run's state machine and records the event; then it tells the store
-//! what follows for the queue (queue the run again, take it off the queue).
+//! Run control: what people (over the API, the console or the CLI) do to runs. Each operation
+//! takes the run's lock, so it never races a worker, a decision or a deadline, reads the run's
+//! journal, and asks the runner, which owns the run's state machine and records the event; then
+//! it tells the store what follows for the queue (queue the run again, take it off the queue)
+//! and the case desk what follows for the run's case (a decision acknowledges it, a cancelled
+//! run has ended).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use runner::{Decision, RunState, Runner};
 
+use crate::desk::CaseDesk;
 use crate::error::Error;
 
 /// How long an operation waits for a worker that is advancing the run.
@@ -18,11 +21,16 @@ const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 pub struct RunControl {
     store: Arc<dyn store::Store>,
     runner: Arc<Runner>,
+    desk: CaseDesk,
 }
 
 impl RunControl {
-    pub fn new(store: Arc<dyn store::Store>, runner: Arc<Runner>) -> Self {
-        RunControl { store, runner }
+    pub fn new(store: Arc<dyn store::Store>, runner: Arc<Runner>, desk: CaseDesk) -> Self {
+        RunControl {
+            store,
+            runner,
+            desk,
+        }
     }
 
     /// Cancels a run that has not ended: nothing more of it runs. A queued run is also taken off
@@ -43,12 +51,19 @@ impl RunControl {
             }
             Ok(())
         })
-        .await
+        .await?;
+        // The cancellation stands even if its case cannot be told now; the worker tells it
+        // when it next looks at the run.
+        if let Err(error) = self.desk.record_progress(run_id, None).await {
+            tracing::warn!(%error, run_id, "Could not record the cancellation on the run's case.");
+        }
+        Ok(())
     }
 
     /// Records a decision on a step waiting for approval and queues the run, so any worker
     /// resumes it.
     pub async fn decide(&self, run_id: &str, step: &str, decision: Decision) -> Result<(), Error> {
+        let by = decision.by().map(str::to_owned);
         self.with_run_lock(run_id, async || {
             let events = self.store.events(run_id).await?;
             let mut state = RunState::from_events(&events)
@@ -57,7 +72,13 @@ impl RunControl {
             self.store.push(run_id).await?;
             Ok(())
         })
-        .await
+        .await?;
+        if let Some(by) = by
+            && let Err(error) = self.desk.acknowledged_through(run_id, &by).await
+        {
+            tracing::warn!(%error, run_id, "Could not record on the run's case who decided.");
+        }
+        Ok(())
     }
 
     /// Resumes a failed run from its failed steps (after the downstream tool is back): the steps

@@ -13,9 +13,15 @@ pub enum Error {
     Run(#[from] runner::Error),
     #[error("cannot resume: {0}")]
     Resume(String),
-    /// The request conflicts with the run's state (it ended, it is busy).
+    /// The request conflicts with the run's state (it ended, it is busy), or the case's.
     #[error("{0}")]
     Conflict(String),
+    /// What the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed (an empty note).
+    #[error("{0}")]
+    Invalid(String),
     #[error("run {0} was taken over by another worker")]
     LostRun(String),
     #[error("the worker stopped: {0}")]

@@ -15,11 +15,13 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod control;
+pub mod desk;
 mod error;
 pub mod http;
 pub mod metrics;
 pub mod timeline;
 pub mod tokens;
+pub mod views;
 pub mod worker;
 
 use std::sync::Arc;
@@ -94,12 +96,22 @@ impl Parts {
             playbooks: Arc::clone(&self.playbooks),
             config: self.config.workers.clone(),
             metrics: Arc::clone(&self.metrics),
+            desk: self.desk(),
         })
     }
 
     /// What people use to cancel, decide and resume runs.
     pub fn control(&self) -> RunControl {
-        RunControl::new(Arc::clone(&self.store), Arc::clone(&self.runner))
+        RunControl::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.runner),
+            self.desk(),
+        )
+    }
+
+    /// What opens, joins, moves and reports cases.
+    pub fn desk(&self) -> desk::CaseDesk {
+        desk::CaseDesk::new(Arc::clone(&self.store), Arc::clone(&self.metrics))
     }
 
     fn app_state(&self) -> Result<http::AppState, Error> {

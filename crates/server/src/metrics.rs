@@ -1,5 +1,6 @@
 //! Prometheus metrics of one process, served at `/metrics`: webhooks by answer, queue depth, runs
-//! and steps by outcome, step and plugin-call latency.
+//! and steps by outcome, step and plugin-call latency, cases opened and how long incidents took
+//! to acknowledge, contain and recover (observed by the process that recorded the moment).
 //!
 //! [`Metrics`] is the runner's [`runner::Observer`]: run and step figures are counted from the
 //! events the runner records, through its one journal path, so they count exactly what the
@@ -47,6 +48,19 @@ pub struct Metrics {
     queue_depth: Gauge,
     runs_stalled: Gauge,
     run_stalls: Counter,
+    cases_opened: Counter,
+    case_seconds: Family<MomentLabels, Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MomentLabels {
+    /// `acknowledge`, `contain`, `recover`.
+    to: String,
+}
+
+/// A minute to ~11 days, doubling: how long incidents take, not requests.
+fn incident_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(60.0, 2.0, 15))
 }
 
 impl std::fmt::Debug for Metrics {
@@ -122,8 +136,24 @@ impl Default for Metrics {
             "Runs found stalled by this process's watchdog",
             run_stalls.clone(),
         );
+        let cases_opened = Counter::default();
+        registry.register(
+            "cases_opened",
+            "Incident cases opened",
+            cases_opened.clone(),
+        );
+        let case_seconds = Family::<MomentLabels, Histogram>::new_with_constructor(
+            incident_histogram as fn() -> _,
+        );
+        registry.register(
+            "case_time_to_seconds",
+            "Time from a case's opening to its acknowledgement, containment and recovery (label `to`)",
+            case_seconds.clone(),
+        );
         Metrics {
             registry,
+            cases_opened,
+            case_seconds,
             runs_stalled,
             run_stalls,
             webhooks,
@@ -163,6 +193,27 @@ impl Metrics {
         self.runs_stalled
             .set(i64::try_from(stalled).unwrap_or(i64::MAX));
         self.run_stalls.inc_by(new as u64);
+    }
+
+    /// A case was written: counts what it reached for the first time between `before` (`None`
+    /// for a new case) and `after`.
+    pub fn case_written(&self, before: Option<&cases::Case>, after: &cases::Case) {
+        if before.is_none() {
+            self.cases_opened.inc();
+        }
+        let was = before.map(cases::Case::durations).unwrap_or_default();
+        let now = after.durations();
+        for (to, was, now) in [
+            ("acknowledge", was.to_acknowledge_ms, now.to_acknowledge_ms),
+            ("contain", was.to_contain_ms, now.to_contain_ms),
+            ("recover", was.to_recover_ms, now.to_recover_ms),
+        ] {
+            if let (None, Some(took)) = (was, now) {
+                self.case_seconds
+                    .get_or_create(&MomentLabels { to: to.to_owned() })
+                    .observe(took as f64 / 1000.0);
+            }
+        }
     }
 
     fn event(&self, event: &RunEvent) {

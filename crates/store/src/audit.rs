@@ -58,14 +58,26 @@ pub struct AuditRecord {
     pub event: String,
 }
 
-/// Where a run's chain breaks first, and how.
+/// Where a chain breaks first, and how.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("record {position} of run {run_id}: {reason}")]
+#[error("record {position} of {}: {reason}", chain_name(.run_id))]
 pub struct ChainBreak {
+    /// The run's id, or the chain's (`case:<n>`, `trail`).
     pub run_id: String,
     /// The record's position in the journal as read (from 1).
     pub position: usize,
     pub reason: String,
+}
+
+/// A chain as people name it: `run <id>`, `case <n>`, `the trail`.
+fn chain_name(id: &str) -> String {
+    match id {
+        TRAIL => "the trail".to_owned(),
+        id => match id.strip_prefix("case:") {
+            Some(case) => format!("case {case}"),
+            None => format!("run {id}"),
+        },
+    }
 }
 
 /// The hash of a record, hex.
@@ -181,13 +193,16 @@ pub(crate) fn seal(
 pub struct Verification {
     pub trail_records: usize,
     pub runs: usize,
+    pub cases: usize,
+    pub case_records: usize,
     pub records: usize,
     pub sealed: usize,
     /// Every chain that is broken, at its first broken record; runs that disagree with their seal.
     pub problems: Vec<ChainBreak>,
 }
 
-/// Checks the global trail, every run's chain, and every run against its seal.
+/// Checks the global trail, every run's chain, every run against its seal, and every case's
+/// chain.
 pub async fn verify_store(store: &dyn Store) -> Result<Verification, Error> {
     let mut report = Verification::default();
     let mut trail = Chain::new(TRAIL);
@@ -263,6 +278,14 @@ pub async fn verify_store(store: &dyn Store) -> Result<Verification, Error> {
                 "the run ended but the trail holds no seal for it: the trail's tail was cut".into(),
             )),
             None => {}
+        }
+    }
+    for case in store.case_ids().await? {
+        report.cases += 1;
+        let records = store.case_records(case).await?;
+        report.case_records += records.len();
+        if let Err(broken) = verify(&cases::chain_id(case), &records) {
+            report.problems.push(broken);
         }
     }
     for (run_id, (sealed, _)) in seals {

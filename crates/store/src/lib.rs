@@ -1,6 +1,7 @@
 //! Where the server keeps everything that must survive a crash: accepted deliveries and their
 //! idempotency keys, the job queue, run journals (the checkpoints and the audit trail in one),
-//! timers for approval deadlines, and per-run locks.
+//! timers for approval deadlines, per-run locks, the steps waiting for approval, and incident
+//! cases (their chained events, and the indexes by which alerts find them).
 //!
 //! [`Store`] is the one interface; [`RedisStore`] (shared by every process of a scaled-out
 //! deployment) and [`SqliteStore`] (the embedded default, one local file) implement it, and one
@@ -14,15 +15,19 @@
 //! - A claimed job stays leased to its worker until acked, released or its lease runs out; then
 //!   [`Store::claim`] hands it out again (at-least-once delivery). Jobs are idempotent per run.
 //! - [`runner::Journal::append`] returns only once the event is stored.
+//! - [`Store::write_case`] stores a case's events, its summary and its indexes together or not
+//!   at all, and only on the chain head its writer read: concurrent writers never interleave.
 
 pub mod audit;
 mod error;
 mod redis_store;
 mod sqlite_store;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cases::{CaseEvent, CaseId, CaseSummary, Observable, Phase, Severity};
 use runner::{Millis, RunEvent};
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +102,10 @@ pub struct Ignored {
     pub received_at: Millis,
 }
 
+/// How long a case is found by an observable it saw: the longest `case.window` a playbook may
+/// set.
+pub const OBSERVABLES_KEPT_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+
 /// How many ignored deliveries are kept (the oldest go first).
 pub const IGNORED_KEPT: u64 = 10_000;
 
@@ -149,6 +158,101 @@ pub struct Claim {
     /// How many times this job has been handed to a worker, this time included. More than one
     /// means an earlier worker lost it (crashed, or stalled past its lease).
     pub deliveries: u32,
+}
+
+/// A change to one case, stored atomically by [`Store::write_case`].
+#[derive(Debug, Clone)]
+pub struct CaseWrite {
+    pub case: CaseId,
+    /// The head of the case's chain (`seq`, hash) the events were decided on: `(0, GENESIS)`
+    /// for a new case.
+    pub head: (u64, String),
+    pub events: Vec<CaseEvent>,
+    /// The case as the events leave it.
+    pub summary: CaseSummary,
+    /// A run that joins the case with these events.
+    pub run: Option<String>,
+    /// The key alerts find the case by, from now on.
+    pub key: Option<CaseKey>,
+    /// Observables seen now: alerts holding one find the case by it for a while.
+    pub seen: Vec<Observable>,
+    pub at: Millis,
+}
+
+/// A case's key and how long it finds the case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseKey {
+    pub key: String,
+    pub expires_at: Millis,
+    /// For a new case: refused while the key still finds another case that takes alerts.
+    pub exclusive: bool,
+}
+
+/// The open case an alert joins, and how it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseMatch {
+    pub case: CaseId,
+    /// The observable it shares with the alert; `None` when its key found it.
+    pub by: Option<Observable>,
+}
+
+/// Which cases to list: open ones first, each group most recently updated first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaseQuery {
+    pub phase: Option<Phase>,
+    pub severity: Option<Severity>,
+    pub playbook: Option<String>,
+    /// Cases skipped (those of the pages before).
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl CaseQuery {
+    fn matches(&self, summary: &CaseSummary) -> bool {
+        self.phase.is_none_or(|phase| summary.phase == phase)
+            && self
+                .severity
+                .is_none_or(|severity| summary.severity == severity)
+            && self
+                .playbook
+                .as_ref()
+                .is_none_or(|playbook| summary.playbooks.contains(playbook))
+    }
+}
+
+/// A step waiting for a person's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingApproval {
+    pub run_id: String,
+    pub step: String,
+    pub deadline: Millis,
+}
+
+/// How a batch of a run's events changes the steps that wait for approval.
+#[derive(Debug, Default)]
+struct ApprovalChanges {
+    requested: Vec<(String, Millis)>,
+    decided: Vec<String>,
+    /// The run ended: nothing of it waits any more.
+    ended: bool,
+}
+
+impl ApprovalChanges {
+    fn of(events: &[RunEvent]) -> Option<ApprovalChanges> {
+        let mut changes = ApprovalChanges::default();
+        for event in events {
+            match event {
+                RunEvent::ApprovalRequested { step, deadline, .. } => {
+                    changes.requested.push((step.clone(), *deadline));
+                }
+                RunEvent::ApprovalDecided { step, .. } => changes.decided.push(step.clone()),
+                event if event.is_terminal() => changes.ended = true,
+                _ => {}
+            }
+        }
+        let any = !changes.requested.is_empty() || !changes.decided.is_empty() || changes.ended;
+        any.then_some(changes)
+    }
 }
 
 /// Durable state shared by the server's processes. See the crate docs for the guarantees.
@@ -234,6 +338,43 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
 
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), Error>;
+
+    /// Steps waiting for approval in runs that have not ended, soonest deadline first.
+    async fn pending_approvals(&self, limit: usize) -> Result<Vec<PendingApproval>, Error>;
+
+    /// A case number never handed out before.
+    async fn next_case_id(&self) -> Result<CaseId, Error>;
+
+    /// Stores a change to a case: its events linked to `write.head`, its summary, the run that
+    /// joins it, its key and the observables it saw, all or nothing. Stores nothing and returns
+    /// false when the chain has moved past `head`, the run is in a case already, or an exclusive
+    /// key still finds another case: the writer reads the case again and decides again.
+    async fn write_case(&self, write: &CaseWrite) -> Result<bool, Error>;
+
+    /// A case's chained records in order (empty when there is no such case).
+    async fn case_records(&self, case: CaseId) -> Result<Vec<AuditRecord>, Error>;
+
+    /// The case an alert joins at `now`: the open case (taking alerts) its key names, else the
+    /// open case that most recently saw one of `observables` since `seen_since`.
+    async fn find_case(
+        &self,
+        key: &str,
+        observables: &[Observable],
+        seen_since: Millis,
+        now: Millis,
+    ) -> Result<Option<CaseMatch>, Error>;
+
+    /// The case a run's alert joined.
+    async fn case_of_run(&self, run_id: &str) -> Result<Option<CaseId>, Error>;
+
+    /// Cases matching `query`, at most `query.limit`.
+    async fn list_cases(&self, query: &CaseQuery) -> Result<Vec<CaseSummary>, Error>;
+
+    /// How many cases are in each phase (phases without cases are absent).
+    async fn case_counts(&self) -> Result<BTreeMap<Phase, u64>, Error>;
+
+    /// Every case, in the order they were opened.
+    async fn case_ids(&self) -> Result<Vec<CaseId>, Error>;
 }
 
 /// Milliseconds since the Unix epoch, by the system clock.

@@ -4,6 +4,7 @@
 //! value, so the rest of the file is still checked. The playbook is returned only if no diagnostic
 //! was recorded.
 
+mod case;
 mod fields;
 mod graph;
 mod references;
@@ -36,6 +37,16 @@ pub const PLAYBOOK_FIELDS: &[&str] = &[
     "handlers",
     "plugins",
     "outputs",
+    "case",
+];
+/// How a playbook's runs open or join incident cases.
+pub const CASE_FIELDS: &[&str] = &[
+    "key",
+    "window",
+    "title",
+    "severity",
+    "observables",
+    "join_on",
 ];
 /// What a playbook grants one plugin.
 pub const PLUGIN_GRANT_FIELDS: &[&str] = &["hosts", "secrets"];
@@ -55,6 +66,7 @@ pub const STEP_FIELDS: &[&str] = &[
     "retry",
     "on_failure",
     "approval",
+    "phase",
 ];
 pub const FOREACH_FIELDS: &[&str] = &["items", "as", "concurrency"];
 pub const RETRY_FIELDS: &[&str] = &["max_attempts", "backoff", "on"];
@@ -73,6 +85,8 @@ pub const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub(crate) const MAX_APPROVAL_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 pub(crate) const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+pub(crate) const DEFAULT_CASE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const MAX_CASE_WINDOW: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 pub(crate) const MAX_ATTEMPTS: u64 = 100;
 /// Attempts of a step whose `retry` mapping does not say `max_attempts`.
 pub(crate) const DEFAULT_ATTEMPTS_WITH_POLICY: u32 = 3;
@@ -238,6 +252,7 @@ impl<'s> Compiler<'s> {
             .get("outputs")
             .map(|n| self.input_map(n, "outputs"))
             .unwrap_or_default();
+        let case = fields.get("case").map(|n| self.case_rule(n));
 
         let order = self.check_graph(&steps, &handlers);
         let context = CheckContext {
@@ -255,6 +270,9 @@ impl<'s> Compiler<'s> {
         };
         let trigger = trigger?;
         self.check_templates(&context, &trigger, &outputs);
+        if let Some(case) = &case {
+            self.check_case_templates(&context, case);
+        }
 
         Some(Playbook {
             name: name?,
@@ -269,6 +287,7 @@ impl<'s> Compiler<'s> {
             handlers,
             plugins,
             outputs,
+            case,
             order: order.unwrap_or_default(),
         })
     }

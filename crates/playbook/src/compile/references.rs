@@ -185,6 +185,7 @@ pub(super) fn check_path(
         if ROOTS.contains(&root) {
             let hint = match root {
                 "secrets" => "secrets may only be used in `with:`, so they never reach conditions, logs or outputs".to_owned(),
+                "steps" if scope.place == "`case`" => "a run joins its case before any step runs (what steps find reaches the case as observables)".to_owned(),
                 "steps" => "the trigger is checked before any step runs".to_owned(),
                 "error" => "`error` exists only in failure handlers".to_owned(),
                 _ => format!("here you can use {}", backticked(&scope.roots)),

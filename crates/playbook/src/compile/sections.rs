@@ -230,6 +230,7 @@ impl<'s> Compiler<'s> {
             retry: RetryPolicy::default(),
             on_failure: OnFailure::Fail,
             approval: None,
+            phase: None,
             position: node.pos,
         };
         let Some(fields) = self.mapping(node, what, STEP_FIELDS) else {
@@ -296,6 +297,7 @@ impl<'s> Compiler<'s> {
                 "handlers respond to a failure as it happens; gate the step that fails instead",
             );
         }
+        step.phase = fields.get("phase").map(|n| self.step_phase(n));
         step
     }
 

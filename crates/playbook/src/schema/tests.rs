@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::compile::{
-    APPROVAL_FIELDS, BACKOFF_FIELDS, DEDUPE_FIELDS, FOREACH_FIELDS, ON_FAILURE_FIELDS,
+    APPROVAL_FIELDS, BACKOFF_FIELDS, CASE_FIELDS, DEDUPE_FIELDS, FOREACH_FIELDS, ON_FAILURE_FIELDS,
     PLAYBOOK_FIELDS, PLUGIN_GRANT_FIELDS, RETRY_FIELDS, STEP_FIELDS, TRIGGER_FIELDS,
 };
 use crate::model::{ApprovalTimeout, StepId};
@@ -30,6 +30,11 @@ fn objects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("/$defs/on_failure", ON_FAILURE_FIELDS.to_vec()),
         ("/$defs/approval", APPROVAL_FIELDS.to_vec()),
         ("/$defs/plugin_grant", PLUGIN_GRANT_FIELDS.to_vec()),
+        ("/$defs/case", CASE_FIELDS.to_vec()),
+        (
+            "/$defs/case/properties/observables",
+            ObservableType::ALL.map(ObservableType::as_str).to_vec(),
+        ),
     ]
 }
 
@@ -134,6 +139,33 @@ fn enumerations_match_the_model() {
 }
 
 #[test]
+fn case_enumerations_match_the_model() {
+    let schema = playbook_schema();
+    let phases: Vec<&str> = Phase::OF_STEPS.map(Phase::as_str).to_vec();
+    assert_eq!(
+        schema["$defs"]["step"]["properties"]["phase"]["enum"],
+        serde_json::json!(phases)
+    );
+    for phase in Phase::OF_STEPS {
+        let source = with_step_lines(&format!("    phase: {phase}\n"));
+        assert!(crate::compile(&source).is_ok(), "phase: {phase}");
+    }
+    assert!(!compiles(&with_step_lines("    phase: closed\n")));
+    let kinds: Vec<&str> = ObservableType::ALL.map(ObservableType::as_str).to_vec();
+    let join_on = &schema["$defs"]["case"]["properties"]["join_on"]["oneOf"];
+    assert_eq!(join_on[0]["enum"], serde_json::json!(kinds));
+    for kind in kinds {
+        let case = format!(
+            "case: {{ key: k, severity: critical, join_on: [{kind}], observables: {{ {kind}: x }} }}\n"
+        );
+        assert!(
+            compiles(&format!("{case}{}", with_step_lines(""))),
+            "{kind}"
+        );
+    }
+}
+
+#[test]
 fn defaults_match_the_compiler() {
     let dedupe = "name: p\ntrigger:\n  webhook: w\n  public: true\n  dedupe: { key: '{{ trigger.id }}' }\nsteps:\n  - id: a\n    uses: core/echo\n    foreach: [1, 2]\n";
     let playbook = crate::compile(dedupe).expect("valid playbook");
@@ -143,6 +175,22 @@ fn defaults_match_the_compiler() {
     assert_eq!(foreach.concurrency as u64, DEFAULT_CONCURRENCY);
     assert_eq!(foreach.var, "item");
     assert_eq!(playbook.steps[0].timeout, DEFAULT_STEP_TIMEOUT);
+
+    let case = format!("case: {{ key: k }}\n{}", with_step_lines(""));
+    let playbook = crate::compile(&case).expect("valid playbook");
+    assert_eq!(playbook.case.expect("case").window, DEFAULT_CASE_WINDOW);
+    assert_eq!(
+        schema_default("/$defs/case/properties/window"),
+        humantime::format_duration(DEFAULT_CASE_WINDOW).to_string()
+    );
+}
+
+fn schema_default(pointer: &str) -> String {
+    playbook_schema()
+        .pointer(&format!("{pointer}/default"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[test]

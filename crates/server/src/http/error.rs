@@ -46,15 +46,14 @@ pub(super) fn unavailable(error: impl std::fmt::Display) -> ApiError {
     )
 }
 
-pub(super) fn internal(error: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
-}
-
-/// A request the run's state refuses: 409 with the reason; store failures: 503.
+/// A request the run's or case's state refuses: 409 with the reason (404 for what does not
+/// exist, 400 for a malformed change); store failures: 503.
 pub(super) fn refused(error: Error) -> ApiError {
     match error {
         Error::Store(error) => unavailable(error),
         Error::Run(runner::Error::Journal(error)) => unavailable(error),
+        Error::NotFound(reason) => ApiError::new(StatusCode::NOT_FOUND, reason),
+        Error::Invalid(reason) => bad_request(reason),
         other => ApiError::new(StatusCode::CONFLICT, other.to_string()),
     }
 }

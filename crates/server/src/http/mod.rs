@@ -1,10 +1,11 @@
 //! The HTTP side: webhooks (`POST /hooks/{trigger}`, [`webhooks`]), the management API
-//! (`/api/v1`: [`runs`], [`audit`], [`playbooks`], guarded by [`access`]), `/metrics`,
+//! (`/api/v1`: [`runs`], [`cases`], [`audit`], [`playbooks`], guarded by [`access`]), `/metrics`,
 //! `/openapi.json` and the health endpoints, on a listener with slow-client timeouts
 //! ([`listener`]).
 
 mod access;
 mod audit;
+mod cases;
 mod error;
 mod ingress;
 mod listener;
@@ -42,6 +43,14 @@ pub fn app(state: AppState) -> Router {
             post(runs::approve),
         )
         .route("/api/v1/runs/{run_id}/steps/{step}/deny", post(runs::deny))
+        .route("/api/v1/cases", get(cases::list))
+        .route("/api/v1/cases/{case}", get(cases::detail))
+        .route("/api/v1/cases/{case}/report", get(cases::report))
+        .route("/api/v1/cases/{case}/acknowledge", post(cases::acknowledge))
+        .route("/api/v1/cases/{case}/phase", post(cases::move_phase))
+        .route("/api/v1/cases/{case}/severity", post(cases::set_severity))
+        .route("/api/v1/cases/{case}/notes", post(cases::add_note))
+        .route("/api/v1/approvals", get(cases::approvals))
         .route("/api/v1/playbooks", get(playbooks::list))
         .route("/api/v1/playbooks/validate", post(playbooks::validate))
         .route("/api/v1/playbooks/reload", post(playbooks::reload))

@@ -7,68 +7,17 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use runner::{RunEvent, RunState, StepRecord};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use runner::{RunEvent, RunState};
+use serde::Deserialize;
 
 use super::access::Caller;
-use super::error::{ApiError, bad_request, internal, no_run, refused, unavailable};
+use super::error::{ApiError, bad_request, no_run, refused, unavailable};
 use super::state::AppState;
 use crate::timeline::Timeline;
+use crate::views::{RUN_STATUSES, RunDetail, RunFilter, RunPage, RunSummary};
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
-/// Runs looked at for one page when filtering by status (which needs each run's journal).
-const MAX_SCANNED: usize = 5_000;
-
-/// A run as lists show it.
-#[derive(Debug, Serialize)]
-pub(crate) struct RunSummary {
-    pub run_id: String,
-    pub playbook: String,
-    pub trigger: String,
-    pub status: &'static str,
-    pub accepted_at: u64,
-    pub started_at: Option<u64>,
-    pub finished_at: Option<u64>,
-    pub error: Option<String>,
-    pub dead_letter: Option<String>,
-    pub recoveries: u32,
-}
-
-impl RunSummary {
-    fn new(record: &store::RunRecord, events: &[RunEvent]) -> (RunSummary, Option<RunState>) {
-        let state = RunState::from_events(events);
-        let cancelled = RunEvent::cancelled_by(events).map(|by| format!("cancelled by {by}"));
-        let status = match (&state, &cancelled) {
-            (Some(state), _) => state.status.as_str(),
-            (None, Some(_)) => "cancelled",
-            (None, None) if record.dead.is_some() => "failed",
-            (None, None) => "queued",
-        };
-        let summary = RunSummary {
-            run_id: record.run_id.clone(),
-            playbook: record.playbook.clone(),
-            trigger: record.trigger.clone(),
-            status,
-            accepted_at: record.accepted_at,
-            started_at: state.as_ref().map(|state| state.started_at),
-            finished_at: state.as_ref().and_then(|state| state.finished_at).or(
-                // A run cancelled while queued ended at its cancellation.
-                cancelled
-                    .as_ref()
-                    .and_then(|_| events.last().map(RunEvent::at)),
-            ),
-            error: state
-                .as_ref()
-                .and_then(|state| state.error.clone())
-                .or(cancelled),
-            dead_letter: record.dead.clone(),
-            recoveries: state.as_ref().map_or(0, |state| state.recoveries),
-        };
-        (summary, state)
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,144 +30,53 @@ pub(crate) struct RunsQuery {
     after: Option<String>,
 }
 
-const STATUSES: [&str; 6] = [
-    "queued",
-    "running",
-    "waiting_for_approval",
-    "succeeded",
-    "failed",
-    "cancelled",
-];
-
 pub(super) async fn list(
     State(state): State<AppState>,
     query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RunPage>, ApiError> {
     let Query(query) = query.map_err(|error| bad_request(error.body_text()))?;
     if let Some(status) = &query.status
-        && !STATUSES.contains(&status.as_str())
+        && !RUN_STATUSES.contains(&status.as_str())
     {
         return Err(bad_request(format!(
             "status `{status}` is not one of {}",
-            STATUSES.join(", ")
+            RUN_STATUSES.join(", ")
         )));
     }
-    let limit = page_limit(query.limit)?;
-    let mut store_query = store::RunQuery {
-        playbook: query.playbook.clone(),
-        since: query
-            .since
-            .as_deref()
-            .map(|t| time("since", t))
-            .transpose()?,
-        until: query
-            .until
-            .as_deref()
-            .map(|t| time("until", t))
-            .transpose()?,
-        after: query.after.as_deref().map(cursor).transpose()?,
-        limit: if query.status.is_some() { 100 } else { limit },
-    };
-    let mut runs = Vec::new();
-    let mut scanned = 0;
-    let mut next = None;
-    'pages: loop {
-        let page = state
-            .store
-            .list_runs(&store_query)
-            .await
-            .map_err(unavailable)?;
-        let full = page.len() == store_query.limit;
-        for record in &page {
-            scanned += 1;
-            let events = state
-                .store
-                .events(&record.run_id)
-                .await
-                .map_err(unavailable)?;
-            let (summary, _) = RunSummary::new(record, &events);
-            let position = format!("{}:{}", record.accepted_at, record.run_id);
-            if query
-                .status
+    let filter = RunFilter {
+        query: store::RunQuery {
+            playbook: query.playbook.clone(),
+            since: query
+                .since
                 .as_deref()
-                .is_none_or(|wanted| wanted == summary.status)
-            {
-                runs.push(summary);
-            }
-            if runs.len() == limit || scanned >= MAX_SCANNED {
-                // More may follow: the next page starts after this run.
-                next = Some(position);
-                break 'pages;
-            }
-        }
-        match page.last() {
-            Some(last) if full => {
-                store_query.after = Some((last.accepted_at, last.run_id.clone()));
-            }
-            _ => break,
-        }
-    }
-    Ok(Json(json!({ "runs": runs, "next": next })))
-}
-
-/// A step as the run detail shows it.
-#[derive(Debug, Serialize)]
-struct StepDetail {
-    id: String,
-    #[serde(flatten)]
-    record: StepRecord,
-    duration_ms: Option<u64>,
+                .map(|t| time("since", t))
+                .transpose()?,
+            until: query
+                .until
+                .as_deref()
+                .map(|t| time("until", t))
+                .transpose()?,
+            after: query.after.as_deref().map(cursor).transpose()?,
+            limit: page_limit(query.limit)?,
+        },
+        status: query.status,
+    };
+    let page = crate::views::list_runs(state.store.as_ref(), filter)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(page))
 }
 
 pub(super) async fn detail(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let (record, events) = load_run(&state, &run_id).await?;
-    let (summary, run_state) = RunSummary::new(&record, &events);
-    let mut detail = serde_json::to_value(&summary).map_err(internal)?;
+) -> Result<Json<RunDetail>, ApiError> {
     let catalog = state.playbooks.current();
-    let steps: Vec<StepDetail> = match &run_state {
-        Some(run_state) => {
-            // In the playbook's order when it is loaded, else by id.
-            let mut ids: Vec<&String> = run_state.steps.keys().collect();
-            if let Some(playbook) = catalog.playbook(&record.playbook) {
-                let position = |id: &str| {
-                    playbook
-                        .steps
-                        .iter()
-                        .chain(&playbook.handlers)
-                        .position(|step| step.id.as_str() == id)
-                        .unwrap_or(usize::MAX)
-                };
-                ids.sort_by_key(|id| position(id));
-            }
-            ids.into_iter()
-                .filter_map(|id| {
-                    let step = run_state.steps.get(id)?;
-                    Some(StepDetail {
-                        id: id.clone(),
-                        duration_ms: step
-                            .started_at
-                            .zip(step.finished_at)
-                            .map(|(start, end)| end.saturating_sub(start)),
-                        record: step.clone(),
-                    })
-                })
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let extra = json!({
-        "event": record.event,
-        "incident": run_state.as_ref().map(|s| serde_json::Value::Object(s.incident.clone())).unwrap_or(json!({})),
-        "outputs": run_state.as_ref().and_then(|s| s.outputs.clone()),
-        "steps": steps,
-    });
-    if let (Some(detail), Some(extra)) = (detail.as_object_mut(), extra.as_object()) {
-        detail.extend(extra.clone());
-    }
-    Ok(Json(detail))
+    crate::views::run_detail(state.store.as_ref(), &catalog, &run_id)
+        .await
+        .map_err(unavailable)?
+        .map(|(detail, _)| Json(detail))
+        .ok_or_else(|| no_run(&run_id))
 }
 
 pub(super) async fn timeline(

@@ -19,6 +19,8 @@ pub struct AppState {
     pub runner: Arc<runner::Runner>,
     /// Cancels, decides and resumes runs.
     pub control: RunControl,
+    /// Opens, moves and reports cases.
+    pub desk: crate::desk::CaseDesk,
     pub webhooks: Arc<WebhookConfig>,
     pub http: HttpConfig,
     pub tokens: Arc<Tokens>,
@@ -38,6 +40,7 @@ impl AppState {
             playbooks: Arc::clone(&parts.playbooks),
             runner: Arc::clone(&parts.runner),
             control: parts.control(),
+            desk: parts.desk(),
             webhooks: Arc::new(parts.config.webhooks.clone()),
             http: parts.config.http.clone(),
             tokens: Arc::new(Tokens::new(&parts.config.api.tokens)),

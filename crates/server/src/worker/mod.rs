@@ -16,6 +16,7 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
 use futures::FutureExt;
 
+use playbook::Playbook;
 use runner::{RunStatus, Runner};
 use store::{Claim, Store};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::catalog::Playbooks;
 use crate::config::WorkerConfig;
+use crate::desk::CaseDesk;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use queue::{QueueBackend, QueueConfig};
@@ -41,6 +43,8 @@ pub struct Worker {
     pub playbooks: Arc<Playbooks>,
     pub config: WorkerConfig,
     pub metrics: Arc<Metrics>,
+    /// Where runs join their cases and record what they did.
+    pub desk: CaseDesk,
 }
 
 /// How often the watchdog looks for stalled runs.
@@ -230,6 +234,17 @@ impl Worker {
             return self.give_up(run_id, &reason).await;
         };
         let secrets = catalog.secrets(&record.playbook);
+        let has_case = playbook.case.is_some();
+        if has_case {
+            match self.desk.join(playbook, run_id, &record.event).await {
+                Ok(_) => {}
+                // The run goes on; it joins when it is next advanced.
+                Err(Error::Conflict(reason)) => {
+                    warn!(%reason, "The run could not join its case yet.")
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let events = self.store.events(run_id).await?;
         let state = self
             .runner
@@ -247,7 +262,22 @@ impl Worker {
         {
             self.store.schedule(run_id, deadline).await?;
         }
+        if has_case {
+            self.record_on_case(run_id, Some(playbook)).await?;
+        }
         Ok(())
+    }
+
+    /// Tells the run's case what the run did. A store failure fails the job, so the job comes
+    /// back and tells it then; a case that kept changing is told on the run's next advance.
+    async fn record_on_case(&self, run_id: &str, playbook: Option<&Playbook>) -> Result<(), Error> {
+        match self.desk.record_progress(run_id, playbook).await {
+            Err(Error::Conflict(reason)) => {
+                warn!(%reason, "Could not record the run's progress on its case yet.");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Gives up on a run: it ends as failed with `reason` (recorded by the runner) and is
@@ -256,6 +286,12 @@ impl Worker {
         let events = self.store.events(run_id).await?;
         self.runner.give_up(run_id, &events, reason).await?;
         self.store.dead_letter(run_id, reason).await?;
-        Ok(())
+        let catalog = self.playbooks.current();
+        let playbook = match self.store.run(run_id).await? {
+            Some(record) => catalog.playbook(&record.playbook),
+            None => None,
+        };
+        self.record_on_case(run_id, playbook.map(|playbook| &**playbook))
+            .await
     }
 }

@@ -40,7 +40,7 @@ outputs:
 "#;
 
 impl Server {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         path: &str,
@@ -144,6 +144,7 @@ async fn every_role_can_do_exactly_what_the_openapi_document_says_and_every_call
             let path = template
                 .replace("{trigger}", "nobody-listens")
                 .replace("{run_id}", "no-such-run")
+                .replace("{case}", "999999")
                 .replace("{step}", "block");
             let Some(role) = operation["x-riposte-role"].as_str() else {
                 // Public: answered without a token, with a documented status.

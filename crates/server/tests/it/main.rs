@@ -4,6 +4,7 @@
 
 mod api;
 mod canary;
+mod cases;
 mod ingress;
 mod runs;
 mod senders;

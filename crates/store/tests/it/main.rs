@@ -9,6 +9,8 @@ use runner::{Journal, RunEvent, RunStatus};
 use store::{DedupeKey, Delivery, NewRun, RedisStore, SqliteStore, Store, Synchronous};
 use test_support::RedisServer;
 
+mod cases;
+
 /// A store under test, with whatever keeps its backing service alive.
 struct Backend {
     name: &'static str,

@@ -7,19 +7,24 @@
 //! ~200 threads after a burst of 2,000 webhooks, which then never exited and kept their memory.)
 //! WAL journal mode lets the file be read (backups, `sqlite3`) while the server writes.
 
+mod case_rows;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cases::{CaseId, CaseSummary, Observable, Phase};
 use runner::{Millis, RunEvent};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
 use crate::{
-    ActivityPage, ActivityRecord, Admission, Claim, Delivery, IGNORED_KEPT, Ignored, NewRun,
-    RunQuery, RunRecord, Store, TrailPage, millis, now_millis, repeat_of,
+    ActivityPage, ActivityRecord, Admission, ApprovalChanges, CaseMatch, CaseQuery, CaseWrite,
+    Claim, Delivery, IGNORED_KEPT, Ignored, NewRun, PendingApproval, RunQuery, RunRecord, Store,
+    TrailPage, millis, now_millis, repeat_of,
 };
 
 /// How hard SQLite pushes each commit to disk.
@@ -118,6 +123,7 @@ impl SqliteStore {
         };
         connection.pragma_update(None, "synchronous", level)?;
         connection.execute_batch(SCHEMA)?;
+        connection.execute_batch(case_rows::SCHEMA)?;
         add_chain_columns(&connection)?;
         let (operations, received) = mpsc::channel::<Operation>();
         std::thread::Builder::new()
@@ -185,6 +191,9 @@ impl runner::Journal for SqliteStore {
             insert_records(&transaction, &run_id, &linked)?;
             if let Some(seal) = audit::seal(&run_id, &events, &linked) {
                 append_trail(&transaction, &seal)?;
+            }
+            if let Some(changes) = ApprovalChanges::of(&events) {
+                record_approvals(&transaction, &run_id, &changes)?;
             }
             transaction.commit()?;
             Ok(())
@@ -278,6 +287,33 @@ fn rowid_cursor(cursor: Option<&str>) -> Result<i64, Error> {
         None => Ok(0),
         Some(cursor) => cursor.parse().map_err(|_| Error::Cursor(cursor.into())),
     }
+}
+
+/// Keeps the table of steps waiting for approval in step with a run's new events.
+fn record_approvals(
+    transaction: &rusqlite::Transaction<'_>,
+    run_id: &str,
+    changes: &ApprovalChanges,
+) -> Result<(), Error> {
+    for (step, deadline) in &changes.requested {
+        transaction
+            .prepare_cached(
+                "INSERT INTO approvals (run_id, step, deadline) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run_id, step) DO UPDATE SET deadline = excluded.deadline",
+            )?
+            .execute(params![run_id, step, *deadline as i64])?;
+    }
+    for step in &changes.decided {
+        transaction
+            .prepare_cached("DELETE FROM approvals WHERE run_id = ?1 AND step = ?2")?
+            .execute(params![run_id, step])?;
+    }
+    if changes.ended {
+        transaction
+            .prepare_cached("DELETE FROM approvals WHERE run_id = ?1")?
+            .execute(params![run_id])?;
+    }
+    Ok(())
 }
 
 /// Links `entry` to the trail's head, inside the caller's transaction.
@@ -806,6 +842,73 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn pending_approvals(&self, limit: usize) -> Result<Vec<PendingApproval>, Error> {
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT run_id, step, deadline FROM approvals ORDER BY deadline, run_id LIMIT ?1",
+            )?;
+            let rows = statement.query_map(params![limit as i64], |row| {
+                Ok(PendingApproval {
+                    run_id: row.get(0)?,
+                    step: row.get(1)?,
+                    deadline: row.get::<_, i64>(2)? as Millis,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn next_case_id(&self) -> Result<CaseId, Error> {
+        self.with(|connection| case_rows::next_id(connection)).await
+    }
+
+    async fn write_case(&self, write: &CaseWrite) -> Result<bool, Error> {
+        let write = write.clone();
+        self.with(move |connection| case_rows::write(connection, &write))
+            .await
+    }
+
+    async fn case_records(&self, case: CaseId) -> Result<Vec<AuditRecord>, Error> {
+        self.with(move |connection| case_rows::records(connection, case))
+            .await
+    }
+
+    async fn find_case(
+        &self,
+        key: &str,
+        observables: &[Observable],
+        seen_since: Millis,
+        now: Millis,
+    ) -> Result<Option<CaseMatch>, Error> {
+        let key = key.to_owned();
+        let observables = observables.to_vec();
+        self.with(move |connection| {
+            case_rows::find(connection, &key, &observables, seen_since, now)
+        })
+        .await
+    }
+
+    async fn case_of_run(&self, run_id: &str) -> Result<Option<CaseId>, Error> {
+        let run_id = run_id.to_owned();
+        self.with(move |connection| case_rows::case_of_run(connection, &run_id))
+            .await
+    }
+
+    async fn list_cases(&self, query: &CaseQuery) -> Result<Vec<CaseSummary>, Error> {
+        let query = query.clone();
+        self.with(move |connection| case_rows::list(connection, &query))
+            .await
+    }
+
+    async fn case_counts(&self) -> Result<BTreeMap<Phase, u64>, Error> {
+        self.with(|connection| case_rows::counts(connection)).await
+    }
+
+    async fn case_ids(&self) -> Result<Vec<CaseId>, Error> {
+        self.with(|connection| case_rows::ids(connection)).await
     }
 }
 

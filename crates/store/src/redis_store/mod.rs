@@ -18,10 +18,16 @@
 //! | `p:ignored` | stream, capped | deliveries every playbook filtered out, field `d` = JSON |
 //! | `p:trail` | stream | the global trail (`audit::TrailEntry`), chained like a journal |
 //! | `p:activity` | stream, capped | every journal record across runs, `r` = run id, other fields as the run's stream |
+//!
+//! Cases and the steps waiting for approval have keys of their own: see [`case_keys`].
 
+mod case_keys;
+
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cases::{CaseId, CaseSummary, Observable, Phase};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
 use runner::{Millis, RunEvent};
@@ -30,8 +36,9 @@ use serde::Serialize;
 use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
 use crate::{
-    ActivityPage, ActivityRecord, Admission, Claim, Delivery, IGNORED_KEPT, Ignored, RunQuery,
-    RunRecord, Store, TrailPage, millis, repeat_of,
+    ActivityPage, ActivityRecord, Admission, ApprovalChanges, CaseMatch, CaseQuery, CaseWrite,
+    Claim, Delivery, IGNORED_KEPT, Ignored, PendingApproval, RunQuery, RunRecord, Store, TrailPage,
+    millis, repeat_of,
 };
 
 const GROUP: &str = "workers";
@@ -79,6 +86,7 @@ struct Scripts {
     promote: Script,
     lock: Script,
     unlock: Script,
+    write_case: Script,
 }
 
 impl Scripts {
@@ -92,6 +100,7 @@ impl Scripts {
             promote: Script::new(PROMOTE),
             lock: Script::new(LOCK),
             unlock: Script::new(UNLOCK),
+            write_case: Script::new(case_keys::WRITE_CASE),
         }
     }
 }
@@ -254,6 +263,10 @@ impl RedisStore {
     ) -> Result<(), Error> {
         let stream = format!("{}:events", self.run_key(run_id));
         let seals = events.iter().any(RunEvent::is_terminal);
+        let approvals = match ApprovalChanges::of(events) {
+            Some(changes) => self.approval_ops(run_id, &changes)?,
+            None => String::new(),
+        };
         let _turn = match seals {
             true => Some(self.trail_turn.lock().await),
             false => None,
@@ -273,7 +286,7 @@ impl RedisStore {
             if let Some(seal) = audit::seal(run_id, events, &linked) {
                 chains.push(self.trail_link(&seal).await?);
             }
-            let moved = self.chain(Some(run_id), &chains).await?;
+            let moved = self.chain(Some(run_id), &approvals, &chains).await?;
             let Ok(mut heads) = self.heads.lock() else {
                 continue;
             };
@@ -325,18 +338,47 @@ impl RedisStore {
         }
     }
 
+    /// What the chain script does to the steps waiting for approval (JSON, see [`CHAIN`]).
+    fn approval_ops(&self, run_id: &str, changes: &ApprovalChanges) -> Result<String, Error> {
+        #[derive(Serialize)]
+        struct Ops<'a> {
+            waiting: String,
+            steps: String,
+            run: &'a str,
+            requested: Vec<(&'a str, String)>,
+            decided: &'a [String],
+            ended: bool,
+        }
+        serde_json::to_string(&Ops {
+            waiting: self.key("approvals"),
+            steps: format!("{}:approvals", self.run_key(run_id)),
+            run: run_id,
+            requested: changes
+                .requested
+                .iter()
+                .map(|(step, deadline)| (step.as_str(), deadline.to_string()))
+                .collect(),
+            decided: &changes.decided,
+            ended: changes.ended,
+        })
+        .map_err(|error| Error::corrupt("approvals", error))
+    }
+
     /// Runs the chain script over one or two chains: all appended, or none. With `run`, the
-    /// first chain is that run's journal, and its records are copied to the activity stream.
+    /// first chain is that run's journal, and its records are copied to the activity stream;
+    /// `approvals` (JSON, or empty) updates the steps waiting for approval with them.
     async fn chain(
         &self,
         run: Option<&str>,
+        approvals: &str,
         chains: &[(String, (u64, String), Vec<AuditRecord>)],
     ) -> Result<Moved, Error> {
         let mut invocation = self.scripts.chain.prepare_invoke();
         invocation
             .key(self.key("activity"))
             .arg(self.activity_max_len)
-            .arg(run.unwrap_or_default());
+            .arg(run.unwrap_or_default())
+            .arg(approvals);
         for (key, (last, prev), records) in chains {
             invocation
                 .key(key)
@@ -621,7 +663,7 @@ impl Store for RedisStore {
         for _ in 0..20 {
             let link = self.trail_link(entry).await?;
             let chains = [link];
-            match self.chain(None, &chains).await? {
+            match self.chain(None, "", &chains).await? {
                 Moved::Nothing => {
                     self.trail_moved_to(chains[0].2.last());
                     return Ok(());
@@ -863,6 +905,49 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn pending_approvals(&self, limit: usize) -> Result<Vec<PendingApproval>, Error> {
+        self.approvals(limit).await
+    }
+
+    async fn next_case_id(&self) -> Result<CaseId, Error> {
+        self.next_case().await
+    }
+
+    async fn write_case(&self, write: &CaseWrite) -> Result<bool, Error> {
+        self.store_case(write).await
+    }
+
+    async fn case_records(&self, case: CaseId) -> Result<Vec<AuditRecord>, Error> {
+        self.read_case_records(case).await
+    }
+
+    async fn find_case(
+        &self,
+        key: &str,
+        observables: &[Observable],
+        seen_since: Millis,
+        _now: Millis,
+    ) -> Result<Option<CaseMatch>, Error> {
+        // Keys expire in Redis itself.
+        self.find(key, observables, seen_since).await
+    }
+
+    async fn case_of_run(&self, run_id: &str) -> Result<Option<CaseId>, Error> {
+        self.run_case(run_id).await
+    }
+
+    async fn list_cases(&self, query: &CaseQuery) -> Result<Vec<CaseSummary>, Error> {
+        self.cases(query).await
+    }
+
+    async fn case_counts(&self) -> Result<BTreeMap<Phase, u64>, Error> {
+        self.counts().await
+    }
+
+    async fn case_ids(&self) -> Result<Vec<CaseId>, Error> {
+        self.all_cases().await
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         let mut connection = self.connection.clone();
         let _: String = redis::cmd("PING").query_async(&mut connection).await?;
@@ -980,11 +1065,13 @@ return {0, answer}
 
 /// KEYS: the activity stream, then one or two chains (a run's journal, the trail). ARGV: the
 /// activity stream's maximum length (0: unbounded), the run id whose journal is the first chain
-/// (empty: none), then per chain: prev, first seq, count, then count × (record, hash). Appends to
-/// every chain whose last record is `prev` at `first seq - 1`, or to none: returns 0 if it
-/// appended, else the position of the first chain whose head had moved.
+/// (empty: none), what the records change in the steps waiting for approval (JSON
+/// `{waiting, steps, run, requested: [[step, deadline]], decided: [step], ended}`, or empty),
+/// then per chain: prev, first seq, count, then count × (record, hash). Appends to every chain
+/// whose last record is `prev` at `first seq - 1`, or to none: returns 0 if it appended, else
+/// the position of the first chain whose head had moved.
 const CHAIN: &str = r#"
-local activity, max_len, run = KEYS[1], ARGV[1], ARGV[2]
+local activity, max_len, run, approvals = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local function copy(fields)
   if max_len ~= '0' then
     redis.call('XADD', activity, 'MAXLEN', '~', max_len, '*', unpack(fields))
@@ -992,7 +1079,7 @@ local function copy(fields)
     redis.call('XADD', activity, '*', unpack(fields))
   end
 end
-local plan, a = {}, 3
+local plan, a = {}, 4
 for k = 2, #KEYS do
   local prev, first, count = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local last = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
@@ -1017,6 +1104,23 @@ for k = 2, #KEYS do
       copy({'r', run, 'e', record, 'n', seq + c, 'p', prev, 'h', hash})
     end
     prev = hash
+  end
+end
+if approvals ~= '' then
+  local o = cjson.decode(approvals)
+  for _, r in ipairs(o.requested) do
+    redis.call('ZADD', o.waiting, r[2], o.run .. '\n' .. r[1])
+    redis.call('SADD', o.steps, r[1])
+  end
+  for _, step in ipairs(o.decided) do
+    redis.call('ZREM', o.waiting, o.run .. '\n' .. step)
+    redis.call('SREM', o.steps, step)
+  end
+  if o.ended then
+    for _, step in ipairs(redis.call('SMEMBERS', o.steps)) do
+      redis.call('ZREM', o.waiting, o.run .. '\n' .. step)
+    end
+    redis.call('DEL', o.steps)
   end
 end
 return 0
