@@ -62,6 +62,17 @@ pub struct Config {
     /// `abuseipdb_key` reads `RIPOSTE_SECRET_ABUSEIPDB_KEY`).
     pub secrets: BTreeMap<String, String>,
     pub api: ApiConfig,
+    pub console: ConsoleConfig,
+}
+
+/// The web console at `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// How long a sign-in lasts.
+    pub session_ttl: Duration,
+    /// Whether the session cookie is marked `Secure`: always, never, or (`None`) when the
+    /// request reached the proxy in front over TLS (`X-Forwarded-Proto: https`).
+    pub secure_cookie: Option<bool>,
 }
 
 /// The management API: who may call it, and from which browser origins.
@@ -148,6 +159,7 @@ impl std::fmt::Debug for Config {
             .field("allow_private", &self.allow_private)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .field("api", &self.api)
+            .field("console", &self.console)
             .finish()
     }
 }
@@ -175,6 +187,16 @@ struct RawConfig {
     egress: RawEgress,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    console: RawConsole,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    session_ttl: Option<String>,
+    /// `auto`, `always` or `never`.
+    secure_cookie: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -419,6 +441,11 @@ impl Config {
                 Duration::from_secs(30),
             ),
         };
+        let session_ttl = duration(
+            "console.session_ttl",
+            raw.console.session_ttl,
+            Duration::from_secs(12 * 3600),
+        );
         let concurrency = match var("RIPOSTE_WORKERS") {
             Some(text) => text.parse().unwrap_or_else(|_| {
                 problems.push(format!("RIPOSTE_WORKERS: `{text}` is not a number"));
@@ -476,6 +503,21 @@ impl Config {
         }
 
         let api = api_config(raw.api, env, &mut problems);
+        let secure_cookie = match raw.console.secure_cookie.as_deref() {
+            None | Some("auto") => None,
+            Some("always") => Some(true),
+            Some("never") => Some(false),
+            Some(other) => {
+                problems.push(format!(
+                    "console.secure_cookie: `{other}` is not `auto`, `always` or `never`"
+                ));
+                None
+            }
+        };
+        let console = ConsoleConfig {
+            session_ttl,
+            secure_cookie,
+        };
 
         let secrets = env
             .iter()
@@ -502,6 +544,7 @@ impl Config {
             allow_private,
             secrets,
             api,
+            console,
         })
     }
 }

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod config;
+mod console;
 pub mod control;
 pub mod desk;
 mod error;
@@ -160,6 +161,23 @@ impl Reloader {
         self.playbooks.replace(catalog);
         tracing::info!(playbooks = count, "Playbooks reloaded.");
         Ok(count)
+    }
+
+    /// Every playbook file in the folder, checked as `riposte validate` checks it: what a
+    /// reload would load, and what it would refuse and why.
+    pub fn check_files(&self) -> Result<Vec<playbook::FileDiagnostics>, Error> {
+        let io = |source: std::io::Error| Error::Io {
+            what: format!("cannot read {}", self.config.playbooks.display()),
+            source,
+        };
+        playbook::files_in(&self.config.playbooks)
+            .map_err(io)?
+            .iter()
+            .map(|file| {
+                playbook::check_file(file)
+                    .map_err(|error| Error::Playbooks(vec![error.to_string()]))
+            })
+            .collect()
     }
 }
 

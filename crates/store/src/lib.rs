@@ -220,6 +220,19 @@ impl CaseQuery {
     }
 }
 
+/// A person signed in to the console: stored under the SHA-256 of its id (the cookie's value),
+/// so a copy of the store opens no session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// The API token's name: the actor in the audit trail.
+    pub actor: String,
+    /// The hash the token had at sign-in: a token rotated or removed since ends the session.
+    pub token_sha256: String,
+    /// The value every form of the session must carry.
+    pub csrf: String,
+    pub expires_at: Millis,
+}
+
 /// A step waiting for a person's decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingApproval {
@@ -290,6 +303,9 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
     /// The global trail in order, a page at a time: `after` is the previous page's `next`; an
     /// empty page is the end (for now).
     async fn trail_page(&self, after: Option<&str>, limit: usize) -> Result<TrailPage, Error>;
+
+    /// The trail's last `limit` records, newest first.
+    async fn trail_tail(&self, limit: usize) -> Result<Vec<AuditRecord>, Error>;
 
     /// Every run's records across runs, in the order they were stored, a page at a time:
     /// `after` is the previous page's `next`. On Redis only the newest records are kept here (a
@@ -375,6 +391,15 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
 
     /// Every case, in the order they were opened.
     async fn case_ids(&self) -> Result<Vec<CaseId>, Error>;
+
+    /// Keeps a console session, under the hash of its id, until it expires.
+    async fn put_session(&self, id_hash: &str, session: &Session) -> Result<(), Error>;
+
+    /// The session, unless it has expired at `now` or ended.
+    async fn session(&self, id_hash: &str, now: Millis) -> Result<Option<Session>, Error>;
+
+    /// Ends a session (signing out).
+    async fn end_session(&self, id_hash: &str) -> Result<(), Error>;
 }
 
 /// Milliseconds since the Unix epoch, by the system clock.

@@ -58,8 +58,14 @@ impl Tokens {
         )
     }
 
-    fn caller(&self, token: &str) -> Option<&Caller> {
+    /// The caller a token authenticates, with the token's hash.
+    pub(crate) fn caller(&self, token: &str) -> Option<&Caller> {
         self.0.get(&token_hash(token))
+    }
+
+    /// The caller a token with this hash authenticates, if it is still configured.
+    pub(crate) fn by_hash(&self, sha256: &str) -> Option<&Caller> {
+        self.0.get(sha256)
     }
 }
 

@@ -22,6 +22,15 @@ impl ApiError {
             reason: reason.into(),
         }
     }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Why, in words for the person who asked.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -28,6 +28,7 @@ pub use error::ApiError;
 pub use ingress::{IngressError, MAX_JSON_DEPTH, parse_event};
 pub(crate) use listener::serve;
 pub use openapi::{OPENAPI, Permissions};
+pub(crate) use runs::decide_as;
 pub use state::AppState;
 
 /// The router of `riposte serve`.
@@ -75,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .merge(managed)
+        .merge(crate::console::routes())
         .fallback(not_found)
         .with_state(state);
     match cors {

@@ -179,6 +179,19 @@ async fn decide(
     step: &str,
     decision: runner::Decision,
 ) -> Result<Response, ApiError> {
+    decide_as(state, caller, run_id, step, decision).await?;
+    summary_response(state, run_id, StatusCode::ACCEPTED).await
+}
+
+/// Records `caller`'s decision on a step waiting for approval, if the step's `approvers` name
+/// them (by name or group) or they are an admin. The API and the console decide through here.
+pub(crate) async fn decide_as(
+    state: &AppState,
+    caller: &Caller,
+    run_id: &str,
+    step: &str,
+    decision: runner::Decision,
+) -> Result<(), ApiError> {
     let (_, events) = load_run(state, run_id).await?;
     let approvers = RunState::from_events(&events)
         .and_then(|run| run.step(step)?.approval.clone())
@@ -198,8 +211,7 @@ async fn decide(
         .control
         .decide(run_id, step, decision)
         .await
-        .map_err(refused)?;
-    summary_response(state, run_id, StatusCode::ACCEPTED).await
+        .map_err(refused)
 }
 
 async fn load_run(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::access::Tokens;
 use super::openapi::{OPENAPI, Permissions};
 use crate::catalog::Playbooks;
-use crate::config::{HttpConfig, WebhookConfig};
+use crate::config::{ConsoleConfig, HttpConfig, WebhookConfig};
 use crate::control::RunControl;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -29,6 +29,7 @@ pub struct AppState {
     pub plugins: Option<Arc<plugin_host::PluginHost>>,
     pub reloader: Reloader,
     pub cors_origins: Vec<http::HeaderValue>,
+    pub console: ConsoleConfig,
 }
 
 impl AppState {
@@ -49,6 +50,7 @@ impl AppState {
             plugins: parts.plugins.clone(),
             reloader: parts.reloader(),
             cors_origins: parts.config.api.cors_origins.clone(),
+            console: parts.config.console.clone(),
         })
     }
 }

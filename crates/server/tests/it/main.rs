@@ -5,6 +5,7 @@
 mod api;
 mod canary;
 mod cases;
+mod console;
 mod ingress;
 mod runs;
 mod senders;
@@ -332,6 +333,19 @@ api:
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> (u16, serde_json::Value) {
+        let (status, _, text) = self.request(method, path, headers, body).await;
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, json)
+    }
+
+    /// The same, answering the status, the headers and the body as text.
+    pub(crate) async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, http::HeaderMap, String) {
         let method =
             http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
         let Some(router) = &self.router else {
@@ -342,7 +356,11 @@ api:
             if let Some(body) = body {
                 request = request.body(body.to_owned());
             }
-            return answer(request.send().await.expect("the server answers")).await;
+            let response = request.send().await.expect("the server answers");
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let text = response.text().await.expect("body");
+            return (status, headers, text);
         };
         let mut request = http::Request::builder().method(method).uri(path);
         for (name, value) in headers {
@@ -355,13 +373,16 @@ api:
             .await
             .expect("the router answers");
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let bytes = http_body_util::BodyExt::collect(response.into_body())
             .await
             .expect("body")
             .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-        (status, json)
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
     }
 
     /// Waits for the run to finish and returns its final state.

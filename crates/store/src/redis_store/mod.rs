@@ -19,7 +19,8 @@
 //! | `p:trail` | stream | the global trail (`audit::TrailEntry`), chained like a journal |
 //! | `p:activity` | stream, capped | every journal record across runs, `r` = run id, other fields as the run's stream |
 //!
-//! Cases and the steps waiting for approval have keys of their own: see [`case_keys`].
+//! Cases and the steps waiting for approval have keys of their own: see [`case_keys`]. A console
+//! session is `p:session:<SHA-256 of its id>`, a string that expires with it.
 
 mod case_keys;
 
@@ -37,8 +38,8 @@ use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
 use crate::{
     ActivityPage, ActivityRecord, Admission, ApprovalChanges, CaseMatch, CaseQuery, CaseWrite,
-    Claim, Delivery, IGNORED_KEPT, Ignored, PendingApproval, RunQuery, RunRecord, Store, TrailPage,
-    millis, repeat_of,
+    Claim, Delivery, IGNORED_KEPT, Ignored, PendingApproval, RunQuery, RunRecord, Session, Store,
+    TrailPage, millis, repeat_of,
 };
 
 const GROUP: &str = "workers";
@@ -688,6 +689,14 @@ impl Store for RedisStore {
         })
     }
 
+    async fn trail_tail(&self, limit: usize) -> Result<Vec<AuditRecord>, Error> {
+        let mut connection = self.connection.clone();
+        let reply: redis::streams::StreamRangeReply = connection
+            .xrevrange_count(self.key("trail"), "+", "-", limit.max(1))
+            .await?;
+        Ok(reply.ids.iter().map(audit_record).collect())
+    }
+
     async fn activity_page(
         &self,
         after: Option<&str>,
@@ -946,6 +955,41 @@ impl Store for RedisStore {
 
     async fn case_ids(&self) -> Result<Vec<CaseId>, Error> {
         self.all_cases().await
+    }
+
+    async fn put_session(&self, id_hash: &str, session: &Session) -> Result<(), Error> {
+        let json =
+            serde_json::to_string(session).map_err(|error| Error::corrupt("session", error))?;
+        let mut connection = self.connection.clone();
+        let _: () = redis::cmd("SET")
+            .arg(self.key(&format!("session:{id_hash}")))
+            .arg(json)
+            .arg("PXAT")
+            .arg(session.expires_at.max(1))
+            .query_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &str, now: Millis) -> Result<Option<Session>, Error> {
+        let mut connection = self.connection.clone();
+        let json: Option<String> = connection
+            .get(self.key(&format!("session:{id_hash}")))
+            .await?;
+        let session: Option<Session> = json
+            .map(|json| {
+                serde_json::from_str(&json).map_err(|error| Error::corrupt("session", error))
+            })
+            .transpose()?;
+        Ok(session.filter(|session| session.expires_at > now))
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<(), Error> {
+        let mut connection = self.connection.clone();
+        let _: () = connection
+            .del(self.key(&format!("session:{id_hash}")))
+            .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), Error> {

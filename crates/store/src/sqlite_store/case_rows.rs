@@ -61,6 +61,12 @@ CREATE TABLE IF NOT EXISTS approvals (
     PRIMARY KEY (run_id, step)
 );
 CREATE INDEX IF NOT EXISTS approvals_by_deadline ON approvals (deadline);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash TEXT PRIMARY KEY,
+    session TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
 ";
 
 pub(super) fn next_id(connection: &Connection) -> Result<CaseId, Error> {

@@ -23,8 +23,8 @@ use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
 use crate::{
     ActivityPage, ActivityRecord, Admission, ApprovalChanges, CaseMatch, CaseQuery, CaseWrite,
-    Claim, Delivery, IGNORED_KEPT, Ignored, NewRun, PendingApproval, RunQuery, RunRecord, Store,
-    TrailPage, millis, now_millis, repeat_of,
+    Claim, Delivery, IGNORED_KEPT, Ignored, NewRun, PendingApproval, RunQuery, RunRecord, Session,
+    Store, TrailPage, millis, now_millis, repeat_of,
 };
 
 /// How hard SQLite pushes each commit to disk.
@@ -593,6 +593,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn trail_tail(&self, limit: usize) -> Result<Vec<AuditRecord>, Error> {
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT seq, prev, hash, entry FROM trail ORDER BY seq DESC LIMIT ?1",
+            )?;
+            let rows = statement.query_map(params![limit.max(1) as i64], |row| {
+                Ok(AuditRecord {
+                    seq: row.get::<_, i64>(0)? as u64,
+                    prev: row.get(1)?,
+                    hash: row.get(2)?,
+                    event: row.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     async fn trail_page(&self, after: Option<&str>, limit: usize) -> Result<TrailPage, Error> {
         let after = rowid_cursor(after)?;
         self.with(move |connection| {
@@ -909,6 +927,55 @@ impl Store for SqliteStore {
 
     async fn case_ids(&self) -> Result<Vec<CaseId>, Error> {
         self.with(|connection| case_rows::ids(connection)).await
+    }
+
+    async fn put_session(&self, id_hash: &str, session: &Session) -> Result<(), Error> {
+        let id_hash = id_hash.to_owned();
+        let json =
+            serde_json::to_string(session).map_err(|error| Error::corrupt("session", error))?;
+        let expires_at = session.expires_at as i64;
+        self.with(move |connection| {
+            connection
+                .prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?
+                .execute(params![now_millis() as i64])?;
+            connection
+                .prepare_cached(
+                    "INSERT INTO sessions (id_hash, session, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id_hash) DO UPDATE SET session = excluded.session,
+                       expires_at = excluded.expires_at",
+                )?
+                .execute(params![id_hash, json, expires_at])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, id_hash: &str, now: Millis) -> Result<Option<Session>, Error> {
+        let id_hash = id_hash.to_owned();
+        self.with(move |connection| {
+            let json: Option<String> = connection
+                .prepare_cached(
+                    "SELECT session FROM sessions WHERE id_hash = ?1 AND expires_at > ?2",
+                )?
+                .query_row(params![id_hash, now as i64], |row| row.get(0))
+                .optional()?;
+            json.map(|json| {
+                serde_json::from_str(&json).map_err(|error| Error::corrupt("session", error))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<(), Error> {
+        let id_hash = id_hash.to_owned();
+        self.with(move |connection| {
+            connection
+                .prepare_cached("DELETE FROM sessions WHERE id_hash = ?1")?
+                .execute(params![id_hash])?;
+            Ok(())
+        })
+        .await
     }
 }
 

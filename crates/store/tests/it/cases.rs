@@ -567,3 +567,32 @@ async fn edit_first_record(url: &str, key: &str) {
             .expect("xadd");
     }
 }
+
+#[tokio::test]
+async fn a_session_lasts_until_it_expires_or_ends() {
+    for backend in backends().await {
+        let store = backend.store.as_ref();
+        let name = backend.name;
+        let now = store::now_millis();
+        let session = store::Session {
+            actor: "oncall".into(),
+            token_sha256: "ab".repeat(32),
+            csrf: "c".repeat(43),
+            expires_at: now + 60_000,
+        };
+        store.put_session("h1", &session).await.expect("put");
+        assert_eq!(
+            store.session("h1", now).await.expect("get"),
+            Some(session.clone()),
+            "{name}"
+        );
+        assert_eq!(store.session("h2", now).await.expect("get"), None, "{name}");
+        assert_eq!(
+            store.session("h1", now + 60_000).await.expect("get"),
+            None,
+            "{name}: expired"
+        );
+        store.end_session("h1").await.expect("end");
+        assert_eq!(store.session("h1", now).await.expect("get"), None, "{name}");
+    }
+}

@@ -1201,3 +1201,37 @@ async fn redis_over_tls_trusts_only_the_configured_authority() {
     assert!(error.contains("certificate"), "{error}");
     assert!(plain.is_err(), "plain TCP to a TLS-only Redis");
 }
+
+#[tokio::test]
+async fn the_trail_tail_is_its_newest_records_newest_first() {
+    for backend in backends().await {
+        let store = backend.store.as_ref();
+        let name = backend.name;
+        assert!(
+            store.trail_tail(3).await.expect("empty").is_empty(),
+            "{name}"
+        );
+        for status in 1..=5 {
+            store.trail_append(&api_call(status)).await.expect("trail");
+        }
+        let tail = store.trail_tail(3).await.expect("tail");
+        let statuses: Vec<u16> = tail
+            .iter()
+            .map(|record| match serde_json::from_str(&record.event) {
+                Ok(store::TrailEntry::ApiCall { status, .. }) => status,
+                other => panic!("{name}: {other:?}"),
+            })
+            .collect();
+        assert_eq!(statuses, [5, 4, 3], "{name}");
+        let page = store.trail_page(None, 10).await.expect("page");
+        let oldest_first: Vec<_> = tail.iter().rev().map(|record| &record.hash).collect();
+        let page_tail: Vec<_> = page.records[2..]
+            .iter()
+            .map(|record| &record.hash)
+            .collect();
+        assert_eq!(
+            oldest_first, page_tail,
+            "{name}: the same records as the page's last three"
+        );
+    }
+}
