@@ -89,6 +89,29 @@ async fn run_async(
         );
         return Ok(ExitCode::SUCCESS);
     }
+    // The case the server would file the run under, so a rehearsal shows a broken `case:`
+    // block before an alert does.
+    let opening = playbook
+        .case_opening(&event)
+        .context("the case block failed on this event")?;
+    if let Some(opening) = opening.filter(|_| !args.json) {
+        let observables: Vec<String> = opening
+            .observables
+            .iter()
+            .map(|observable| format!("{} {}", observable.kind.as_str(), observable.value))
+            .collect();
+        eprintln!(
+            "case: {:?} ({}), key {}, window {}{}",
+            opening.title,
+            opening.severity,
+            opening.key,
+            humantime::format_duration(opening.window),
+            match observables.is_empty() {
+                true => String::new(),
+                false => format!("; observables: {}", observables.join(", ")),
+            }
+        );
+    }
 
     let mut mocks = BTreeMap::new();
     if let Some(dir) = &args.mock_dir {

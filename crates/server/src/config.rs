@@ -446,6 +446,14 @@ impl Config {
             raw.console.session_ttl,
             Duration::from_secs(12 * 3600),
         );
+        // A sign-in shorter than a minute cannot be used; one longer than a month outlives
+        // the people and tokens it was made for.
+        if !(Duration::from_secs(60)..=Duration::from_secs(30 * 24 * 3600)).contains(&session_ttl) {
+            problems.push(format!(
+                "console.session_ttl: {} is not between 1m and 30d",
+                humantime::format_duration(session_ttl)
+            ));
+        }
         let concurrency = match var("RIPOSTE_WORKERS") {
             Some(text) => text.parse().unwrap_or_else(|_| {
                 problems.push(format!("RIPOSTE_WORKERS: `{text}` is not a number"));

@@ -86,7 +86,7 @@ impl CaseDesk {
         if let Some(case) = self.store.case_of_run(run_id).await? {
             return Ok(Some(case));
         }
-        let opening = match playbook.case_opening(event) {
+        let mut opening = match playbook.case_opening(event) {
             Ok(Some(opening)) => opening,
             Ok(None) => return Ok(None),
             Err(error) => {
@@ -95,6 +95,11 @@ impl CaseDesk {
                 return Ok(None);
             }
         };
+        if opening.key.trim().is_empty() {
+            // The key read a field this alert lacks: it groups nothing, so the alert gets a
+            // case of its own instead of joining every other alert that lacks the field.
+            opening.key = format!("run:{run_id}");
+        }
         let mut observables = cases::observables::extract(event);
         for observable in &opening.observables {
             if !observables.contains(observable) {

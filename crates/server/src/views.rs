@@ -1,6 +1,7 @@
 //! What the API and the console both show: runs as lists show them, a run in detail, the
 //! approvals inbox. One place reads the store for them, so the JSON and the pages agree.
 
+use futures::{StreamExt, TryStreamExt};
 use runner::{RunEvent, RunState, StepRecord};
 use serde::Serialize;
 
@@ -9,6 +10,8 @@ use crate::error::Error;
 
 /// Runs looked at for one page when filtering by status (which needs each run's journal).
 pub const MAX_SCANNED: usize = 5_000;
+/// Journals read at once for a list: a shared store answers them in one round trip's time.
+const READ_AHEAD: usize = 16;
 
 /// The states a run can be in, as lists filter them.
 pub const RUN_STATUSES: [&str; 6] = [
@@ -96,10 +99,15 @@ pub async fn list_runs(store: &dyn store::Store, filter: RunFilter) -> Result<Ru
     loop {
         let page = store.list_runs(&query).await?;
         let full = page.len() == query.limit;
-        for record in &page {
+        let run_ids: Vec<String> = page.iter().map(|record| record.run_id.clone()).collect();
+        let journals: Vec<Vec<RunEvent>> = futures::stream::iter(run_ids)
+            .map(|run_id| async move { store.events(&run_id).await })
+            .buffered(READ_AHEAD)
+            .try_collect()
+            .await?;
+        for (record, events) in page.iter().zip(&journals) {
             scanned += 1;
-            let events = store.events(&record.run_id).await?;
-            let (summary, _) = RunSummary::new(record, &events);
+            let (summary, _) = RunSummary::new(record, events);
             if filter
                 .status
                 .as_deref()
@@ -212,9 +220,19 @@ pub struct ApprovalItem {
 
 /// The steps waiting for approval, soonest deadline first.
 pub async fn approvals(store: &dyn store::Store, limit: usize) -> Result<Vec<ApprovalItem>, Error> {
+    let pending = store.pending_approvals(limit).await?;
+    let run_ids: Vec<String> = pending.iter().map(|item| item.run_id.clone()).collect();
+    let reads: Vec<(Vec<RunEvent>, Option<cases::CaseId>)> = futures::stream::iter(run_ids)
+        .map(|run_id| async move {
+            let events = store.events(&run_id).await?;
+            let case = store.case_of_run(&run_id).await?;
+            Ok::<_, Error>((events, case))
+        })
+        .buffered(READ_AHEAD)
+        .try_collect()
+        .await?;
     let mut items = Vec::new();
-    for pending in store.pending_approvals(limit).await? {
-        let events = store.events(&pending.run_id).await?;
+    for (pending, (events, case)) in pending.into_iter().zip(reads) {
         let Some(state) = RunState::from_events(&events) else {
             continue;
         };
@@ -232,7 +250,7 @@ pub async fn approvals(store: &dyn store::Store, limit: usize) -> Result<Vec<App
             _ => None,
         });
         items.push(ApprovalItem {
-            case: store.case_of_run(&pending.run_id).await?,
+            case,
             playbook: state.playbook.clone(),
             approvers: approval.approvers.clone(),
             message,

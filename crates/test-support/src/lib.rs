@@ -6,11 +6,14 @@
 //!   for loopback servers that speak the APIs plugins call.
 //! - [`CrowdSec`] starts a real CrowdSec Local API (Debian's `crowdsec`) on a free port, with a
 //!   registered watcher and bouncer, through `tests/services/crowdsec.sh`.
+//! - [`browser::Browser`] is Debian's `chromium`, headless, driven over W3C WebDriver by its
+//!   `chromedriver` on a free port.
 //!
 //! Never a dependency of production code.
 
 pub mod alertmanager;
 pub mod apis;
+pub mod browser;
 pub mod process;
 
 use std::net::SocketAddr;

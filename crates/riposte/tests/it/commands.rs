@@ -291,6 +291,27 @@ fn every_example_playbook_rehearses_cleanly_on_its_sample_event() {
 }
 
 #[test]
+fn a_rehearsal_shows_the_case_an_alert_would_open() {
+    let output = riposte(&[
+        "run",
+        "playbooks/hello-webhook.yaml",
+        "--event",
+        "playbooks/events/hello-webhook.json",
+        "--dry-run",
+        "--mocks",
+        "playbooks/mocks/hello-webhook",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let shown = text(&output.stderr);
+    assert!(
+        shown.contains(
+            "case: \"ssh-brute-force from 185[.]220[.]101[.]45\" (high), key 185.220.101.45, window 1day"
+        ),
+        "{shown}"
+    );
+}
+
+#[test]
 fn serve_refuses_a_broken_configuration_with_every_problem_listed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("riposte.yaml");

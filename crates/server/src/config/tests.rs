@@ -98,6 +98,7 @@ auth:
   empty: { type: bearer }
   pair: { type: basic, credentials_env: [NOT_A_PAIR] }
 egress: { allow_private: [10.0.0.0/33] }
+console: { session_ttl: 10s, secure_cookie: sometimes }
 "#,
         &[("NOT_A_PAIR", "no-colon-here")],
     ));
@@ -112,6 +113,8 @@ egress: { allow_private: [10.0.0.0/33] }
         "auth.empty: `tokens_env` must name at least one environment variable",
         "auth.pair.credentials_env: NOT_A_PAIR must hold `user:password`",
         "egress.allow_private: `10.0.0.0/33`",
+        "console.session_ttl: 10s is not between 1m and 30d",
+        "console.secure_cookie: `sometimes` is not `auto`, `always` or `never`",
     ];
     for text in expected {
         assert!(

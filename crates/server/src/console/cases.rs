@@ -5,7 +5,7 @@
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cases::{Case, CaseId, Change, JoinReason, Phase, Severity};
+use cases::{Case, Change, JoinReason, Phase, Severity};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -145,7 +145,7 @@ pub(super) async fn detail(
     Path(case): Path<String>,
     Query(query): Query<Done>,
 ) -> Response {
-    let Ok(id) = case.parse::<CaseId>() else {
+    let Ok(id) = crate::http::case_id(&case) else {
         return refusal(
             Some(&person),
             StatusCode::NOT_FOUND,
@@ -486,7 +486,7 @@ async fn change(
     if let Err(refused) = require(state, person, Role::Responder, &path).await {
         return refused;
     }
-    let Ok(id) = action.case.parse::<CaseId>() else {
+    let Ok(id) = crate::http::case_id(action.case) else {
         return refusal(Some(person), StatusCode::NOT_FOUND, "there is no such case");
     };
     let Some(change) = action.change else {
@@ -529,7 +529,7 @@ pub(super) async fn report_json(
 }
 
 async fn report(state: &AppState, person: &Person, case: &str, markdown: bool) -> Response {
-    let Ok(id) = case.parse::<CaseId>() else {
+    let Ok(id) = crate::http::case_id(case) else {
         return refusal(Some(person), StatusCode::NOT_FOUND, "there is no such case");
     };
     let report = match state.desk.report(id).await {

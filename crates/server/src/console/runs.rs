@@ -184,12 +184,13 @@ pub(super) async fn detail(
             }
             @if let Some(error) = &summary.error { p.refusal { (error) } }
             @if let Some(dead) = &summary.dead_letter { p.refusal { "Given up: " (dead) } }
-        }
-        @if responder && !ended {
-            form.inline method="post" action={ "/runs/" (summary.run_id) "/cancel" } data-confirm="Cancel this run? Nothing more of it runs." {
-                (csrf(&person))
-                input type="text" name="reason" placeholder="why (optional)" maxlength="1000";
-                button.danger type="submit" { "Cancel run" }
+            // Inside the live part, so that it goes away when the run ends under the reader.
+            @if responder && !ended {
+                form.inline method="post" action={ "/runs/" (summary.run_id) "/cancel" } data-confirm="Cancel this run? Nothing more of it runs." {
+                    (csrf(&person))
+                    input type="text" name="reason" placeholder="why (optional)" maxlength="1000";
+                    button.danger type="submit" { "Cancel run" }
+                }
             }
         }
         section #steps data-live {
@@ -203,8 +204,9 @@ pub(super) async fn detail(
                         @if let Some(ms) = step.duration_ms { " · " (ms) " ms" }
                     }
                     @if let Some(approval) = &step.record.approval {
-                        @if approval.decision.is_none() {
-                            (approval_forms(&person, &summary.run_id, &step.id, &approval.approvers, approval.deadline, responder))
+                        @match &approval.decision {
+                            None => (approval_forms(&person, &summary.run_id, &step.id, &approval.approvers, approval.deadline, responder)),
+                            Some(decision) => p.decision { (decided(decision)) },
                         }
                     }
                     @if let Some(error) = &step.record.error { p.refusal { (error.kind.as_str()) ": " (error.message) } }
@@ -231,6 +233,19 @@ pub(super) async fn detail(
         }
     };
     layout::page("Run", Some(&person), Nav::Runs, body).into_response()
+}
+
+/// Who decided a step's approval, and what they said.
+fn decided(decision: &Decision) -> Markup {
+    match decision {
+        Decision::Approved { by, comment } => html! {
+            "Approved by " (by) @if let Some(comment) = comment { ": " q { (comment) } }
+        },
+        Decision::Denied { by, reason } => html! {
+            "Denied by " (by) @if let Some(reason) = reason { ": " q { (reason) } }
+        },
+        Decision::TimedOut => html! { "Nobody decided before the deadline." },
+    }
 }
 
 /// Approve and deny, for a step waiting for a decision.

@@ -223,8 +223,12 @@ fn body_of<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> 
 }
 
 pub(crate) fn case_id(text: &str) -> Result<CaseId, ApiError> {
-    text.parse()
-        .map_err(|_| bad_request(format!("`{text}` is not a case number")))
+    // Digits only: `u64::from_str` would also take `+7`, which the OpenAPI pattern refuses.
+    text.bytes()
+        .all(|byte| byte.is_ascii_digit())
+        .then(|| text.parse().ok())
+        .flatten()
+        .ok_or_else(|| bad_request(format!("`{text}` is not a case number")))
 }
 
 fn no_case(case: CaseId) -> ApiError {

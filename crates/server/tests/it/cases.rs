@@ -359,3 +359,39 @@ async fn alerts_of_one_incident_arriving_together_make_one_case() {
         assert_eq!(joined["observables"].as_array().map(Vec::len), Some(1));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_whose_key_renders_empty_get_a_case_each() {
+    const BY_HOST: &str = r#"
+name: by-host
+trigger: { webhook: host, auth: siem }
+case:
+  key: "{{ trigger.host | default('') }}"
+steps:
+  - { id: note, uses: core/echo, timeout: 2s, with: { seen: "{{ trigger.rule }}" } }
+"#;
+    let server = Server::in_process(crate::Backend::Sqlite, &[("host.yaml", BY_HOST.into())]).await;
+    let with_host = [
+        server
+            .alert("host", json!({ "rule": "a", "host": "web-1" }))
+            .await,
+        server
+            .alert("host", json!({ "rule": "b", "host": "web-1" }))
+            .await,
+    ];
+    let without = [
+        server.alert("host", json!({ "rule": "c" })).await,
+        server.alert("host", json!({ "rule": "d" })).await,
+    ];
+    assert_eq!(
+        server.case_of(&with_host[0]).await,
+        server.case_of(&with_host[1]).await,
+        "one host, one case"
+    );
+    let (c, d) = (
+        server.case_of(&without[0]).await,
+        server.case_of(&without[1]).await,
+    );
+    assert_ne!(c, d, "alerts without a host are not one incident");
+    assert_ne!(c, server.case_of(&with_host[0]).await);
+}
