@@ -333,7 +333,9 @@ async fn markup_in_an_alert_stays_text_in_a_real_browser() {
     let hostile = serde_json::json!({
         "rule": "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">",
         "ip": "203.0.113.66",
-        "severity": "<b>critical</b>",
+        // High, from a public address: the run waits for approval, so the inbox shows it too.
+        "severity": "high",
+        "user": "<b onmouseover=\"window.__pwned = 6\">root</b>",
         "link": "javascript:window.__pwned = 3",
         "details": { "html": "<a href=\"javascript:window.__pwned = 4\">click</a><svg onload=\"window.__pwned = 5\">" },
     });
@@ -369,7 +371,7 @@ async fn markup_in_an_alert_stays_text_in_a_real_browser() {
                 pwned: typeof window.__pwned,
                 scripts: document.querySelectorAll('main script').length,
                 images: document.querySelectorAll('main img, main svg').length,
-                handlers: document.querySelectorAll('main [onerror], main [onload]').length,
+                handlers: document.querySelectorAll('main [onerror], main [onload], main [onmouseover]').length,
                 javascript_links: Array.from(document.querySelectorAll('a[href]'))
                     .filter(a => a.href.trim().toLowerCase().startsWith('javascript:')).length
             };",

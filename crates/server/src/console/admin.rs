@@ -10,7 +10,7 @@ use playbook::Phase;
 use serde::Deserialize;
 
 use super::cases::unavailable;
-use super::layout::{self, Nav, csrf, time};
+use super::layout::{self, Done, Nav, csrf, time};
 use super::session::check_form;
 use super::{Person, done, record, refusal, require};
 use crate::http::AppState;
@@ -18,11 +18,6 @@ use crate::tokens::Role;
 
 /// Trail records the audit page shows.
 const RECENT: usize = 50;
-
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct Done {
-    done: Option<String>,
-}
 
 pub(super) async fn playbooks(
     State(state): State<AppState>,
@@ -33,7 +28,7 @@ pub(super) async fn playbooks(
     let files = state.reloader.check_files();
     let admin = person.caller.role >= Role::Admin;
     let body = html! {
-        (layout::done_note(query.done.as_deref()))
+        (query.note())
         h1 { "Playbooks" }
         p.lede { "In use on this server, and what a reload would load from the playbooks folder." }
         @if admin {

@@ -9,7 +9,7 @@ use cases::{Case, Change, JoinReason, Phase, Severity};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::layout::{self, Nav, badge, csrf, span, time};
+use super::layout::{self, Done, Nav, badge, csrf, span, time};
 use super::session::check_form;
 use super::{Person, done, record, refusal, require};
 use crate::http::AppState;
@@ -134,11 +134,6 @@ pub(super) async fn list(
     layout::page("Cases", Some(&person), Nav::Cases, body).into_response()
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct Done {
-    done: Option<String>,
-}
-
 pub(super) async fn detail(
     State(state): State<AppState>,
     person: Person,
@@ -166,7 +161,7 @@ pub(super) async fn detail(
     let case = &report.case;
     let responder = person.caller.role >= Role::Responder;
     let body = html! {
-        (layout::done_note(query.done.as_deref()))
+        (query.note())
         div #summary data-live {
             h1 { "Case " (case.id) ": " (case.title) }
             p.meta {

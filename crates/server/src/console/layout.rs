@@ -5,6 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::response::Html;
 use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
 
 use super::Person;
 
@@ -63,8 +64,20 @@ pub(super) fn page(title: &str, person: Option<&Person>, nav: Nav, body: Markup)
     Html(markup.into_string())
 }
 
-/// The note shown after a change (`?done=<what>`): fixed words, never text from the URL.
-pub(super) fn done_note(done: Option<&str>) -> Markup {
+/// The query of a page shown after a change (`?done=<what>`).
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Done {
+    done: Option<String>,
+}
+
+impl Done {
+    /// The note to show: fixed words, never text from the URL.
+    pub(super) fn note(&self) -> Markup {
+        done_note(self.done.as_deref())
+    }
+}
+
+fn done_note(done: Option<&str>) -> Markup {
     let said = match done {
         Some("acknowledged") => "Acknowledged.",
         Some("moved") => "The case moved.",

@@ -91,7 +91,7 @@ async fn secure_headers(request: Request, next: Next) -> Response {
 }
 
 /// Back to `to` after a change (303: the browser follows with a GET), naming what was done
-/// (a fixed word the next page turns into its own sentence: see [`layout::done_note`]).
+/// (a fixed word the next page turns into its own sentence: see [`layout::Done::note`]).
 fn done(to: &str, what: &'static str) -> Response {
     Redirect::to(&format!("{to}?done={what}")).into_response()
 }

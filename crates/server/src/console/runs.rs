@@ -12,7 +12,7 @@ use runner::{Decision, RunEvent};
 use serde::Deserialize;
 
 use super::cases::{short, unavailable};
-use super::layout::{self, Nav, badge, csrf, json, time};
+use super::layout::{self, Done, Nav, badge, csrf, json, time};
 use super::session::check_form;
 use super::{Person, done, record, refusal, require};
 use crate::http::AppState;
@@ -141,11 +141,6 @@ pub(super) async fn list(
     layout::page("Runs", Some(&person), Nav::Runs, body).into_response()
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct Done {
-    done: Option<String>,
-}
-
 pub(super) async fn detail(
     State(state): State<AppState>,
     person: Person,
@@ -172,7 +167,7 @@ pub(super) async fn detail(
     let ended = matches!(run.summary.status, "succeeded" | "failed" | "cancelled");
     let summary = &run.summary;
     let body = html! {
-        (layout::done_note(query.done.as_deref()))
+        (query.note())
         div #run-summary data-live {
             h1 { "Run " code { (summary.run_id) } }
             p.meta {
