@@ -200,7 +200,7 @@ pub(super) async fn detail(
                     }
                     @if let Some(approval) = &step.record.approval {
                         @match &approval.decision {
-                            None => (approval_forms(&person, &summary.run_id, &step.id, &approval.approvers, approval.deadline, responder)),
+                            None => (approval_forms(&person, &summary.run_id, &step.id, &approval.approvers, approval.deadline)),
                             Some(decision) => p.decision { (decided(decision)) },
                         }
                     }
@@ -243,19 +243,21 @@ fn decided(decision: &Decision) -> Markup {
     }
 }
 
-/// Approve and deny, for a step waiting for a decision.
+/// Approve and deny, for a step waiting for a decision, to those who may decide it (a
+/// responder the step's `approvers` name, directly or by group, or an admin).
 fn approval_forms(
     person: &Person,
     run_id: &str,
     step: &str,
     approvers: &[String],
     deadline: u64,
-    responder: bool,
 ) -> Markup {
+    let may_decide = person.caller.role >= Role::Responder
+        && (approvers.is_empty() || person.caller.may_decide(approvers));
     html! {
         div.approval {
             p { "Waiting for " (approvers.join(", ")) " until " (time(deadline)) "." }
-            @if responder {
+            @if may_decide {
                 form.inline method="post" action={ "/runs/" (run_id) "/steps/" (step) "/approve" } {
                     (csrf(person))
                     input type="text" name="note" placeholder="comment (optional)" maxlength="1000";
@@ -266,6 +268,8 @@ fn approval_forms(
                     input type="text" name="note" placeholder="reason (optional)" maxlength="1000";
                     button.danger type="submit" { "Deny" }
                 }
+            } @else if person.caller.role >= Role::Responder {
+                p.muted { "You (" (person.caller.name) ") are not among them." }
             }
         }
     }
@@ -276,7 +280,6 @@ pub(super) async fn approvals(State(state): State<AppState>, person: Person) -> 
         Ok(waiting) => waiting,
         Err(error) => return unavailable(&person, error),
     };
-    let responder = person.caller.role >= Role::Responder;
     let body = html! {
         h1 { "Approvals" }
         p.lede { "Steps waiting for a person's decision, soonest deadline first." }
@@ -292,7 +295,7 @@ pub(super) async fn approvals(State(state): State<AppState>, person: Person) -> 
                         @if let Some(case) = item.case { " · " a href={ "/cases/" (case) } { "case " (case) } }
                     }
                     @if let Some(message) = &item.message { p.message { (message) } }
-                    (approval_forms(&person, &item.run_id, &item.step, &item.approvers, item.deadline, responder))
+                    (approval_forms(&person, &item.run_id, &item.step, &item.approvers, item.deadline))
                 }
             }
         }

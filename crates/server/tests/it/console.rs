@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::{ADMIN_TOKEN, BACKENDS, RESPONDER_TOKEN, Server, VIEWER_TOKEN, run_id};
+use crate::{ADMIN_TOKEN, BACKENDS, OUTSIDER_TOKEN, RESPONDER_TOKEN, Server, VIEWER_TOKEN, run_id};
 
 const ORIGIN: &str = "http://riposte.test";
 const HOST: &str = "riposte.test";
@@ -280,6 +280,22 @@ async fn every_form_needs_the_session_token_and_this_origin_and_the_role_it_chan
             assert!(tokio::time::Instant::now() < deadline, "{page}");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        // A responder the step does not name sees the step, not the buttons, and is refused.
+        let outsider = server.sign_in(OUTSIDER_TOKEN).await;
+        let (_, _, page) = server.page(&outsider.cookie, "/approvals").await;
+        assert!(!page.contains("/steps/block/approve"), "{page}");
+        assert!(page.contains("You (intern) are not among them."), "{page}");
+        let (status, _, page) = server
+            .form(
+                &outsider,
+                &format!("/runs/{run}/steps/block/approve"),
+                &format!("csrf={}", outsider.csrf),
+                ORIGIN,
+            )
+            .await;
+        assert_eq!(status, 403, "{backend:?}: {page}");
+        assert!(page.contains("may be decided by soc"), "{page}");
+
         let (status, _, page) = server
             .form(
                 &responder,
