@@ -20,6 +20,7 @@ mod diagnostic;
 mod error;
 pub mod filters;
 mod model;
+pub mod schedule;
 pub mod schema;
 mod screen;
 pub mod template;
@@ -31,7 +32,7 @@ pub use case::{CaseOpening, CaseRule, Observable, ObservableType, Phase, Severit
 pub use compile::{
     APPROVAL_FIELDS, BACKOFF_FIELDS, CASE_FIELDS, DEDUPE_FIELDS, DEFAULT_APPROVAL_TIMEOUT,
     DEFAULT_STEP_TIMEOUT, ERROR_FIELDS, FOREACH_FIELDS, MAX_STEP_TIMEOUT, ON_FAILURE_FIELDS,
-    PLAYBOOK_FIELDS, PLUGIN_GRANT_FIELDS, RETRY_FIELDS, RUN_FIELDS, STEP_FIELDS,
+    PLAYBOOK_FIELDS, PLUGIN_GRANT_FIELDS, RETRY_FIELDS, RUN_FIELDS, SCHEDULE_FIELDS, STEP_FIELDS,
     STEP_RESULT_FIELDS, TRIGGER_FIELDS, compile,
 };
 pub use diagnostic::{Diagnostic, FileDiagnostics, Position};
@@ -40,6 +41,7 @@ pub use model::{
     Approval, ApprovalTimeout, Dedupe, ErrorKind, Foreach, OnFailure, Playbook, PluginGrant,
     PluginRef, RetryPolicy, Step, StepId, Trigger,
 };
+pub use schedule::Schedule;
 pub use screen::{MAX_SPLIT_ITEMS, Screening};
 pub use template::{Condition, Input};
 pub use yaml::MAX_PLAYBOOK_BYTES;

@@ -100,6 +100,8 @@ pub struct Trigger {
     /// An event for which this is true reports that an alert ended: it starts no run, and is
     /// recorded on the run its dedupe key started.
     pub resolved: Option<Condition>,
+    /// Also (or, without `auth` and `public`, only) fires on these ticks.
+    pub schedule: Option<crate::Schedule>,
 }
 
 /// Suppresses repeated deliveries of the same alert within a window.

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use crate::case::{ObservableType, Phase, Severity};
 use crate::compile::{
     DEFAULT_APPROVAL_TIMEOUT, DEFAULT_CASE_WINDOW, DEFAULT_STEP_TIMEOUT, MAX_APPROVAL_TIMEOUT,
-    MAX_ATTEMPTS, MAX_CASE_WINDOW, MAX_CONCURRENCY, MAX_DEDUPE_WINDOW, MAX_STEP_TIMEOUT, MAX_STEPS,
-    ROOTS,
+    MAX_ATTEMPTS, MAX_CASE_WINDOW, MAX_CATCH_UP, MAX_CONCURRENCY, MAX_DEDUPE_WINDOW,
+    MAX_STEP_TIMEOUT, MAX_STEPS, ROOTS,
 };
 use crate::model::{ErrorKind, RetryPolicy};
 
@@ -39,6 +39,7 @@ pub fn playbook_schema() -> Value {
         "$defs": {
             "trigger": trigger(),
             "dedupe": dedupe(),
+            "schedule": schedule(),
             "case": case(),
             "step": step(),
             "handler": handler(),
@@ -224,7 +225,7 @@ const HOST_PATTERN: &str = r"^(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$";
 
 fn trigger() -> Value {
     json!({
-        "description": "The webhook that starts this playbook. It needs either `auth` or `public: true`.",
+        "description": "What starts this playbook: the webhook, which needs either `auth` or `public: true`, and a `schedule` (with a schedule, neither is needed: the webhook then takes nothing).",
         "type": "object",
         "additionalProperties": false,
         "required": ["webhook"],
@@ -238,7 +239,7 @@ fn trigger() -> Value {
             },
             "auth": text("The name of an authentication profile in the server configuration that deliveries must pass. It names the profile; it is never a secret itself."),
             "public": {
-                "description": "Accept unauthenticated deliveries. Required (as `true`) when there is no `auth`; cannot be `true` together with `auth`.",
+                "description": "Accept unauthenticated deliveries. Required (as `true`) when there is no `auth` and no `schedule`; cannot be `true` together with `auth`.",
                 "type": "boolean",
                 "default": false,
             },
@@ -260,12 +261,48 @@ fn trigger() -> Value {
                 "$ref": "#/$defs/condition",
                 "description": "Events for which this condition is true report that an alert ended (`status == 'resolved'`): they start no run and are recorded on the run their `dedupe` key started. Needs `dedupe`.",
             },
+            "schedule": {
+                "$ref": "#/$defs/schedule",
+                "description": "Also start a run on each tick of a cron expression, once across every process sharing the store. The run's `trigger` is `{\"schedule\": {\"tick\": \"<RFC 3339>\", \"cron\": …, \"timezone\": …, \"caught_up\": bool}}`.",
+            },
         },
         "dependentRequired": { "resolved": ["dedupe"] },
         // Exactly what the compiler asks: `auth`, or else `public: true`; never both.
         "if": { "required": ["auth"] },
         "then": { "properties": { "public": { "const": false } } },
-        "else": { "required": ["public"], "properties": { "public": { "const": true } } },
+        "else": {
+            "anyOf": [
+                { "required": ["public"], "properties": { "public": { "const": true } } },
+                { "required": ["schedule"] },
+            ],
+        },
+    })
+}
+
+fn schedule() -> Value {
+    json!({
+        "description": "When a scheduled trigger fires.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["cron"],
+        "properties": {
+            "cron": {
+                "description": "A cron expression: five fields (minute hour day-of-month month day-of-week) or six with seconds first; `*/n`, ranges, lists, names (`MON`, `JAN`), `L`, `W`, `#` and `@daily`-style nicknames.",
+                "type": "string",
+                "examples": ["0 9 * * MON-FRI", "*/30 * * * * *", "@hourly"],
+            },
+            "timezone": {
+                "description": "The IANA time zone the expression is read in; ticks follow its daylight saving.",
+                "type": "string",
+                "default": "UTC",
+                "examples": ["Europe/Paris", "America/New_York"],
+            },
+            "catch_up": duration(
+                "On start, fire the most recent tick missed within this long before, once (none by default: ticks missed while no process ran are skipped).",
+                MAX_CATCH_UP,
+                None,
+            ),
+        },
     })
 }
 

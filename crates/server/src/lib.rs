@@ -98,6 +98,7 @@ impl Parts {
             config: self.config.workers.clone(),
             metrics: Arc::clone(&self.metrics),
             desk: self.desk(),
+            delivery_ttl: self.config.webhooks.delivery_ttl,
         })
     }
 

@@ -20,6 +20,7 @@ use crate::model::{
     Approval, ApprovalTimeout, Dedupe, ErrorKind, Foreach, OnFailure, Playbook, PluginGrant,
     PluginRef, RetryPolicy, Step, StepId, Trigger,
 };
+use crate::schedule::Schedule;
 use crate::template::{self, Condition, Input, Kind, Source};
 use crate::yaml::{self, Node, Value};
 
@@ -51,8 +52,9 @@ pub const CASE_FIELDS: &[&str] = &[
 /// What a playbook grants one plugin.
 pub const PLUGIN_GRANT_FIELDS: &[&str] = &["hosts", "secrets"];
 pub const TRIGGER_FIELDS: &[&str] = &[
-    "webhook", "auth", "public", "split", "filter", "dedupe", "resolved",
+    "webhook", "auth", "public", "split", "filter", "dedupe", "resolved", "schedule",
 ];
+pub const SCHEDULE_FIELDS: &[&str] = &["cron", "timezone", "catch_up"];
 pub const DEDUPE_FIELDS: &[&str] = &["key", "window"];
 pub const STEP_FIELDS: &[&str] = &[
     "id",
@@ -85,6 +87,9 @@ pub const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 pub(crate) const MAX_APPROVAL_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 pub(crate) const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// How far back a schedule looks on start: no further than a delivery id is remembered by
+/// default (`webhooks.delivery_ttl`), which is what keeps a caught-up tick from firing twice.
+pub(crate) const MAX_CATCH_UP: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) const DEFAULT_CASE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) const MAX_CASE_WINDOW: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 pub(crate) const MAX_ATTEMPTS: u64 = 100;

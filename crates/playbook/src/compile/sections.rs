@@ -100,6 +100,7 @@ impl<'s> Compiler<'s> {
             filter: None,
             dedupe: None,
             resolved: None,
+            schedule: None,
         };
         let Some(fields) = self.mapping(node, "`trigger`", TRIGGER_FIELDS) else {
             return trigger;
@@ -135,7 +136,9 @@ impl<'s> Compiler<'s> {
                 "remove `public: true` to require authentication",
             );
         }
-        if trigger.auth.is_none() && !trigger.public {
+        trigger.schedule = fields.get("schedule").and_then(|n| self.schedule(n));
+        // A schedule needs no sender: without `auth` or `public`, its webhook takes nothing.
+        if trigger.auth.is_none() && !trigger.public && fields.get("schedule").is_none() {
             self.error_with_hint(
                 "missing-auth",
                 fields.position,
@@ -158,6 +161,45 @@ impl<'s> Compiler<'s> {
             );
         }
         trigger
+    }
+
+    pub(super) fn schedule(&mut self, node: &Node) -> Option<Schedule> {
+        let fields = self.mapping(node, "`schedule`", SCHEDULE_FIELDS)?;
+        let cron = self.required(&fields, "cron", "`schedule`")?;
+        let (cron_pos, cron) = (cron.pos, self.string(cron, "cron"));
+        let timezone = fields
+            .get("timezone")
+            .map_or_else(|| "UTC".to_owned(), |n| self.string(n, "timezone"));
+        let catch_up = fields
+            .get("catch_up")
+            .map(|n| self.duration(n, "catch_up", MAX_CATCH_UP));
+        if timezone.parse::<chrono_tz::Tz>().is_err() {
+            let zones: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect();
+            let hint = match suggest(&timezone, &zones) {
+                Some(zone) => format!("did you mean `{zone}`?"),
+                None => "use an IANA name, as in `Europe/Paris` or `UTC`".to_owned(),
+            };
+            let at = fields.get("timezone").map_or(cron_pos, |n| n.pos);
+            self.error_with_hint(
+                "invalid-value",
+                at,
+                format!("`{timezone}` is not a time zone of the IANA database"),
+                hint,
+            );
+            return None;
+        }
+        match Schedule::new(&cron, &timezone, catch_up) {
+            Ok(schedule) => Some(schedule),
+            Err(problem) => {
+                self.error_with_hint(
+                    "invalid-value",
+                    cron_pos,
+                    problem,
+                    "five fields (minute hour day-of-month month day-of-week), or six with seconds first, as in `0 */15 * * * *`",
+                );
+                None
+            }
+        }
     }
 
     pub(super) fn dedupe(&mut self, node: &Node) -> Dedupe {

@@ -7,7 +7,8 @@ use serde_json::Value;
 use super::*;
 use crate::compile::{
     APPROVAL_FIELDS, BACKOFF_FIELDS, CASE_FIELDS, DEDUPE_FIELDS, FOREACH_FIELDS, ON_FAILURE_FIELDS,
-    PLAYBOOK_FIELDS, PLUGIN_GRANT_FIELDS, RETRY_FIELDS, STEP_FIELDS, TRIGGER_FIELDS,
+    PLAYBOOK_FIELDS, PLUGIN_GRANT_FIELDS, RETRY_FIELDS, SCHEDULE_FIELDS, STEP_FIELDS,
+    TRIGGER_FIELDS,
 };
 use crate::model::{ApprovalTimeout, StepId};
 
@@ -22,6 +23,7 @@ fn objects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("", PLAYBOOK_FIELDS.to_vec()),
         ("/$defs/trigger", TRIGGER_FIELDS.to_vec()),
         ("/$defs/dedupe", DEDUPE_FIELDS.to_vec()),
+        ("/$defs/schedule", SCHEDULE_FIELDS.to_vec()),
         ("/$defs/step", STEP_FIELDS.to_vec()),
         ("/$defs/handler", handler_fields),
         ("/$defs/foreach", FOREACH_FIELDS.to_vec()),

@@ -4,3 +4,4 @@ mod commands;
 mod console;
 mod crash;
 mod plugins;
+mod schedule;

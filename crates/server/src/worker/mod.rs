@@ -7,6 +7,7 @@
 //! timer at its deadline, or a decision, brings it back).
 
 mod queue;
+mod schedule;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Where runs join their cases and record what they did.
     pub desk: CaseDesk,
+    /// How long a scheduled tick's delivery id is remembered (`webhooks.delivery_ttl`).
+    pub delivery_ttl: Duration,
 }
 
 /// How often the watchdog looks for stalled runs.
@@ -68,6 +71,7 @@ impl Worker {
         info!(worker = %self.id, concurrency = self.config.concurrency, "Worker started.");
         let timers = tokio::spawn(Arc::clone(&self).promote_timers(shutdown.clone()));
         let watchdog = tokio::spawn(Arc::clone(&self).watch_for_stalls(shutdown.clone()));
+        let schedules = tokio::spawn(Arc::clone(&self).fire_schedules(shutdown.clone()));
         let backend = QueueBackend::new(
             Arc::clone(&self.store),
             QueueConfig {
@@ -95,6 +99,7 @@ impl Worker {
             .await
             .map_err(|error| Error::Worker(error.to_string()))?;
         timers.abort();
+        schedules.abort();
         watchdog.abort();
         info!(worker = %self.id, "Worker stopped.");
         stopped.map_err(|error| Error::Worker(error.to_string()))

@@ -443,3 +443,31 @@ async fn a_burst_of_deliveries_leaves_no_threads_behind() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_with_only_a_schedule_takes_no_webhook() {
+    const NIGHTLY: &str = r#"
+name: nightly
+trigger:
+  webhook: nightly
+  schedule: { cron: "30 2 * * *", timezone: Europe/Paris }
+steps:
+  - { id: sweep, uses: core/echo, timeout: 2s, with: { tick: "{{ trigger.schedule.tick }}" } }
+"#;
+    let server = Server::in_process(Backend::Sqlite, &[("nightly.yaml", NIGHTLY.into())]).await;
+    let (status, answer) = server
+        .send(
+            "POST",
+            "/hooks/nightly",
+            &[("content-type", "application/json")],
+            Some(r#"{"schedule": {"tick": "forged"}}"#),
+        )
+        .await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("accepts nothing")),
+        "{answer}"
+    );
+}
