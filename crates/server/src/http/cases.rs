@@ -44,14 +44,17 @@ pub(super) async fn list(
         severity: query.severity.as_deref().map(severity).transpose()?,
         playbook: query.playbook,
         offset: query.offset.unwrap_or(0),
-        limit: page_limit(query.limit)?,
+        // One more than asked: whether there is a next page, without an empty last one.
+        limit: page_limit(query.limit)? + 1,
     };
-    let found = state
+    let mut found = state
         .store
         .list_cases(&store_query)
         .await
         .map_err(unavailable)?;
-    let next = (found.len() == store_query.limit).then(|| store_query.offset + found.len());
+    let asked = store_query.limit - 1;
+    let next = (found.len() > asked).then(|| store_query.offset + asked);
+    found.truncate(asked);
     let counts = state.store.case_counts().await.map_err(unavailable)?;
     Ok(Json(CasePage {
         cases: found,

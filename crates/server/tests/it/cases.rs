@@ -361,7 +361,7 @@ async fn alerts_of_one_incident_arriving_together_make_one_case() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alerts_whose_key_renders_empty_get_a_case_each() {
+async fn alerts_whose_key_renders_empty_get_a_case_each_and_the_list_pages_them() {
     const BY_HOST: &str = r#"
 name: by-host
 trigger: { webhook: host, auth: siem }
@@ -394,4 +394,17 @@ steps:
     );
     assert_ne!(c, d, "alerts without a host are not one incident");
     assert_ne!(c, server.case_of(&with_host[0]).await);
+
+    // Three cases: pages of two, then the last one, which says it is the last.
+    let first = server.get("/api/v1/cases?limit=2").await;
+    assert_eq!(first["cases"].as_array().map(Vec::len), Some(2), "{first}");
+    assert_eq!(first["next"], 2, "{first}");
+    let last = server.get("/api/v1/cases?limit=2&offset=2").await;
+    assert_eq!(last["cases"].as_array().map(Vec::len), Some(1), "{last}");
+    assert!(last["next"].is_null(), "{last}");
+    let exact = server.get("/api/v1/cases?limit=3").await;
+    assert!(
+        exact["next"].is_null(),
+        "a full last page is the last: {exact}"
+    );
 }
