@@ -325,6 +325,8 @@ pub struct Approval {
     pub on_timeout: ApprovalTimeout,
     /// Shown to approvers; may be a template.
     pub message: Option<Input>,
+    /// A Slack channel the request is posted to, with Approve and Deny buttons.
+    pub slack: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -557,6 +557,7 @@ fn approval() -> Value {
                 "description": "Shown to approvers. A template that may read what `if` may read.",
                 "type": "string",
             },
+            "slack": text("A Slack channel (id or `#name`) the request is posted to, with Approve and Deny buttons; people the server's `slack.users` maps to an approver decide there."),
         },
     })
 }

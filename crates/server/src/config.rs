@@ -6,6 +6,7 @@
 //! ConfigMap or a repository.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -63,6 +64,30 @@ pub struct Config {
     pub secrets: BTreeMap<String, String>,
     pub api: ApiConfig,
     pub console: ConsoleConfig,
+    /// Approvals in Slack, when configured.
+    pub slack: Option<SlackConfig>,
+}
+
+/// Slack: where approval requests are posted, and who may answer them there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SlackConfig {
+    /// Checks that an interaction came from Slack (the app's signing secret).
+    pub signing_secret: String,
+    /// Posts and updates messages (a bot token, `xoxb-…`).
+    pub bot_token: String,
+    /// Slack's Web API (`https://slack.com/api`).
+    pub api_url: String,
+    /// Slack user id → the API token name whose role and groups that person decides with.
+    pub users: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("api_url", &self.api_url)
+            .field("users", &self.users)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The web console at `/`.
@@ -189,6 +214,17 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     console: RawConsole,
+    slack: Option<RawSlack>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlack {
+    signing_secret_env: String,
+    bot_token_env: String,
+    api_url: Option<String>,
+    #[serde(default)]
+    users: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -526,6 +562,9 @@ impl Config {
             session_ttl,
             secure_cookie,
         };
+        let slack = raw
+            .slack
+            .and_then(|raw| slack_config(raw, &api, env, &mut problems));
 
         let secrets = env
             .iter()
@@ -553,12 +592,49 @@ impl Config {
             secrets,
             api,
             console,
+            slack,
         })
     }
 }
 
 /// Tokens from the file and from `RIPOSTE_API_TOKEN_<NAME>=<role>:<sha256>[:<group>,…]`
 /// variables.
+fn slack_config(
+    raw: RawSlack,
+    api: &ApiConfig,
+    env: &BTreeMap<String, String>,
+    problems: &mut Vec<String>,
+) -> Option<SlackConfig> {
+    let mut secret = |field: &str, name: &str| match env.get(name).map(|value| value.trim()) {
+        Some(value) if !value.is_empty() => Some(value.to_owned()),
+        _ => {
+            problems.push(format!(
+                "slack.{field}: the environment variable {name} is not set"
+            ));
+            None
+        }
+    };
+    let signing_secret = secret("signing_secret_env", &raw.signing_secret_env);
+    let bot_token = secret("bot_token_env", &raw.bot_token_env);
+    for (user, name) in &raw.users {
+        if !api.tokens.iter().any(|token| token.name == *name) {
+            problems.push(format!(
+                "slack.users.{user}: `{name}` is not the name of an API token (its role and groups are what the person decides with)"
+            ));
+        }
+    }
+    Some(SlackConfig {
+        signing_secret: signing_secret?,
+        bot_token: bot_token?,
+        api_url: raw
+            .api_url
+            .unwrap_or_else(|| "https://slack.com/api".to_owned())
+            .trim_end_matches('/')
+            .to_owned(),
+        users: raw.users,
+    })
+}
+
 fn api_config(
     raw: RawApi,
     env: &BTreeMap<String, String>,

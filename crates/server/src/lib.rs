@@ -20,6 +20,7 @@ pub mod desk;
 mod error;
 pub mod http;
 pub mod metrics;
+pub mod slack;
 pub mod timeline;
 pub mod tokens;
 pub mod views;
@@ -44,6 +45,8 @@ pub struct Parts {
     /// The plugins loaded, if a plugins folder is configured.
     pub plugins: Option<Arc<plugin_host::PluginHost>>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Approvals in Slack, when configured.
+    pub slack: Option<Arc<slack::Slack>>,
 }
 
 impl Parts {
@@ -79,6 +82,10 @@ impl Parts {
         let journal: Arc<dyn runner::Journal> = store.clone();
         let runner =
             Arc::new(runner::Runner::new(executor, journal).with_observer(metrics.clone()));
+        let slack = config
+            .slack
+            .clone()
+            .map(|slack| Arc::new(slack::Slack::new(slack)));
         Ok(Parts {
             config,
             store,
@@ -86,6 +93,7 @@ impl Parts {
             runner,
             plugins,
             metrics,
+            slack,
         })
     }
 
@@ -99,6 +107,7 @@ impl Parts {
             metrics: Arc::clone(&self.metrics),
             desk: self.desk(),
             delivery_ttl: self.config.webhooks.delivery_ttl,
+            slack: self.slack.clone(),
         })
     }
 

@@ -110,5 +110,19 @@ pub fn slack() -> Router {
                 }
             }),
         )
+        .route("/api/chat.update", post(slack_method))
+        .route("/api/chat.postEphemeral", post(slack_method))
         .route("/services/T000/B000/XXXX", post(|| async { "ok" }))
+}
+
+/// `chat.update` and `chat.postEphemeral` as Slack answers them: `ok` with the bot token,
+/// `invalid_auth` (still HTTP 200) without.
+async fn slack_method(headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
+    let bearer = format!("Bearer {SLACK_TOKEN}");
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str()) {
+        return Json(json!({"ok": false, "error": "invalid_auth"}));
+    }
+    Json(
+        json!({"ok": true, "channel": body["channel"], "ts": body["ts"].as_str().unwrap_or("1795400000.000200")}),
+    )
 }

@@ -74,7 +74,7 @@ pub const FOREACH_FIELDS: &[&str] = &["items", "as", "concurrency"];
 pub const RETRY_FIELDS: &[&str] = &["max_attempts", "backoff", "on"];
 pub const BACKOFF_FIELDS: &[&str] = &["initial", "max", "multiplier", "jitter"];
 pub const ON_FAILURE_FIELDS: &[&str] = &["run", "then"];
-pub const APPROVAL_FIELDS: &[&str] = &["approvers", "timeout", "on_timeout", "message"];
+pub const APPROVAL_FIELDS: &[&str] = &["approvers", "timeout", "on_timeout", "message", "slack"];
 /// What a template can read about an earlier step: `steps.<id>.<field>`.
 pub const STEP_RESULT_FIELDS: &[&str] = &["output", "status", "attempts", "error"];
 /// What a failure handler can read: `error.<field>`.

@@ -622,6 +622,7 @@ impl<'s> Compiler<'s> {
             timeout: DEFAULT_APPROVAL_TIMEOUT,
             on_timeout: ApprovalTimeout::Deny,
             message: None,
+            slack: None,
         };
         let Some(fields) = self.mapping(node, "`approval`", APPROVAL_FIELDS) else {
             return approval;
@@ -658,6 +659,7 @@ impl<'s> Compiler<'s> {
         approval.message = fields
             .get("message")
             .map(|n| self.template_string(n, "message"));
+        approval.slack = fields.get("slack").map(|n| self.string(n, "slack"));
         approval
     }
 }

@@ -99,6 +99,7 @@ auth:
   pair: { type: basic, credentials_env: [NOT_A_PAIR] }
 egress: { allow_private: [10.0.0.0/33] }
 console: { session_ttl: 10s, secure_cookie: sometimes }
+slack: { signing_secret_env: NO_SLACK_SECRET, bot_token_env: NO_SLACK_TOKEN, users: { U0GHOST: ghost } }
 "#,
         &[("NOT_A_PAIR", "no-colon-here")],
     ));
@@ -115,6 +116,9 @@ console: { session_ttl: 10s, secure_cookie: sometimes }
         "egress.allow_private: `10.0.0.0/33`",
         "console.session_ttl: 10s is not between 1m and 30d",
         "console.secure_cookie: `sometimes` is not `auto`, `always` or `never`",
+        "slack.signing_secret_env: the environment variable NO_SLACK_SECRET is not set",
+        "slack.bot_token_env: the environment variable NO_SLACK_TOKEN is not set",
+        "slack.users.U0GHOST: `ghost` is not the name of an API token",
     ];
     for text in expected {
         assert!(

@@ -67,6 +67,11 @@ impl Tokens {
     pub(crate) fn by_hash(&self, sha256: &str) -> Option<&Caller> {
         self.0.get(sha256)
     }
+
+    /// The caller of the token with this name (as Slack users are mapped to one).
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Caller> {
+        self.0.values().find(|caller| caller.name == name)
+    }
 }
 
 /// Checks the bearer token against the role the operation needs, runs the operation, and

@@ -12,6 +12,7 @@ mod listener;
 mod openapi;
 mod playbooks;
 mod runs;
+mod slack;
 mod state;
 mod webhooks;
 
@@ -73,6 +74,7 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .route("/hooks/{trigger}", post(webhooks::hook))
         .route("/hooks/{trigger}/{token}", post(webhooks::hook_with_token))
+        .route("/slack/interactions", post(slack::interactions))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))

@@ -30,6 +30,8 @@ pub struct AppState {
     pub reloader: Reloader,
     pub cors_origins: Vec<http::HeaderValue>,
     pub console: ConsoleConfig,
+    /// Approvals in Slack, when configured.
+    pub slack: Option<Arc<crate::slack::Slack>>,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ impl AppState {
             reloader: parts.reloader(),
             cors_origins: parts.config.api.cors_origins.clone(),
             console: parts.config.console.clone(),
+            slack: parts.slack.clone(),
         })
     }
 }

@@ -48,6 +48,8 @@ pub struct Worker {
     pub desk: CaseDesk,
     /// How long a scheduled tick's delivery id is remembered (`webhooks.delivery_ttl`).
     pub delivery_ttl: Duration,
+    /// Posts approval requests to Slack, when configured.
+    pub slack: Option<Arc<crate::slack::Slack>>,
 }
 
 /// How often the watchdog looks for stalled runs.
@@ -266,11 +268,67 @@ impl Worker {
             && let Some(deadline) = state.next_deadline()
         {
             self.store.schedule(run_id, deadline).await?;
+            self.post_to_slack(playbook, run_id, &events).await;
         }
         if has_case {
             self.record_on_case(run_id, Some(playbook)).await?;
         }
         Ok(())
+    }
+
+    /// Posts the approval requests this advance made (those not in the journal before it) to
+    /// the Slack channels their steps name. At most once: a worker lost between the request and
+    /// the post leaves it to the console and the API.
+    async fn post_to_slack(&self, playbook: &Playbook, run_id: &str, before: &[runner::RunEvent]) {
+        let Some(slack) = &self.slack else {
+            return;
+        };
+        let asked_before: std::collections::HashSet<&str> = before
+            .iter()
+            .filter_map(|event| match event {
+                runner::RunEvent::ApprovalRequested { step, .. } => Some(step.as_str()),
+                _ => None,
+            })
+            .collect();
+        let events = match self.store.events(run_id).await {
+            Ok(events) => events,
+            Err(error) => {
+                warn!(%error, "Could not read the run to post its approval to Slack.");
+                return;
+            }
+        };
+        for event in &events {
+            let runner::RunEvent::ApprovalRequested {
+                step,
+                approvers,
+                message,
+                deadline,
+                ..
+            } = event
+            else {
+                continue;
+            };
+            let channel = playbook
+                .step_or_handler(step)
+                .and_then(|declared| declared.approval.as_ref())
+                .and_then(|approval| approval.slack.as_deref());
+            let Some(channel) = channel.filter(|_| !asked_before.contains(step.as_str())) else {
+                continue;
+            };
+            let request = crate::slack::Request {
+                channel,
+                run_id,
+                playbook: &playbook.name,
+                step,
+                message: message.as_deref(),
+                approvers,
+                deadline_secs: deadline / 1000,
+            };
+            match slack.request_approval(&request).await {
+                Ok(()) => info!(%step, %channel, "Approval request posted to Slack."),
+                Err(error) => warn!(%error, %step, "Could not post the approval request to Slack."),
+            }
+        }
     }
 
     /// Tells the run's case what the run did. A store failure fails the job, so the job comes

@@ -9,6 +9,7 @@ mod console;
 mod ingress;
 mod runs;
 mod senders;
+mod slack;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
