@@ -127,6 +127,16 @@ pub struct DedupeKey {
     pub window_ms: u64,
 }
 
+impl DedupeKey {
+    /// A key that holds for `window` (a window past what milliseconds count holds forever).
+    pub fn new(key: String, window: std::time::Duration) -> DedupeKey {
+        DedupeKey {
+            key,
+            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
 /// What became of each run of an accepted delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Admission {

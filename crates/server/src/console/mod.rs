@@ -52,8 +52,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs", get(runs::list))
         .route("/runs/{run_id}", get(runs::detail))
         .route("/runs/{run_id}/cancel", post(runs::cancel))
-        .route("/runs/{run_id}/steps/{step}/approve", post(runs::approve))
-        .route("/runs/{run_id}/steps/{step}/deny", post(runs::deny))
+        // `approve` or `deny`.
+        .route("/runs/{run_id}/steps/{step}/{verdict}", post(runs::decide))
         .route("/approvals", get(runs::approvals))
         .route("/playbooks", get(admin::playbooks))
         .route("/playbooks/reload", post(admin::reload))
@@ -123,17 +123,7 @@ fn refusal(person: Option<&Person>, status: StatusCode, reason: &str) -> Respons
 
 /// Records a change made in the console in the audit trail, as the API's calls are.
 async fn record(state: &AppState, person: &Person, path: &str, status: StatusCode) {
-    let call = store::TrailEntry::ApiCall {
-        actor: person.caller.name.clone(),
-        role: person.caller.role.as_str().to_owned(),
-        method: "POST".into(),
-        path: path.to_owned(),
-        status: status.as_u16(),
-        at: store::now_millis(),
-    };
-    if let Err(error) = state.store.trail_append(&call).await {
-        tracing::error!(%error, "Could not record a console action in the audit trail.");
-    }
+    crate::http::record_call(state, &person.caller, "POST", path.to_owned(), status).await;
 }
 
 /// Refuses a person whose role is below `needed` what they posted to `path` (recorded in the

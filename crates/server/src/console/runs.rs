@@ -320,81 +320,54 @@ fn note(text: Option<String>) -> Option<String> {
         .filter(|text| !text.is_empty())
 }
 
-pub(super) async fn approve(
+/// Approve or deny (`verdict`) a step waiting for a decision.
+pub(super) async fn decide(
     State(state): State<AppState>,
     person: Person,
-    Path((run_id, step)): Path<(String, String)>,
+    Path((run_id, step, verdict)): Path<(String, String, String)>,
     headers: HeaderMap,
     Form(form): Form<NoteForm>,
 ) -> Response {
-    let decision = Decision::Approved {
-        by: person.caller.name.clone(),
-        comment: note(form.note),
+    let by = person.caller.name.clone();
+    let (decision, word) = match verdict.as_str() {
+        "approve" => (
+            Decision::Approved {
+                by,
+                comment: note(form.note),
+            },
+            "approved",
+        ),
+        "deny" => (
+            Decision::Denied {
+                by,
+                reason: note(form.note),
+            },
+            "denied",
+        ),
+        _ => {
+            return refusal(
+                Some(&person),
+                StatusCode::NOT_FOUND,
+                "there is no such page",
+            );
+        }
     };
-    decide(
-        &state,
-        &person,
-        &headers,
-        &form.csrf,
-        (&run_id, &step),
-        decision,
-    )
-    .await
-}
-
-pub(super) async fn deny(
-    State(state): State<AppState>,
-    person: Person,
-    Path((run_id, step)): Path<(String, String)>,
-    headers: HeaderMap,
-    Form(form): Form<NoteForm>,
-) -> Response {
-    let decision = Decision::Denied {
-        by: person.caller.name.clone(),
-        reason: note(form.note),
-    };
-    decide(
-        &state,
-        &person,
-        &headers,
-        &form.csrf,
-        (&run_id, &step),
-        decision,
-    )
-    .await
-}
-
-async fn decide(
-    state: &AppState,
-    person: &Person,
-    headers: &HeaderMap,
-    csrf: &str,
-    (run_id, step): (&str, &str),
-    decision: Decision,
-) -> Response {
-    if let Err(refused) = check_form(person, headers, csrf) {
+    if let Err(refused) = check_form(&person, &headers, &form.csrf) {
         return *refused;
     }
-    let word = match decision {
-        Decision::Denied { .. } => "denied",
-        _ => "approved",
-    };
-    let path = format!(
-        "/runs/{run_id}/steps/{step}/{}",
-        if word == "denied" { "deny" } else { "approve" }
-    );
-    if let Err(refused) = require(state, person, Role::Responder, &path).await {
+    let path = format!("/runs/{run_id}/steps/{step}/{verdict}");
+    if let Err(refused) = require(&state, &person, Role::Responder, &path).await {
         return refused;
     }
-    let outcome = crate::http::decide_as(state, &person.caller, run_id, step, decision).await;
+    let outcome = crate::http::decide_as(&state, &person.caller, &run_id, &step, decision).await;
     match outcome {
         Ok(()) => {
-            record(state, person, &path, StatusCode::SEE_OTHER).await;
+            record(&state, &person, &path, StatusCode::SEE_OTHER).await;
             done(&format!("/runs/{run_id}"), word)
         }
         Err(error) => {
-            record(state, person, &path, error.status()).await;
-            refusal(Some(person), error.status(), error.reason())
+            record(&state, &person, &path, error.status()).await;
+            refusal(Some(&person), error.status(), error.reason())
         }
     }
 }

@@ -126,18 +126,31 @@ pub(super) async fn authorize(
     if route == METRICS && response.status().is_success() {
         return response;
     }
+    record_call(&state, &caller, method.as_str(), path, response.status()).await;
+    response
+}
+
+/// Appends what `caller` asked (`method` on `path`) and how it was answered to the audit trail:
+/// API calls, console actions and Slack decisions alike. A failure to record is logged; the
+/// answer stands.
+pub(crate) async fn record_call(
+    state: &AppState,
+    caller: &Caller,
+    method: &str,
+    path: String,
+    status: StatusCode,
+) {
     let call = store::TrailEntry::ApiCall {
-        actor: caller.name,
+        actor: caller.name.clone(),
         role: caller.role.as_str().to_owned(),
-        method: method.to_string(),
+        method: method.to_owned(),
         path,
-        status: response.status().as_u16(),
+        status: status.as_u16(),
         at: store::now_millis(),
     };
     if let Err(error) = state.store.trail_append(&call).await {
-        tracing::error!(%error, "Could not record an API call in the audit trail.");
+        tracing::error!(%error, "Could not record a call in the audit trail.");
     }
-    response
 }
 
 fn unauthorized(reason: &str) -> Response {

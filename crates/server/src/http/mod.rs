@@ -25,6 +25,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 pub use access::Caller;
+pub(crate) use access::record_call;
 pub(crate) use cases::case_id;
 pub use error::ApiError;
 pub use ingress::{IngressError, MAX_JSON_DEPTH, parse_event};

@@ -122,17 +122,7 @@ async fn decide(state: &AppState, slack: &Slack, interaction: &Interaction) {
         "/slack/interactions ({} run {} step {})",
         action.action_id, button.run, button.step
     );
-    let entry = store::TrailEntry::ApiCall {
-        actor: caller.name.clone(),
-        role: caller.role.as_str().to_owned(),
-        method: "POST".into(),
-        path,
-        status: status.as_u16(),
-        at: store::now_millis(),
-    };
-    if let Err(error) = state.store.trail_append(&entry).await {
-        warn!(%error, "Could not record a Slack decision in the trail.");
-    }
+    super::access::record_call(state, &caller, "POST", path, status).await;
     match outcome {
         Ok(()) => {
             let text = format!(

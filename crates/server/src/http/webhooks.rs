@@ -167,12 +167,9 @@ async fn deliver(
                         playbook: &playbook.name,
                         event: &item,
                     }),
-                    dedupe: dedupe_key.zip(playbook.trigger.dedupe.as_ref()).map(
-                        |(key, dedupe)| store::DedupeKey {
-                            key,
-                            window_ms: u64::try_from(dedupe.window.as_millis()).unwrap_or(u64::MAX),
-                        },
-                    ),
+                    dedupe: dedupe_key
+                        .zip(playbook.trigger.dedupe.as_ref())
+                        .map(|(key, dedupe)| store::DedupeKey::new(key, dedupe.window)),
                     event: item,
                 }),
             }

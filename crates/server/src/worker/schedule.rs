@@ -112,10 +112,7 @@ impl Worker {
             dedupe: screening
                 .dedupe_key
                 .zip(playbook.trigger.dedupe.as_ref())
-                .map(|(key, dedupe)| store::DedupeKey {
-                    key,
-                    window_ms: u64::try_from(dedupe.window.as_millis()).unwrap_or(u64::MAX),
-                }),
+                .map(|(key, dedupe)| store::DedupeKey::new(key, dedupe.window)),
             event,
         };
         let delivery = store::Delivery {

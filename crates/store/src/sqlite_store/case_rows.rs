@@ -208,14 +208,7 @@ pub(super) fn records(connection: &Connection, case: CaseId) -> Result<Vec<Audit
     let mut statement = connection.prepare_cached(
         "SELECT seq, prev, hash, event FROM case_events WHERE case_id = ?1 ORDER BY seq",
     )?;
-    let rows = statement.query_map(params![case as i64], |row| {
-        Ok(AuditRecord {
-            seq: row.get::<_, i64>(0)? as u64,
-            prev: row.get(1)?,
-            hash: row.get(2)?,
-            event: row.get(3)?,
-        })
-    })?;
+    let rows = statement.query_map(params![case as i64], |row| super::audit_record(row, 0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -281,6 +281,16 @@ fn rows_after<T>(
     Ok((rows, last.map(|rowid| rowid.to_string())))
 }
 
+/// The audit record in a row's columns `seq, prev, hash, event`, from column `first` on.
+pub(super) fn audit_record(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: row.get::<_, i64>(first)? as u64,
+        prev: row.get(first + 1)?,
+        hash: row.get(first + 2)?,
+        event: row.get(first + 3)?,
+    })
+}
+
 /// A page cursor: the rowid of the previous page's last row.
 fn rowid_cursor(cursor: Option<&str>) -> Result<i64, Error> {
     match cursor {
@@ -528,14 +538,7 @@ impl Store for SqliteStore {
             let mut statement = connection.prepare_cached(
                 "SELECT seq, prev, hash, event FROM run_events WHERE run_id = ?1 ORDER BY seq",
             )?;
-            let rows = statement.query_map(params![run_id], |row| {
-                Ok(AuditRecord {
-                    seq: row.get::<_, i64>(0)? as u64,
-                    prev: row.get(1)?,
-                    hash: row.get(2)?,
-                    event: row.get(3)?,
-                })
-            })?;
+            let rows = statement.query_map(params![run_id], |row| audit_record(row, 0))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
@@ -598,14 +601,8 @@ impl Store for SqliteStore {
             let mut statement = connection.prepare_cached(
                 "SELECT seq, prev, hash, entry FROM trail ORDER BY seq DESC LIMIT ?1",
             )?;
-            let rows = statement.query_map(params![limit.max(1) as i64], |row| {
-                Ok(AuditRecord {
-                    seq: row.get::<_, i64>(0)? as u64,
-                    prev: row.get(1)?,
-                    hash: row.get(2)?,
-                    event: row.get(3)?,
-                })
-            })?;
+            let rows =
+                statement.query_map(params![limit.max(1) as i64], |row| audit_record(row, 0))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
@@ -620,14 +617,7 @@ impl Store for SqliteStore {
                  ORDER BY rowid LIMIT ?2",
                 after,
                 limit,
-                |row| {
-                    Ok(AuditRecord {
-                        seq: row.get::<_, i64>(0)? as u64,
-                        prev: row.get(1)?,
-                        hash: row.get(2)?,
-                        event: row.get(3)?,
-                    })
-                },
+                |row| audit_record(row, 0),
             )?;
             Ok(TrailPage { records, next })
         })
@@ -653,12 +643,7 @@ impl Store for SqliteStore {
                 |row| {
                     Ok(ActivityRecord {
                         run_id: row.get(0)?,
-                        record: AuditRecord {
-                            seq: row.get::<_, i64>(1)? as u64,
-                            prev: row.get(2)?,
-                            hash: row.get(3)?,
-                            event: row.get(4)?,
-                        },
+                        record: audit_record(row, 1)?,
                     })
                 },
             )?;
