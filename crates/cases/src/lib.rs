@@ -80,6 +80,19 @@ pub enum CaseEvent {
         phase: Phase,
         at: Millis,
     },
+    /// A step's effect was undone (or its undo failed for good): it expired, someone asked, or
+    /// the case was closed.
+    ActionUndone {
+        run_id: String,
+        step: String,
+        succeeded: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Who asked; nobody when the effect expired.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        at: Millis,
+    },
     /// A run of the case ended (again, if it was resumed).
     RunEnded {
         run_id: String,
@@ -117,6 +130,7 @@ impl CaseEvent {
             | CaseEvent::AlertJoined { at, .. }
             | CaseEvent::Observed { at, .. }
             | CaseEvent::ActionTaken { at, .. }
+            | CaseEvent::ActionUndone { at, .. }
             | CaseEvent::RunEnded { at, .. }
             | CaseEvent::PhaseChanged { at, .. }
             | CaseEvent::SeverityChanged { at, .. }
@@ -133,6 +147,7 @@ impl CaseEvent {
             | CaseEvent::SeverityChanged { by, .. }
             | CaseEvent::Acknowledged { by, .. }
             | CaseEvent::NoteAdded { by, .. } => Some(by),
+            CaseEvent::ActionUndone { by, .. } => by.as_deref(),
             CaseEvent::AlertJoined { .. }
             | CaseEvent::Observed { .. }
             | CaseEvent::ActionTaken { .. }
@@ -161,6 +176,9 @@ impl CaseEvent {
                     "alert of `{playbook}` (run {run_id}) joined by the shared {} `{}`",
                     observable.kind, observable.value
                 ),
+                JoinReason::Called { by_run } => {
+                    format!("sub-playbook `{playbook}` (run {run_id}) called by run {by_run}")
+                }
             },
             CaseEvent::Observed {
                 observables, step, ..
@@ -177,6 +195,28 @@ impl CaseEvent {
             CaseEvent::ActionTaken {
                 step, uses, phase, ..
             } => format!("{}: step `{step}` ({uses}) succeeded", phase.title()),
+            CaseEvent::ActionUndone {
+                run_id,
+                step,
+                succeeded,
+                error,
+                by,
+                ..
+            } => {
+                let why = match by {
+                    Some(by) => format!("asked by {by}"),
+                    None => "it expired".to_owned(),
+                };
+                match (succeeded, error) {
+                    (true, _) => format!("step `{step}` of run {run_id} undone ({why})"),
+                    (false, Some(error)) => {
+                        format!("undo of step `{step}` of run {run_id} failed ({why}): {error}")
+                    }
+                    (false, None) => {
+                        format!("undo of step `{step}` of run {run_id} failed ({why})")
+                    }
+                }
+            }
             CaseEvent::RunEnded { run_id, status, .. } => format!("run {run_id} {status}"),
             CaseEvent::PhaseChanged {
                 from, to, reason, ..
@@ -203,6 +243,8 @@ pub enum JoinReason {
     Key { key: String },
     /// It holds an observable the case has seen (`case.join_on`).
     Observable { observable: Observable },
+    /// A run of the case called its playbook (`uses: playbook/<name>`): a sub-playbook's run.
+    Called { by_run: String },
 }
 
 /// A case: the fold of its events.
@@ -226,6 +268,9 @@ pub struct Case {
     pub alerts: Vec<CaseAlert>,
     pub observables: Vec<Sighting>,
     pub actions: Vec<Action>,
+    /// Effects of the case's runs that were undone, or whose undo failed, in order.
+    #[serde(default)]
+    pub undone: Vec<Undone>,
     pub notes: Vec<Note>,
     pub phases: Vec<PhaseChange>,
 }
@@ -266,6 +311,27 @@ pub struct Action {
     pub uses: String,
     pub phase: Phase,
     pub at: Millis,
+}
+
+/// An undo of a step's effect, as the case knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undone {
+    pub run_id: String,
+    pub step: String,
+    pub succeeded: bool,
+    pub error: Option<String>,
+    pub by: Option<String>,
+    pub at: Millis,
+}
+
+impl Case {
+    /// The last undo of a run's step, if there was one.
+    pub fn undo_of(&self, run_id: &str, step: &str) -> Option<&Undone> {
+        self.undone
+            .iter()
+            .rev()
+            .find(|undone| undone.run_id == run_id && undone.step == step)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -348,6 +414,7 @@ impl Case {
             alerts: Vec::new(),
             observables: Vec::new(),
             actions: Vec::new(),
+            undone: Vec::new(),
             notes: Vec::new(),
             phases: Vec::new(),
         };
@@ -403,6 +470,21 @@ impl Case {
                 step: step.clone(),
                 uses: uses.clone(),
                 phase: *phase,
+                at: *at,
+            }),
+            CaseEvent::ActionUndone {
+                run_id,
+                step,
+                succeeded,
+                error,
+                by,
+                at,
+            } => self.undone.push(Undone {
+                run_id: run_id.clone(),
+                step: step.clone(),
+                succeeded: *succeeded,
+                error: error.clone(),
+                by: by.clone(),
                 at: *at,
             }),
             CaseEvent::RunEnded { run_id, status, at } => {
@@ -626,6 +708,32 @@ impl Case {
             {
                 known.apply(&observed);
                 events.push(observed);
+            }
+        }
+        let mut undos: Vec<(&String, &runner::UndoState)> = state
+            .steps
+            .iter()
+            .filter_map(|(id, step)| Some((id, step.undo.as_ref()?)))
+            .collect();
+        undos.sort_by_key(|(id, undo)| (undo.finished_at, id.as_str()));
+        for (id, undo) in undos {
+            let (Some(at), false) = (undo.finished_at, undo.status.is_open()) else {
+                continue;
+            };
+            let known_undo = known
+                .undo_of(&state.run_id, id)
+                .is_some_and(|undone| undone.at == at);
+            if !known_undo {
+                let undone = CaseEvent::ActionUndone {
+                    run_id: state.run_id.clone(),
+                    step: id.clone(),
+                    succeeded: undo.status == runner::UndoStatus::Succeeded,
+                    error: undo.error.as_ref().map(ToString::to_string),
+                    by: undo.requested_by.clone(),
+                    at,
+                };
+                known.apply(&undone);
+                events.push(undone);
             }
         }
         let ended = state.status.is_terminal()

@@ -221,6 +221,7 @@ impl Report {
                 crate::JoinReason::Observable { observable } => {
                     format!("shared {} `{}`", observable.kind, code(&observable.value))
                 }
+                crate::JoinReason::Called { by_run } => format!("called by run {}", md(by_run)),
             };
             text.push_str(&format!(
                 "| {} | {} | {} | {why} | {} | {} |\n",
@@ -253,8 +254,24 @@ impl Report {
             text.push_str("Nothing was contained by a playbook step.\n");
         }
         for action in &self.contained {
+            let now = match case.undo_of(&action.run_id, &action.step) {
+                Some(undone) => {
+                    let why = match &undone.by {
+                        Some(by) => format!("asked by {}", md(by)),
+                        None => "expired".to_owned(),
+                    };
+                    match (undone.succeeded, &undone.error) {
+                        (true, _) => format!("undone {} ({why})", time(undone.at)),
+                        (false, Some(error)) => {
+                            format!("**undo failed** {} ({why}): {}", time(undone.at), md(error))
+                        }
+                        (false, None) => format!("**undo failed** {} ({why})", time(undone.at)),
+                    }
+                }
+                None => "still in place".to_owned(),
+            };
             text.push_str(&format!(
-                "- {}: `{}` by step {} of run {}\n",
+                "- {}: `{}` by step {} of run {}; {now}\n",
                 time(action.at),
                 code(&action.uses),
                 md(&action.step),

@@ -279,3 +279,85 @@ fn the_report_covers_the_case_and_its_runs_and_escapes_alert_values() {
     assert_eq!(json["case"]["observables"][0]["type"], "IP Address");
     assert_eq!(json["case"]["observables"][0]["type_id"], 2);
 }
+
+#[test]
+fn an_undo_reaches_the_case_once_and_the_report_says_what_still_holds() {
+    let (mut case, mut log) = opened();
+    let mut journal = run_events(&[("block", 3_000)], Some(RunStatus::Succeeded));
+    let contained = progress(&case, &journal);
+    apply(&mut case, &mut log, contained);
+    let report = Report::assemble(case.clone(), &log, unbroken(log.len()), Vec::new(), 20_000);
+    assert!(report.markdown().contains("still in place"));
+
+    journal.push(RunEvent::UndoScheduled {
+        step: "block".into(),
+        due: 5_000,
+        by: None,
+        at: 3_000,
+    });
+    journal.push(RunEvent::UndoStarted {
+        step: "block".into(),
+        attempt: 1,
+        input: json!({"ip": "203.0.113.7"}),
+        at: 5_000,
+    });
+    journal.push(RunEvent::UndoFailed {
+        step: "block".into(),
+        error: runner::StepError::new(playbook::ErrorKind::Upstream, "LAPI down"),
+        attempts: 1,
+        at: 5_100,
+    });
+    let failed = progress(&case, &journal);
+    assert!(
+        matches!(
+            &failed[..],
+            [CaseEvent::ActionUndone {
+                succeeded: false,
+                by: None,
+                at: 5_100,
+                ..
+            }]
+        ),
+        "{failed:?}"
+    );
+    apply(&mut case, &mut log, failed);
+    assert!(progress(&case, &journal).is_empty(), "told once");
+
+    journal.push(RunEvent::UndoScheduled {
+        step: "block".into(),
+        due: 6_000,
+        by: Some("alice".into()),
+        at: 6_000,
+    });
+    journal.push(RunEvent::UndoSucceeded {
+        step: "block".into(),
+        output: json!({"deleted": 1}),
+        attempts: 2,
+        at: 6_100,
+    });
+    let undone = progress(&case, &journal);
+    assert!(
+        matches!(&undone[..], [CaseEvent::ActionUndone { succeeded: true, by: Some(by), at: 6_100, .. }] if by == "alice"),
+        "{undone:?}"
+    );
+    apply(&mut case, &mut log, undone);
+    assert_eq!(case.undone.len(), 2);
+    assert!(case.undo_of(RUN, "block").is_some_and(|u| u.succeeded));
+    let report = Report::assemble(case.clone(), &log, unbroken(log.len()), Vec::new(), 20_000);
+    let text = report.markdown();
+    assert!(
+        text.contains("undone") && text.contains("asked by alice"),
+        "{text}"
+    );
+    assert!(!text.contains("still in place"), "{text}");
+    // The fold of the logged events is the case the progress built.
+    assert_eq!(Case::fold(7, &log).expect("folds"), case);
+}
+
+fn unbroken(records: usize) -> Chain {
+    Chain {
+        intact: true,
+        records,
+        broken: None,
+    }
+}

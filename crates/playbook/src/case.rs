@@ -267,6 +267,8 @@ pub struct CaseRule {
     pub observables: Vec<(ObservableType, Input)>,
     /// Observable types by which an alert joins an open case that has seen the same value.
     pub join_on: Vec<ObservableType>,
+    /// Closing the case undoes what this playbook's runs still hold (their steps with `undo:`).
+    pub undo_on_close: bool,
 }
 
 /// What the `case:` block makes of one event.

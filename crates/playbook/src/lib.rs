@@ -14,6 +14,7 @@
 //! queues or storage: the `runner` crate executes what this crate checked.
 
 pub mod addresses;
+mod calls;
 mod case;
 mod compile;
 mod diagnostic;
@@ -28,18 +29,20 @@ mod yaml;
 
 use std::path::Path;
 
+pub use calls::{PLAYBOOK_CALL, check_calls};
 pub use case::{CaseOpening, CaseRule, Observable, ObservableType, Phase, Severity};
 pub use compile::{
     APPROVAL_FIELDS, BACKOFF_FIELDS, CASE_FIELDS, DEDUPE_FIELDS, DEFAULT_APPROVAL_TIMEOUT,
-    DEFAULT_STEP_TIMEOUT, ERROR_FIELDS, FOREACH_FIELDS, MAX_STEP_TIMEOUT, ON_FAILURE_FIELDS,
-    PLAYBOOK_FIELDS, PLUGIN_GRANT_FIELDS, RETRY_FIELDS, RUN_FIELDS, SCHEDULE_FIELDS, STEP_FIELDS,
-    STEP_RESULT_FIELDS, TRIGGER_FIELDS, compile,
+    DEFAULT_STEP_TIMEOUT, ERROR_FIELDS, FOREACH_FIELDS, MAX_EXPIRY, MAX_STEP_TIMEOUT,
+    ON_FAILURE_FIELDS, PLAYBOOK_FIELDS, PLUGIN_GRANT_FIELDS, RETRY_FIELDS, RUN_FIELDS,
+    SCHEDULE_FIELDS, STEP_FIELDS, STEP_RESULT_FIELDS, TRIGGER_FIELDS, UNDO_FIELDS, UNDO_ROOTS,
+    compile,
 };
 pub use diagnostic::{Diagnostic, FileDiagnostics, Position};
 pub use error::Error;
 pub use model::{
     Approval, ApprovalTimeout, Dedupe, ErrorKind, Foreach, OnFailure, Playbook, PluginGrant,
-    PluginRef, RetryPolicy, Step, StepId, Trigger,
+    PluginRef, RetryPolicy, Step, StepId, Trigger, Undo,
 };
 pub use schedule::Schedule;
 pub use screen::{MAX_SPLIT_ITEMS, Screening};

@@ -194,8 +194,26 @@ pub struct Step {
     /// The incident-response phase the step belongs to: when it succeeds, the run's case moves
     /// on to that phase (never back).
     pub phase: Option<Phase>,
+    /// How to take the step's effect back (lift a ban, release a host), on demand or when it
+    /// expires.
+    pub undo: Option<Undo>,
+    /// How long the step's effect lasts: its `undo` runs this long after it succeeded. A
+    /// duration, or a template that renders one.
+    pub expires: Option<Input>,
     /// Where the step starts in the file, for messages.
     pub position: Position,
+}
+
+/// A step's compensation: a plugin call of its own, whose `with:` may read the step's recorded
+/// `input` and its `output`.
+#[derive(Debug, Clone)]
+pub struct Undo {
+    pub uses: PluginRef,
+    pub with: Input,
+    /// Deadline of one attempt (the step's, unless the undo sets its own).
+    pub timeout: Duration,
+    /// The step's retry policy, unless the undo sets its own.
+    pub retry: RetryPolicy,
 }
 
 impl Step {

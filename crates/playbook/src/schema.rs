@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::case::{ObservableType, Phase, Severity};
 use crate::compile::{
     DEFAULT_APPROVAL_TIMEOUT, DEFAULT_CASE_WINDOW, DEFAULT_STEP_TIMEOUT, MAX_APPROVAL_TIMEOUT,
-    MAX_ATTEMPTS, MAX_CASE_WINDOW, MAX_CATCH_UP, MAX_CONCURRENCY, MAX_DEDUPE_WINDOW,
+    MAX_ATTEMPTS, MAX_CASE_WINDOW, MAX_CATCH_UP, MAX_CONCURRENCY, MAX_DEDUPE_WINDOW, MAX_EXPIRY,
     MAX_STEP_TIMEOUT, MAX_STEPS, ROOTS,
 };
 use crate::model::{ErrorKind, RetryPolicy};
@@ -48,6 +48,7 @@ pub fn playbook_schema() -> Value {
             "backoff": backoff(),
             "on_failure": on_failure(),
             "approval": approval(),
+            "undo": undo(),
             "plugin_grant": plugin_grant(),
             "step_id": {
                 "description": "A step id: lowercase letters, digits and `_`, not starting with a digit, at most 64 characters.",
@@ -193,6 +194,11 @@ fn case() -> Value {
                     { "enum": observable_names },
                     { "type": "array", "items": { "enum": observable_names } },
                 ],
+            },
+            "undo_on_close": {
+                "description": "Closing the case undoes what this playbook's runs still hold: the `undo:` of each of their steps that succeeded and was not undone yet.",
+                "type": "boolean",
+                "default": false,
             },
         },
     })
@@ -340,7 +346,7 @@ fn step() -> Value {
             },
             "name": text("The name shown to people in logs and approval requests; the id when absent."),
             "uses": {
-                "description": "The plugin action to call: `<plugin>/<action>`, optionally pinned as `<plugin>/<action>@<version>`. `core/echo` is built in and returns its input.",
+                "description": "The plugin action to call: `<plugin>/<action>`, optionally pinned as `<plugin>/<action>@<version>`. `core/echo` is built in and returns its input. `playbook/<name>` runs the playbook of that name as a child run (its `trigger` is this step's input, its outputs this step's output).",
                 "type": "string",
                 "pattern": USES_PATTERN,
                 "examples": ["enrich-ioc/check-ip", "block-ip/ban@1.2.0", "notify-slack/post-message", "http/request", "core/echo"],
@@ -397,6 +403,44 @@ fn step() -> Value {
                 "description": "The incident-response phase the step's work belongs to. When it succeeds, the run's case moves on to that phase (never back; people can move it either way).",
                 "enum": Phase::OF_STEPS.map(Phase::as_str),
             },
+            "undo": {
+                "$ref": "#/$defs/undo",
+                "description": "How to take the step's effect back (lift a ban, release a host): run when `expires` says, when someone asks (`riposte undo`, the API, the console), or when the case closes (`case.undo_on_close`).",
+            },
+            "expires": {
+                "description": format!("How long the step's effect lasts: its `undo` runs this long after it succeeded, as a durable timer (once, also across restarts). A duration such as `2h`, or a template rendering one that may read what `undo` may (e.g. `\"{{{{ vars.ban_duration }}}}\"`); at most {}. Needs `undo`.", humantime::format_duration(MAX_EXPIRY)),
+                "type": ["string", "integer"],
+                "examples": ["4h", "{{ vars.ban_duration }}"],
+            },
+        },
+    })
+}
+
+fn undo() -> Value {
+    json!({
+        "description": "A step's compensation: a plugin call of its own. Its `with:` may read what the step's `with:` may, the step's own result (`steps.<id>`), and the step's recorded `input` and `output`. Its idempotency key is `<run>:<step>:undo`.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["uses"],
+        "properties": {
+            "uses": {
+                "description": "The plugin action that undoes the step, e.g. `block-ip/unban`. Its plugin needs a grant in `plugins:` like any step's.",
+                "type": "string",
+                "pattern": USES_PATTERN,
+                "examples": ["block-ip/unban"],
+            },
+            "with": {
+                "description": "The action's inputs; templates may read `input` and `output` (the step's), besides what the step may read.",
+                "type": "object",
+            },
+            "timeout": duration("The deadline of one attempt (the step's by default).", MAX_STEP_TIMEOUT, None),
+            "retry": {
+                "description": "How often to try the undo (the step's policy by default): a number of attempts or a policy.",
+                "oneOf": [
+                    { "type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS },
+                    { "$ref": "#/$defs/retry" },
+                ],
+            },
         },
     })
 }
@@ -407,6 +451,8 @@ fn handler() -> Value {
     if let Some(properties) = handler["properties"].as_object_mut() {
         properties.remove("needs");
         properties.remove("approval");
+        properties.remove("undo");
+        properties.remove("expires");
     }
     handler["properties"]["if"]["description"] = json!(
         "Run the handler only when this condition is true. It may read `trigger`, `vars`, `run`, `incident`, `steps` and `error`; never `secrets`."

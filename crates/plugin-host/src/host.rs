@@ -536,9 +536,8 @@ fn plugin_error(error: types::Error) -> StepError {
         types::Error::Unauthorized(m) => StepError::new(ErrorKind::Unauthorized, m),
         types::Error::NotFound(m) => StepError::new(ErrorKind::NotFound, m),
         types::Error::RateLimited(limit) => StepError {
-            kind: ErrorKind::RateLimited,
-            message: limit.message,
             retry_after_ms: limit.retry_after_ms,
+            ..StepError::new(ErrorKind::RateLimited, limit.message)
         },
         types::Error::Upstream(m) => StepError::new(ErrorKind::Upstream, m),
         types::Error::Internal(m) => StepError::new(ErrorKind::Internal, m),

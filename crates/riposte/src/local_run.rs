@@ -399,6 +399,34 @@ impl Printer {
                 Decision::Denied { by, .. } => format!("  {step} denied by {by}"),
                 Decision::TimedOut => format!("  {step}: nobody decided in time"),
             },
+            RunEvent::UndoScheduled { step, due, by, .. } => match by {
+                Some(by) => format!("⟲ undo of {step} asked by {by}"),
+                None => format!("⟲ {step} expires at {due} ms: its undo is scheduled"),
+            },
+            RunEvent::UndoStarted {
+                step,
+                attempt,
+                input,
+                ..
+            } => {
+                if self.dry_run {
+                    format!("⟲ undo of {step} would call with {input}")
+                } else {
+                    format!("⟲ undo of {step} attempt {attempt}")
+                }
+            }
+            RunEvent::UndoRetrying {
+                step,
+                attempt,
+                error,
+                delay_ms,
+                ..
+            } => format!(
+                "↻ undo of {step} attempt {attempt} failed ({error}); retrying in {delay_ms} ms"
+            ),
+            RunEvent::UndoSucceeded { step, output, .. } => format!("✓ {step} undone → {output}"),
+            RunEvent::UndoFailed { step, error, .. } => format!("✗ undo of {step} failed: {error}"),
+            RunEvent::StepDeferred { step, reason, .. } => format!("⏸ {step} held: {reason}"),
         })
     }
 }

@@ -64,6 +64,19 @@ enum Command {
         #[arg(long, default_value_t = default_actor())]
         by: String,
     },
+    /// Undo what a server's run did: one step's effect (`block-ip/ban` lifted by its `undo:`), or
+    /// every effect the run still holds. A worker calls the undos, with their retries.
+    Undo {
+        run_id: String,
+        /// The step to undo; every step the run still holds when absent.
+        step: Option<String>,
+        /// The server's configuration file (it says where the store and the playbooks are).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Who asks, for the run's record.
+        #[arg(long, default_value_t = default_actor())]
+        by: String,
+    },
     /// Approve a step that waits for approval in a server's run.
     Approve {
         run_id: String,
@@ -201,6 +214,12 @@ fn main() -> ExitCode {
         }) => serve::case_report(config.as_deref(), case, format == ExportFormat::Json),
         Command::Token(TokenCommand::New { name, role }) => new_token(&name, &role),
         Command::Resume { run_id, config, by } => serve::resume(config.as_deref(), &run_id, &by),
+        Command::Undo {
+            run_id,
+            step,
+            config,
+            by,
+        } => serve::undo(config.as_deref(), &run_id, step.as_deref(), &by),
         Command::Approve {
             run_id,
             step,

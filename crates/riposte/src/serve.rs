@@ -67,6 +67,30 @@ pub(crate) fn resume(
     })
 }
 
+/// `riposte undo <run> [step]`: asks for a run's effects to be undone; a worker calls the undos.
+pub(crate) fn undo(
+    config_file: Option<&Path>,
+    run_id: &str,
+    step: Option<&str>,
+    by: &str,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_file)?;
+    let catalog = server::catalog::Catalog::load(&config)?;
+    crate::runtime(false)?.block_on(async move {
+        let store = server::open_store(&config.store).await?;
+        let steps = control(store).undo(&catalog, run_id, step, by).await?;
+        eprintln!(
+            "Undo of {} in run {run_id} asked for: a worker calls it.",
+            steps
+                .iter()
+                .map(|step| format!("`{step}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 /// `riposte approve|deny <run> <step>`: decides an approval gate; any worker resumes the run.
 pub(crate) fn decide(
     config_file: Option<&Path>,

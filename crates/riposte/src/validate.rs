@@ -25,6 +25,17 @@ pub(crate) fn validate(paths: &[PathBuf], format: Format) -> anyhow::Result<Exit
             Err(error) => return Err(error.into()),
         });
     }
+    // Sub-playbooks: every call names a valid playbook among those checked, and none loops.
+    let valid: Vec<(usize, playbook::Playbook)> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, result)| !result.has_errors())
+        .filter_map(|(index, result)| Some((index, playbook::compile(&result.source).ok()?)))
+        .collect();
+    let compiled: Vec<&playbook::Playbook> = valid.iter().map(|(_, playbook)| playbook).collect();
+    for (index, problem) in playbook::check_calls(&compiled) {
+        results[valid[index].0].diagnostics.push(problem);
+    }
     let failed = results.iter().filter(|r| r.has_errors()).count();
     let problems: usize = results.iter().map(|r| r.diagnostics.len()).sum();
     match format {

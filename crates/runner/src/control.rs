@@ -5,12 +5,12 @@
 //! Whoever calls them (the server) holds the run's lock and reads its journal; it writes no event
 //! itself.
 
-use playbook::Playbook;
+use playbook::{Playbook, Step};
 use sha2::Digest as _;
 use tracing::{info, warn};
 
 use crate::error::Error;
-use crate::event::{Decision, RunEvent, RunState, RunStatus};
+use crate::event::{Decision, RunEvent, RunState, RunStatus, StepStatus, UndoStatus};
 use crate::run::{Runner, Secrets};
 
 /// What a run is accepted with: its delivery and what it will run.
@@ -65,8 +65,8 @@ impl Runner {
         secrets: &Secrets,
         deliveries: u32,
     ) -> Result<RunState, Error> {
-        match RunState::from_events(events) {
-            None => self.start(playbook, run_id, event.clone(), secrets).await,
+        let state = match RunState::from_events(events) {
+            None => self.start(playbook, run_id, event.clone(), secrets).await?,
             Some(mut state) if deliveries > 1 && !state.status.is_terminal() => {
                 let recovered = RunEvent::RunRecovered {
                     deliveries,
@@ -76,10 +76,78 @@ impl Runner {
                     .await?;
                 state.apply(&recovered);
                 info!(run_id, deliveries, "Recovering a run its worker lost.");
-                self.resume(playbook, state, secrets).await
+                self.resume(playbook, state, secrets).await?
             }
-            Some(state) => self.resume(playbook, state, secrets).await,
+            Some(state) => self.resume(playbook, state, secrets).await?,
+        };
+        self.undo_due(playbook, state, secrets).await
+    }
+
+    /// Asks for a step's effect to be undone now (`step`), or every effect the run still holds
+    /// (its steps with `undo:` that succeeded and were not undone); the undos run when the run is
+    /// next advanced. Returns the steps.
+    pub async fn request_undo(
+        &self,
+        playbook: &Playbook,
+        state: &mut RunState,
+        step: Option<&str>,
+        by: &str,
+    ) -> Result<Vec<String>, Error> {
+        let holds = |step: &Step| -> Result<(), String> {
+            let id = step.id.as_str();
+            if step.undo.is_none() {
+                return Err(format!("step `{id}` declares no `undo:`"));
+            }
+            let record = state.step(id);
+            let status = record.map_or(StepStatus::Pending, |r| r.status);
+            if status != StepStatus::Succeeded {
+                return Err(format!(
+                    "step `{id}` is {}: only a step that succeeded has an effect to undo",
+                    status.as_str()
+                ));
+            }
+            match record.and_then(|r| r.undo.as_ref()).map(|u| u.status) {
+                Some(UndoStatus::Succeeded) => Err(format!("step `{id}` was already undone")),
+                Some(UndoStatus::Running) => Err(format!("step `{id}` is being undone")),
+                _ => Ok(()),
+            }
+        };
+        let steps: Vec<&Step> = match step {
+            Some(id) => {
+                let step = playbook.step(id).ok_or_else(|| {
+                    Error::Refused(format!("playbook `{}` has no step `{id}`", playbook.name))
+                })?;
+                holds(step).map_err(Error::Refused)?;
+                vec![step]
+            }
+            None => playbook
+                .steps
+                .iter()
+                .filter(|step| holds(step).is_ok())
+                .collect(),
+        };
+        if steps.is_empty() {
+            return Err(Error::Refused(format!(
+                "run {} holds nothing to undo",
+                state.run_id
+            )));
         }
+        let now = self.now();
+        let events: Vec<RunEvent> = steps
+            .iter()
+            .map(|step| RunEvent::UndoScheduled {
+                step: step.id.to_string(),
+                due: now,
+                by: Some(by.to_owned()),
+                at: now,
+            })
+            .collect();
+        self.record(&state.run_id, &events).await?;
+        for event in &events {
+            state.apply(event);
+        }
+        info!(run_id = %state.run_id, by, steps = events.len(), "Undo asked for.");
+        Ok(steps.iter().map(|step| step.id.to_string()).collect())
     }
 
     /// Gives up on a run for `reason`: it ends as failed, if it started and has not ended (a

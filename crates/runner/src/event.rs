@@ -126,6 +126,50 @@ pub enum RunEvent {
         error: Option<String>,
         at: Millis,
     },
+    /// A step's effect is to be undone at `due`: it expires (no `by`), or someone asked (`by`,
+    /// due at once). Recorded also after the run ended.
+    UndoScheduled {
+        step: String,
+        due: Millis,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        at: Millis,
+    },
+    UndoStarted {
+        step: String,
+        attempt: u32,
+        /// The undo's rendered input, with secrets redacted.
+        input: serde_json::Value,
+        at: Millis,
+    },
+    UndoRetrying {
+        step: String,
+        attempt: u32,
+        error: StepError,
+        delay_ms: u64,
+        at: Millis,
+    },
+    UndoSucceeded {
+        step: String,
+        output: serde_json::Value,
+        attempts: u32,
+        at: Millis,
+    },
+    /// A shared limit held the step's call (see [`StepError::deferred`]): it is parked, holding
+    /// no worker, and called again at `until`.
+    StepDeferred {
+        step: String,
+        until: Millis,
+        reason: String,
+        at: Millis,
+    },
+    /// The undo failed for good (after its retries): the effect is still in place.
+    UndoFailed {
+        step: String,
+        error: StepError,
+        attempts: u32,
+        at: Millis,
+    },
 }
 
 impl RunEvent {
@@ -145,8 +189,24 @@ impl RunEvent {
             | RunEvent::RunResumed { at, .. }
             | RunEvent::AlertResolved { at, .. }
             | RunEvent::RunCancelled { at, .. }
-            | RunEvent::RunFinished { at, .. } => *at,
+            | RunEvent::RunFinished { at, .. }
+            | RunEvent::UndoScheduled { at, .. }
+            | RunEvent::UndoStarted { at, .. }
+            | RunEvent::UndoRetrying { at, .. }
+            | RunEvent::UndoSucceeded { at, .. }
+            | RunEvent::UndoFailed { at, .. }
+            | RunEvent::StepDeferred { at, .. } => *at,
         }
+    }
+
+    /// Whether the store seals the run's journal with this event: it ends the run, or ends an
+    /// undo (which may come after the run ended, and must not be cut off unnoticed either).
+    pub fn seals(&self) -> bool {
+        self.is_terminal()
+            || matches!(
+                self,
+                RunEvent::UndoSucceeded { .. } | RunEvent::UndoFailed { .. }
+            )
     }
 
     /// Whether this event ends the run (until someone resumes it).
@@ -175,7 +235,13 @@ impl RunEvent {
             | RunEvent::StepFailed { step, .. }
             | RunEvent::StepSkipped { step, .. }
             | RunEvent::ApprovalRequested { step, .. }
-            | RunEvent::ApprovalDecided { step, .. } => Some(step),
+            | RunEvent::ApprovalDecided { step, .. }
+            | RunEvent::UndoScheduled { step, .. }
+            | RunEvent::UndoStarted { step, .. }
+            | RunEvent::UndoRetrying { step, .. }
+            | RunEvent::UndoSucceeded { step, .. }
+            | RunEvent::UndoFailed { step, .. }
+            | RunEvent::StepDeferred { step, .. } => Some(step),
             RunEvent::RunAccepted { .. }
             | RunEvent::RunStarted { .. }
             | RunEvent::RunRecovered { .. }
@@ -195,6 +261,7 @@ impl RunEvent {
             RunEvent::RunAccepted { actor, .. } => Some(actor),
             RunEvent::ApprovalDecided { decision, .. } => decision.by(),
             RunEvent::RunResumed { by, .. } | RunEvent::RunCancelled { by, .. } => Some(by),
+            RunEvent::UndoScheduled { by, .. } => by.as_deref(),
             _ => None,
         }
     }
@@ -272,6 +339,34 @@ impl RunEvent {
                 Some(error) => format!("run {}: {error}", status.as_str()),
                 None => format!("run {}", status.as_str()),
             },
+            RunEvent::UndoScheduled { step, by, .. } => match by {
+                Some(by) => format!("undo of step `{step}` asked by {by}"),
+                None => format!("undo of step `{step}` scheduled for when it expires"),
+            },
+            RunEvent::UndoStarted { step, attempt, .. } => {
+                format!("undo of step `{step}` started (attempt {attempt})")
+            }
+            RunEvent::UndoRetrying {
+                step,
+                attempt,
+                error,
+                delay_ms,
+                ..
+            } => format!(
+                "undo of step `{step}` attempt {attempt} failed ({error}); retrying in {delay_ms} ms"
+            ),
+            RunEvent::UndoSucceeded { step, attempts, .. } => {
+                format!("step `{step}` undone after {attempts} attempt(s)")
+            }
+            RunEvent::UndoFailed {
+                step,
+                error,
+                attempts,
+                ..
+            } => format!("undo of step `{step}` failed after {attempts} attempt(s): {error}"),
+            RunEvent::StepDeferred { step, reason, .. } => {
+                format!("step `{step}` held: {reason}")
+            }
         }
     }
 }
@@ -285,6 +380,10 @@ pub struct StepError {
     /// For `rate_limited`: how long the upstream asked us to wait, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// The call was not made: a limit shared by every worker (a rate, a concurrency, an open
+    /// circuit breaker) holds it until then. The runner parks the step instead of failing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<Millis>,
 }
 
 impl StepError {
@@ -293,6 +392,15 @@ impl StepError {
             kind,
             message: message.into(),
             retry_after_ms: None,
+            deferred_until: None,
+        }
+    }
+
+    /// A call a shared limit holds until `until`, for `reason`.
+    pub fn deferred(until: Millis, reason: impl Into<String>) -> Self {
+        StepError {
+            deferred_until: Some(until),
+            ..StepError::new(ErrorKind::RateLimited, reason)
         }
     }
 }
@@ -407,6 +515,58 @@ pub struct StepRecord {
     pub started_at: Option<Millis>,
     pub finished_at: Option<Millis>,
     pub approval: Option<ApprovalState>,
+    /// The input of its last attempt as recorded (secrets redacted): what an undo reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// Its undo, once one was scheduled or asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<UndoState>,
+    /// While a shared limit holds its call: when it is called again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<Millis>,
+}
+
+/// Where a step's undo stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UndoState {
+    pub status: UndoStatus,
+    /// When it is due (or was, once it ran).
+    pub due: Millis,
+    /// Who asked for it; nobody when the step's effect expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UndoStatus {
+    Scheduled,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl UndoStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UndoStatus::Scheduled => "scheduled",
+            UndoStatus::Running => "running",
+            UndoStatus::Succeeded => "succeeded",
+            UndoStatus::Failed => "failed",
+        }
+    }
+
+    /// Whether the undo still has to run.
+    pub fn is_open(self) -> bool {
+        matches!(self, UndoStatus::Scheduled | UndoStatus::Running)
+    }
 }
 
 impl Default for StepRecord {
@@ -420,6 +580,9 @@ impl Default for StepRecord {
             started_at: None,
             finished_at: None,
             approval: None,
+            input: None,
+            undo: None,
+            deferred_until: None,
         }
     }
 }
@@ -481,6 +644,21 @@ impl RunState {
         Some(state)
     }
 
+    /// A step's undo, made scheduled if nothing was on record (a journal cut short before its
+    /// `UndoScheduled` still folds).
+    fn undo_mut(&mut self, step: &str) -> Option<&mut UndoState> {
+        let record = self.steps.get_mut(step)?;
+        Some(record.undo.get_or_insert(UndoState {
+            status: UndoStatus::Scheduled,
+            due: 0,
+            requested_by: None,
+            attempts: 0,
+            output: None,
+            error: None,
+            finished_at: None,
+        }))
+    }
+
     pub fn step(&self, id: &str) -> Option<&StepRecord> {
         self.steps.get(id)
     }
@@ -499,6 +677,42 @@ impl RunState {
             .filter(|approval| approval.decision.is_none())
             .map(|approval| approval.deadline)
             .min()
+    }
+
+    /// When the run must be looked at again: its earliest open approval deadline or undo.
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        let undo = self
+            .steps
+            .values()
+            .filter_map(|record| record.undo.as_ref())
+            .filter(|undo| undo.status.is_open())
+            .map(|undo| undo.due)
+            .min();
+        let deadline = (!self.status.is_terminal())
+            .then(|| self.next_deadline())
+            .flatten();
+        let deferred = self
+            .steps
+            .values()
+            .filter(|record| !record.status.is_terminal())
+            .filter_map(|record| record.deferred_until)
+            .min()
+            .filter(|_| !self.status.is_terminal());
+        undo.into_iter().chain(deadline).chain(deferred).min()
+    }
+
+    /// The steps whose undo is due at `now` (or was interrupted), earliest first.
+    pub fn undos_due(&self, now: Millis) -> Vec<String> {
+        let mut due: Vec<(Millis, &String)> = self
+            .steps
+            .iter()
+            .filter_map(|(id, record)| {
+                let undo = record.undo.as_ref()?;
+                (undo.status.is_open() && undo.due <= now).then_some((undo.due, id))
+            })
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
     /// Applies one event. Unknown combinations are applied as literally as possible: the journal
@@ -534,12 +748,18 @@ impl RunState {
                 }
             }
             RunEvent::StepStarted {
-                step, attempt, at, ..
+                step,
+                attempt,
+                input,
+                at,
+                ..
             } => {
                 let record = self.steps.entry(step.clone()).or_default();
                 record.status = StepStatus::Running;
                 record.attempts = record.attempts.max(*attempt);
                 record.started_at.get_or_insert(*at);
+                record.input = Some(input.clone());
+                record.deferred_until = None;
             }
             RunEvent::StepRetrying { .. } => {}
             RunEvent::StepSucceeded {
@@ -614,6 +834,75 @@ impl RunState {
                 self.outputs = Some(outputs.clone());
                 self.error = error.clone();
                 self.finished_at = Some(*at);
+            }
+            RunEvent::UndoScheduled { step, due, by, .. } => {
+                let record = self.steps.entry(step.clone()).or_default();
+                match &mut record.undo {
+                    Some(undo) if undo.status == UndoStatus::Succeeded => {}
+                    // Asked again after it failed: it runs again, with its attempts counted on.
+                    Some(undo) if undo.status == UndoStatus::Failed => {
+                        undo.status = UndoStatus::Scheduled;
+                        undo.due = *due;
+                        undo.requested_by = by.clone();
+                        undo.error = None;
+                        undo.finished_at = None;
+                    }
+                    Some(undo) => {
+                        undo.due = undo.due.min(*due);
+                        if by.is_some() {
+                            undo.requested_by = by.clone();
+                        }
+                    }
+                    None => {
+                        record.undo = Some(UndoState {
+                            status: UndoStatus::Scheduled,
+                            due: *due,
+                            requested_by: by.clone(),
+                            attempts: 0,
+                            output: None,
+                            error: None,
+                            finished_at: None,
+                        })
+                    }
+                }
+            }
+            RunEvent::StepDeferred { step, until, .. } => {
+                let record = self.steps.entry(step.clone()).or_default();
+                record.status = StepStatus::Pending;
+                record.deferred_until = Some(*until);
+            }
+            RunEvent::UndoStarted { step, attempt, .. } => {
+                if let Some(undo) = self.undo_mut(step) {
+                    undo.status = UndoStatus::Running;
+                    undo.attempts = undo.attempts.max(*attempt);
+                }
+            }
+            RunEvent::UndoRetrying { .. } => {}
+            RunEvent::UndoSucceeded {
+                step,
+                output,
+                attempts,
+                at,
+            } => {
+                if let Some(undo) = self.undo_mut(step) {
+                    undo.status = UndoStatus::Succeeded;
+                    undo.output = Some(output.clone());
+                    undo.attempts = *attempts;
+                    undo.finished_at = Some(*at);
+                }
+            }
+            RunEvent::UndoFailed {
+                step,
+                error,
+                attempts,
+                at,
+            } => {
+                if let Some(undo) = self.undo_mut(step) {
+                    undo.status = UndoStatus::Failed;
+                    undo.error = Some(error.clone());
+                    undo.attempts = *attempts;
+                    undo.finished_at = Some(*at);
+                }
             }
         }
     }

@@ -34,7 +34,7 @@ pub use dry_run::DryRunExecutor;
 pub use error::Error;
 pub use event::{
     ApprovalState, Decision, Millis, RunEvent, RunState, RunStatus, StepError, StepRecord,
-    StepStatus,
+    StepStatus, UndoState, UndoStatus,
 };
 pub use executor::{Grant, NoPlugins, StepCall, StepExecutor};
 pub use journal::{Journal, MemoryJournal};

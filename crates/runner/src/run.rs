@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures::stream::{self, FuturesUnordered, StreamExt};
 use playbook::template::SecretMarkers;
-use playbook::{ApprovalTimeout, ErrorKind, OnFailure, Playbook, RetryPolicy, Step};
+use playbook::{
+    ApprovalTimeout, ErrorKind, OnFailure, Playbook, PluginRef, RetryPolicy, Step, Undo,
+};
 use tracing::{info, instrument, warn};
 
 use crate::builtin;
@@ -159,6 +161,48 @@ impl Runner {
         self.drive(playbook, state, secrets, Vec::new(), None).await
     }
 
+    /// Runs the undos that are due: steps whose effect expired, or that someone asked to undo.
+    /// Each undo's outcome is written (and sealed) before the next one starts.
+    #[instrument(skip_all, fields(run_id = %state.run_id, playbook = %playbook.name))]
+    pub async fn undo_due(
+        &self,
+        playbook: &Playbook,
+        state: RunState,
+        secrets: &Secrets,
+    ) -> Result<RunState, Error> {
+        let due = state.undos_due(self.now());
+        if due.is_empty() || state.playbook != playbook.name {
+            return Ok(state);
+        }
+        let values = RunValues::new(playbook, &state.run_id, state.started_at, &state.event)
+            .with_incident(&state.incident);
+        let drive = Drive::new(self, playbook, state, secrets, Vec::new(), values);
+        for id in due {
+            let declared = playbook
+                .step(&id)
+                .and_then(|step| Some((step, step.undo.as_ref()?)));
+            match declared {
+                Some((step, undo)) => drive.undo(step, undo).await?,
+                None => drive
+                    .emit(RunEvent::UndoFailed {
+                        step: id.clone(),
+                        error: StepError::new(
+                            ErrorKind::InvalidInput,
+                            format!(
+                                "playbook `{}` as loaded now declares no `undo:` for step `{id}`",
+                                playbook.name
+                            ),
+                        ),
+                        attempts: 0,
+                        at: self.now(),
+                    })
+                    .await?,
+            }
+            drive.save().await?;
+        }
+        drive.into_state()
+    }
+
     async fn drive(
         &self,
         playbook: &Playbook,
@@ -211,6 +255,8 @@ enum StepOutcome {
     Skipped,
     /// Waiting for an approval: the step stays parked until a decision or its deadline.
     Waiting,
+    /// A shared limit holds its call: parked until the time it says.
+    Deferred,
 }
 
 /// Work the scheduler keeps in flight.
@@ -443,6 +489,13 @@ impl<'a> Drive<'a> {
         let record = state.step(step.id.as_str());
         match record.map(|r| r.status) {
             Some(status) if status.is_terminal() => return Readiness::Done,
+            Some(StepStatus::Pending)
+                if record
+                    .and_then(|r| r.deferred_until)
+                    .is_some_and(|until| now < until) =>
+            {
+                return Readiness::Parked;
+            }
             Some(StepStatus::WaitingForApproval) => {
                 let open = record
                     .and_then(|r| r.approval.as_ref())
@@ -560,6 +613,14 @@ impl<'a> Drive<'a> {
             info!("Run waits for approval.");
             return Ok(());
         }
+        let held = state
+            .steps
+            .values()
+            .any(|record| !record.status.is_terminal() && record.deferred_until.is_some());
+        if held {
+            info!("Run waits for a shared limit.");
+            return Ok(());
+        }
         let (status, outputs, error) = match self.render_outputs() {
             Ok(outputs) => (RunStatus::Succeeded, outputs, None),
             Err(error) => (RunStatus::Failed, Default::default(), Some(error)),
@@ -671,7 +732,7 @@ impl<'a> Drive<'a> {
         let earlier = self.read(|state| state.step(step.id.as_str()).map_or(0, |r| r.attempts))?;
         let result = match &step.foreach {
             None => match step.with.render(&with_secrets) {
-                Ok(input) => self.attempts(step, input, None, earlier).await?,
+                Ok(input) => self.attempts(Act::Do(step), input, None, earlier).await?,
                 Err(error) => Err((
                     StepError::new(ErrorKind::InvalidInput, format!("`with`: {error}")),
                     0,
@@ -690,8 +751,11 @@ impl<'a> Drive<'a> {
                     at: finished,
                 })
                 .await?;
+                self.schedule_expiry(step, finished).await?;
                 Ok(StepOutcome::Succeeded)
             }
+            // `attempts` recorded the hold; the step is called again when it ends.
+            Err((error, _)) if error.deferred_until.is_some() => Ok(StepOutcome::Deferred),
             Err((error, attempts)) => self.fail(step, error, attempts, started).await,
         }
     }
@@ -734,7 +798,10 @@ impl<'a> Drive<'a> {
                     ],
                 );
                 match step.with.render(&item_context) {
-                    Ok(input) => self.attempts(step, input, Some(index), earlier).await,
+                    Ok(input) => {
+                        self.attempts(Act::Do(step), input, Some(index), earlier)
+                            .await
+                    }
                     Err(error) => Ok(Err((
                         StepError::new(
                             ErrorKind::InvalidInput,
@@ -767,16 +834,19 @@ impl<'a> Drive<'a> {
     /// Calls the plugin until it succeeds, fails for good, or runs out of attempts.
     async fn attempts(
         &self,
-        step: &Step,
+        act: Act<'_>,
         input: serde_json::Value,
         item: Option<usize>,
         earlier: u32,
     ) -> Result<Result<(serde_json::Value, u32), (StepError, u32)>, Error> {
         let run_id = &self.run_id;
-        let idempotency_key = match item {
-            Some(index) => format!("{run_id}:{}:{index}", step.id),
-            None => format!("{run_id}:{}", step.id),
+        let step_id = act.step().id.as_str();
+        let idempotency_key = match (act, item) {
+            (Act::Undo(..), _) => format!("{run_id}:{step_id}:undo"),
+            (Act::Do(_), Some(index)) => format!("{run_id}:{step_id}:{index}"),
+            (Act::Do(_), None) => format!("{run_id}:{step_id}"),
         };
+        let (uses, timeout, retry) = act.call();
         // The plugin gets the secrets' values where the template put their markers; the record
         // gets `[REDACTED]` there.
         let redacted_input = self.redactor.redact(&self.secret_markers.conceal(&input));
@@ -785,25 +855,36 @@ impl<'a> Drive<'a> {
         loop {
             tries += 1;
             let attempt = earlier + tries;
-            self.emit(RunEvent::StepStarted {
-                step: step.id.to_string(),
-                attempt,
-                item,
-                input: redacted_input.clone(),
-                at: self.runner.now(),
+            let step = step_id.to_owned();
+            let at = self.runner.now();
+            let input_record = redacted_input.clone();
+            self.emit(match act {
+                Act::Do(_) => RunEvent::StepStarted {
+                    step,
+                    attempt,
+                    item,
+                    input: input_record,
+                    at,
+                },
+                Act::Undo(..) => RunEvent::UndoStarted {
+                    step,
+                    attempt,
+                    input: input_record,
+                    at,
+                },
             })
             .await?;
             self.save().await?;
             let call = StepCall {
                 run_id: run_id.clone(),
-                step_id: step.id.to_string(),
-                uses: step.uses.clone(),
+                step_id: step_id.to_owned(),
+                uses: uses.clone(),
                 input: input.clone(),
                 attempt,
                 item,
                 idempotency_key: idempotency_key.clone(),
-                timeout: step.timeout,
-                grant: self.grant(&step.uses.plugin),
+                timeout,
+                grant: self.grant(&uses.plugin),
             };
             let called = std::time::Instant::now();
             let built_in = if self.runner.executor.rehearses() {
@@ -814,44 +895,176 @@ impl<'a> Drive<'a> {
             let result = match built_in {
                 Some(answer) => answer,
                 None => {
-                    match tokio::time::timeout(step.timeout, self.runner.executor.execute(call))
-                        .await
-                    {
+                    match tokio::time::timeout(timeout, self.runner.executor.execute(call)).await {
                         Ok(result) => result,
                         Err(_) => Err(StepError::new(
                             ErrorKind::Timeout,
-                            format!(
-                                "no answer within {}",
-                                humantime::format_duration(step.timeout)
-                            ),
+                            format!("no answer within {}", humantime::format_duration(timeout)),
                         )),
                     }
                 }
             };
             self.runner
                 .observer
-                .called(&step.uses, result.as_ref().map(drop), called.elapsed());
+                .called(uses, result.as_ref().map(drop), called.elapsed());
             let mut error = match result {
                 Ok(output) => return Ok(Ok((output, attempt))),
                 Err(error) => error,
             };
+            if let Some(until) = error.deferred_until {
+                // A whole step parks, holding no worker; an item of a `foreach` or an undo waits
+                // here, since its siblings or its run are in hand. Neither counts as a try.
+                if matches!(act, Act::Do(_)) && item.is_none() {
+                    self.emit(RunEvent::StepDeferred {
+                        step: step_id.to_owned(),
+                        until,
+                        reason: error.message.clone(),
+                        at: self.runner.now(),
+                    })
+                    .await?;
+                    self.save().await?;
+                    return Ok(Err((error, attempt)));
+                }
+                tries -= 1;
+                let wait = until.saturating_sub(self.runner.now());
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                continue;
+            }
             error.message = self.redactor.redact_str(&error.message);
-            if tries >= step.retry.max_attempts || !step.retry.retry_on.contains(&error.kind) {
+            if tries >= retry.max_attempts || !retry.retry_on.contains(&error.kind) {
                 return Ok(Err((error, attempt)));
             }
-            let delay = backoff(&step.retry, tries + 1, &error);
-            warn!(attempt, kind = %error.kind, delay_ms = delay.as_millis() as u64, "Step attempt failed; retrying.");
-            self.emit(RunEvent::StepRetrying {
-                step: step.id.to_string(),
-                attempt,
-                item,
-                error,
-                delay_ms: delay.as_millis() as u64,
-                at: self.runner.now(),
+            let delay = backoff(retry, tries + 1, &error);
+            let delay_ms = delay.as_millis() as u64;
+            warn!(attempt, kind = %error.kind, delay_ms, "Attempt failed; retrying.");
+            let step = step_id.to_owned();
+            let at = self.runner.now();
+            self.emit(match act {
+                Act::Do(_) => RunEvent::StepRetrying {
+                    step,
+                    attempt,
+                    item,
+                    error,
+                    delay_ms,
+                    at,
+                },
+                Act::Undo(..) => RunEvent::UndoRetrying {
+                    step,
+                    attempt,
+                    error,
+                    delay_ms,
+                    at,
+                },
             })
             .await?;
             self.save().await?;
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Schedules the undo of a step that succeeded, when its effect expires. An expiry that
+    /// cannot be worked out is recorded as a failed undo, so it shows and people undo by hand.
+    async fn schedule_expiry(&self, step: &Step, finished: Millis) -> Result<(), Error> {
+        let Some(expires) = &step.expires else {
+            return Ok(());
+        };
+        let lasts = self
+            .undo_context(step)
+            .and_then(|context| expires.render(&context).map_err(|e| e.to_string()))
+            .and_then(|value| expiry(&value));
+        match lasts {
+            Ok(lasts) => {
+                self.emit(RunEvent::UndoScheduled {
+                    step: step.id.to_string(),
+                    due: finished + lasts.as_millis() as Millis,
+                    by: None,
+                    at: finished,
+                })
+                .await
+            }
+            Err(reason) => {
+                warn!(%reason, "The step's expiry could not be worked out.");
+                self.emit(RunEvent::UndoScheduled {
+                    step: step.id.to_string(),
+                    due: finished,
+                    by: None,
+                    at: finished,
+                })
+                .await?;
+                self.emit(RunEvent::UndoFailed {
+                    step: step.id.to_string(),
+                    error: StepError::new(ErrorKind::InvalidInput, format!("`expires`: {reason}")),
+                    attempts: 0,
+                    at: finished,
+                })
+                .await
+            }
+        }
+    }
+
+    /// What an undo's templates read: the step's context, and its recorded `input` and `output`.
+    fn undo_context(&self, step: &Step) -> Result<minijinja::Value, String> {
+        let (input, output) = self
+            .read(|state| {
+                let record = state.step(step.id.as_str());
+                (
+                    record.and_then(|r| r.input.clone()),
+                    record.and_then(|r| r.output.clone()),
+                )
+            })
+            .map_err(|e| e.to_string())?;
+        self.context(&[
+            ("input", minijinja::Value::from_serialize(&input)),
+            ("output", minijinja::Value::from_serialize(&output)),
+        ])
+        .map_err(|e| e.to_string())
+    }
+
+    /// Undoes one step: renders the undo's inputs and calls its plugin with its retry policy.
+    async fn undo(&self, step: &Step, undo: &Undo) -> Result<(), Error> {
+        let earlier = self.read(|state| {
+            state
+                .step(step.id.as_str())
+                .and_then(|r| r.undo.as_ref())
+                .map_or(0, |u| u.attempts)
+        })?;
+        let rendered = self.undo_context(step).and_then(|context| {
+            let with_secrets = merged(&context, [("secrets", self.secrets.clone())]);
+            undo.with.render(&with_secrets).map_err(|e| e.to_string())
+        });
+        let result = match rendered {
+            Ok(input) => {
+                self.attempts(Act::Undo(step, undo), input, None, earlier)
+                    .await?
+            }
+            Err(error) => Err((
+                StepError::new(ErrorKind::InvalidInput, format!("undo `with`: {error}")),
+                earlier,
+            )),
+        };
+        let at = self.runner.now();
+        let step_id = step.id.to_string();
+        match result {
+            Ok((output, attempts)) => {
+                info!(step = %step.id, "Step undone.");
+                self.emit(RunEvent::UndoSucceeded {
+                    step: step_id,
+                    output: self.redactor.redact(&output),
+                    attempts,
+                    at,
+                })
+                .await
+            }
+            Err((error, attempts)) => {
+                warn!(step = %step.id, %error, "Undo failed.");
+                self.emit(RunEvent::UndoFailed {
+                    step: step_id,
+                    error,
+                    attempts,
+                    at,
+                })
+                .await
+            }
         }
     }
 
@@ -903,6 +1116,50 @@ impl<'a> Drive<'a> {
         .await?;
         Ok(StepOutcome::Failed(error))
     }
+}
+
+/// A plugin call the runner makes: a step's (or one of its items'), or a step's undo.
+#[derive(Clone, Copy)]
+enum Act<'p> {
+    Do(&'p Step),
+    Undo(&'p Step, &'p Undo),
+}
+
+impl<'p> Act<'p> {
+    fn step(self) -> &'p Step {
+        match self {
+            Act::Do(step) | Act::Undo(step, _) => step,
+        }
+    }
+
+    /// What it calls, the deadline of one attempt, and its retry policy.
+    fn call(self) -> (&'p PluginRef, Duration, &'p RetryPolicy) {
+        match self {
+            Act::Do(step) => (&step.uses, step.timeout, &step.retry),
+            Act::Undo(_, undo) => (&undo.uses, undo.timeout, &undo.retry),
+        }
+    }
+}
+
+/// How long a step's effect lasts, from its rendered `expires`: a duration's text or seconds.
+fn expiry(value: &serde_json::Value) -> Result<Duration, String> {
+    let lasts = match value {
+        serde_json::Value::String(text) => humantime::parse_duration(text.trim())
+            .map_err(|e| format!("`{text}` is not a duration ({e})"))?,
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{n} is not a whole number of seconds"))?,
+        other => return Err(format!("it rendered {}, not a duration", json_kind(other))),
+    };
+    if lasts > playbook::MAX_EXPIRY {
+        return Err(format!(
+            "{} is longer than the maximum of {}",
+            humantime::format_duration(lasts),
+            humantime::format_duration(playbook::MAX_EXPIRY)
+        ));
+    }
+    Ok(lasts)
 }
 
 /// The delay before attempt `next_attempt`: the policy's exponential delay, jittered ("equal

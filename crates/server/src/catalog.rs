@@ -77,12 +77,22 @@ impl Catalog {
         })?;
         let mut problems = Vec::new();
         let mut playbooks = Vec::new();
+        let mut loaded_from = Vec::new();
         for file in &files {
             match playbook::load(file) {
-                Ok(playbook) => playbooks.push(playbook),
+                Ok(playbook) => {
+                    playbooks.push(playbook);
+                    loaded_from.push(file);
+                }
                 Err(playbook::Error::Invalid(diagnostics)) => problems.push(diagnostics.render()),
                 Err(error) => problems.push(format!("{}: {error}", file.display())),
             }
+        }
+        let all: Vec<&Playbook> = playbooks.iter().collect();
+        for (index, problem) in playbook::check_calls(&all) {
+            let file = loaded_from[index];
+            let source = std::fs::read_to_string(file).unwrap_or_default();
+            problems.push(problem.render(&file.display().to_string(), &source));
         }
         let catalog = Catalog::from_playbooks(playbooks, config, &mut problems);
         if problems.is_empty() {

@@ -66,6 +66,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// Approvals in Slack, when configured.
     pub slack: Option<SlackConfig>,
+    /// Limits shared by every worker, per plugin (integration) name.
+    pub limits: BTreeMap<String, store::limits::Limit>,
 }
 
 /// Slack: where approval requests are posted, and who may answer them there.
@@ -215,6 +217,24 @@ struct RawConfig {
     #[serde(default)]
     console: RawConsole,
     slack: Option<RawSlack>,
+    #[serde(default)]
+    limits: BTreeMap<String, RawLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    /// `<calls>/s`, `/m` or `/h`.
+    rate: Option<String>,
+    concurrency: Option<u32>,
+    breaker: Option<RawBreaker>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    failures: u32,
+    cool_down: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -566,6 +586,15 @@ impl Config {
             .slack
             .and_then(|raw| slack_config(raw, &api, env, &mut problems));
 
+        let limits = raw
+            .limits
+            .into_iter()
+            .map(|(name, raw)| {
+                let limit = limit_config(&name, raw, &mut problems);
+                (name, limit)
+            })
+            .collect();
+
         let secrets = env
             .iter()
             .filter_map(|(key, value)| {
@@ -593,7 +622,58 @@ impl Config {
             api,
             console,
             slack,
+            limits,
         })
+    }
+}
+
+/// One `limits.<plugin>` entry; every problem is listed.
+fn limit_config(name: &str, raw: RawLimit, problems: &mut Vec<String>) -> store::limits::Limit {
+    let rate = raw.rate.and_then(|text| {
+        let parsed = text.split_once('/').and_then(|(calls, per)| {
+            let calls: u32 = calls.trim().parse().ok().filter(|n| *n > 0)?;
+            let per_ms = match per.trim() {
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                _ => return None,
+            };
+            Some((calls, per_ms))
+        });
+        if parsed.is_none() {
+            problems.push(format!(
+                "limits.{name}.rate: `{text}` is not a rate like `10/s`, `300/m` or `1000/h`"
+            ));
+        }
+        parsed
+    });
+    if raw.concurrency == Some(0) {
+        problems.push(format!(
+            "limits.{name}.concurrency: 0 would hold every call; leave it out for no limit"
+        ));
+    }
+    let breaker = raw.breaker.and_then(|breaker| {
+        if breaker.failures == 0 {
+            problems.push(format!("limits.{name}.breaker.failures must be at least 1"));
+        }
+        match humantime::parse_duration(&breaker.cool_down) {
+            Ok(cool_down) => Some(store::limits::Breaker {
+                failures: breaker.failures.max(1),
+                cool_down_ms: u64::try_from(cool_down.as_millis()).unwrap_or(u64::MAX),
+            }),
+            Err(error) => {
+                problems.push(format!(
+                    "limits.{name}.breaker.cool_down: `{}` is not a duration like 30s ({error})",
+                    breaker.cool_down
+                ));
+                None
+            }
+        }
+    });
+    store::limits::Limit {
+        rate,
+        concurrency: raw.concurrency.filter(|n| *n > 0),
+        breaker,
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use runner::{Decision, RunState, Runner};
 
+use crate::catalog::Catalog;
 use crate::desk::CaseDesk;
 use crate::error::Error;
 
@@ -103,6 +104,85 @@ impl RunControl {
             Ok(())
         })
         .await
+    }
+
+    /// Asks for a run's effects to be undone now: `step`, or everything the run still holds;
+    /// queues the run, so a worker calls the undos (with their retries, durably). Returns the
+    /// steps. `catalog` says how each step is undone.
+    pub async fn undo(
+        &self,
+        catalog: &Catalog,
+        run_id: &str,
+        step: Option<&str>,
+        by: &str,
+    ) -> Result<Vec<String>, Error> {
+        let Some(record) = self.store.run(run_id).await? else {
+            return Err(Error::NotFound(format!("there is no run {run_id}")));
+        };
+        let playbook = catalog.playbook(&record.playbook).ok_or_else(|| {
+            Error::Conflict(format!(
+                "playbook `{}` is not loaded, so how to undo its steps is not known",
+                record.playbook
+            ))
+        })?;
+        self.with_run_lock(run_id, async || {
+            let events = self.store.events(run_id).await?;
+            let mut state = RunState::from_events(&events)
+                .ok_or_else(|| Error::Conflict(format!("run {run_id} has not started")))?;
+            let steps = self
+                .runner
+                .request_undo(playbook, &mut state, step, by)
+                .await
+                .map_err(|error| match error {
+                    runner::Error::Refused(reason) => Error::Conflict(reason),
+                    other => Error::Run(other),
+                })?;
+            self.store.push(run_id).await?;
+            Ok(steps)
+        })
+        .await
+    }
+
+    /// A person's change to a case. Closing it also asks, for each of its runs whose playbook
+    /// says `case.undo_on_close`, to undo what the run still holds (a run holding nothing is
+    /// left as it is); returns the case as the change leaves it.
+    pub async fn change_case(
+        &self,
+        catalog: &Catalog,
+        case: cases::CaseId,
+        change: cases::Change,
+        by: &str,
+    ) -> Result<cases::Case, Error> {
+        let closes = matches!(
+            change,
+            cases::Change::Move {
+                to: cases::Phase::Closed,
+                ..
+            }
+        );
+        let changed = self.desk.change(case, change, by).await?;
+        if !closes || changed.phase != cases::Phase::Closed {
+            return Ok(changed);
+        }
+        for alert in &changed.alerts {
+            let undoes = catalog
+                .playbook(&alert.playbook)
+                .and_then(|playbook| playbook.case.as_ref())
+                .is_some_and(|rule| rule.undo_on_close);
+            if !undoes {
+                continue;
+            }
+            match self.undo(catalog, &alert.run_id, None, by).await {
+                Ok(steps) => {
+                    tracing::info!(run_id = %alert.run_id, ?steps, "Undoing a run's effects as its case closed.")
+                }
+                Err(Error::Conflict(reason)) => {
+                    tracing::debug!(run_id = %alert.run_id, %reason, "Nothing undone as the case closed.")
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(changed)
     }
 
     /// Runs `operation` under the run's lock. A run being advanced holds the lock until its

@@ -171,6 +171,43 @@ impl CaseDesk {
         )))
     }
 
+    /// Files a sub-playbook's run (`run_id`, of `playbook`) under `case`, the case of the run that
+    /// called it. A run already filed, or a case that takes no more alerts, is left as it is.
+    pub async fn attach_call(
+        &self,
+        case: CaseId,
+        playbook: &str,
+        run_id: &str,
+        by_run: &str,
+    ) -> Result<(), Error> {
+        for _ in 0..ATTEMPTS {
+            if self.store.case_of_run(run_id).await?.is_some() {
+                return Ok(());
+            }
+            let Some(read) = self.read(case).await? else {
+                return Ok(());
+            };
+            if !read.case.takes_alerts() {
+                return Ok(());
+            }
+            let now = store::now_millis();
+            let reason = JoinReason::Called {
+                by_run: by_run.to_owned(),
+            };
+            let events = read.case.joining(playbook, run_id, reason, Vec::new(), now);
+            let addition = Addition {
+                run: Some(run_id),
+                ..Addition::to(&read, events, now)
+            };
+            if self.write(case, addition).await?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(Error::Conflict(format!(
+            "case {case} kept changing while sub-playbook run {run_id} joined it"
+        )))
+    }
+
     /// Records on the run's case what the run did since the case last looked: steps with a
     /// phase that succeeded (moving the case on), what their outputs revealed, how it ended.
     /// Does nothing for a run without a case. `playbook` gives the steps' phases; without it

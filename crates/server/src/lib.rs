@@ -12,6 +12,7 @@
 //! crate does).
 
 pub mod auth;
+pub mod calls;
 pub mod catalog;
 pub mod config;
 mod console;
@@ -47,6 +48,8 @@ pub struct Parts {
     pub metrics: Arc<metrics::Metrics>,
     /// Approvals in Slack, when configured.
     pub slack: Option<Arc<slack::Slack>>,
+    /// The runner's executor: plugins, and sub-playbooks (which the process's worker drives).
+    calls: Arc<calls::Calls>,
 }
 
 impl Parts {
@@ -75,13 +78,22 @@ impl Parts {
         };
         check_plugins(&catalog, plugins.as_deref())?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let executor: Arc<dyn runner::StepExecutor> = match &plugins {
+        let plugin_calls: Arc<dyn runner::StepExecutor> = match &plugins {
             Some(host) => host.clone(),
             None => Arc::new(runner::NoPlugins),
         };
+        let playbooks = Arc::new(catalog::Playbooks::new(catalog));
+        let calls = Arc::new(calls::Calls::new(
+            plugin_calls,
+            Arc::clone(&store),
+            Arc::clone(&playbooks),
+            desk::CaseDesk::new(Arc::clone(&store), Arc::clone(&metrics)),
+            config.webhooks.delivery_ttl,
+            config.limits.clone(),
+        ));
         let journal: Arc<dyn runner::Journal> = store.clone();
         let runner =
-            Arc::new(runner::Runner::new(executor, journal).with_observer(metrics.clone()));
+            Arc::new(runner::Runner::new(calls.clone(), journal).with_observer(metrics.clone()));
         let slack = config
             .slack
             .clone()
@@ -89,16 +101,17 @@ impl Parts {
         Ok(Parts {
             config,
             store,
-            playbooks: Arc::new(catalog::Playbooks::new(catalog)),
+            playbooks,
             runner,
             plugins,
             metrics,
             slack,
+            calls,
         })
     }
 
     fn worker(&self) -> Arc<worker::Worker> {
-        Arc::new(worker::Worker {
+        let worker = Arc::new(worker::Worker {
             id: worker::new_worker_id(),
             store: Arc::clone(&self.store),
             runner: Arc::clone(&self.runner),
@@ -108,7 +121,9 @@ impl Parts {
             desk: self.desk(),
             delivery_ttl: self.config.webhooks.delivery_ttl,
             slack: self.slack.clone(),
-        })
+        });
+        self.calls.driven_by(&worker);
+        worker
     }
 
     /// What people use to cancel, decide and resume runs.
@@ -207,15 +222,23 @@ fn check_plugins(
     }
 }
 
-/// The steps of `playbook` whose plugin or action is not loaded.
+/// The steps of `playbook` whose plugin or action (or their undo's) is not loaded.
 pub(crate) fn plugin_problems(
     playbook: &playbook::Playbook,
     plugins: Option<&plugin_host::PluginHost>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
-    for step in playbook.steps.iter().chain(&playbook.handlers) {
-        let uses = &step.uses;
-        if uses.plugin == runner::CORE {
+    let calls = playbook
+        .steps
+        .iter()
+        .chain(&playbook.handlers)
+        .flat_map(|step| {
+            let undo = step.undo.as_ref().map(|undo| (step, &undo.uses));
+            std::iter::once((step, &step.uses)).chain(undo)
+        });
+    for (step, uses) in calls {
+        // Sub-playbooks are checked with the catalog (`playbook::check_calls`).
+        if uses.plugin == runner::CORE || uses.plugin == playbook::PLAYBOOK_CALL {
             continue;
         }
         match plugins.and_then(|host| host.manifest(&uses.plugin)) {

@@ -41,6 +41,7 @@ pub struct Metrics {
     webhooks: Family<WebhookLabels, Counter>,
     runs: Family<OutcomeLabels, Counter>,
     steps: Family<OutcomeLabels, Counter>,
+    undos: Family<OutcomeLabels, Counter>,
     step_seconds: Family<OutcomeLabels, Histogram>,
     plugin_seconds: Family<PluginLabels, Histogram>,
     journal_seconds: Histogram,
@@ -90,6 +91,12 @@ impl Default for Metrics {
             "steps",
             "Steps that ended (succeeded, failed, skipped) and attempts retried",
             steps.clone(),
+        );
+        let undos = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "undos",
+            "Undos of steps' effects that ended (succeeded, failed)",
+            undos.clone(),
         );
         let step_seconds = Family::<OutcomeLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> _,
@@ -159,6 +166,7 @@ impl Default for Metrics {
             webhooks,
             runs,
             steps,
+            undos,
             step_seconds,
             plugin_seconds,
             journal_seconds,
@@ -244,6 +252,12 @@ impl Metrics {
             }
             RunEvent::RunCancelled { .. } => {
                 self.runs.get_or_create(&outcome("cancelled")).inc();
+            }
+            RunEvent::UndoSucceeded { .. } => {
+                self.undos.get_or_create(&outcome("succeeded")).inc();
+            }
+            RunEvent::UndoFailed { .. } => {
+                self.undos.get_or_create(&outcome("failed")).inc();
             }
             _ => {}
         }

@@ -167,7 +167,7 @@ pub fn link(id: &str, head: (u64, &str), events: Vec<String>) -> Vec<AuditRecord
         .collect()
 }
 
-/// The seal for a batch of a run's records, if the batch ends the run.
+/// The seal for a batch of a run's records, if the batch ends the run or one of its undos.
 pub(crate) fn seal(
     run_id: &str,
     events: &[RunEvent],
@@ -177,6 +177,8 @@ pub(crate) fn seal(
     let status = events.iter().rev().find_map(|event| match event {
         RunEvent::RunFinished { status, .. } => Some(status.as_str()),
         RunEvent::RunCancelled { .. } => Some("cancelled"),
+        RunEvent::UndoSucceeded { .. } => Some("undone"),
+        RunEvent::UndoFailed { .. } => Some("undo_failed"),
         _ => None,
     })?;
     Some(TrailEntry::RunSealed {
@@ -245,7 +247,7 @@ pub async fn verify_store(store: &dyn Store) -> Result<Verification, Error> {
             report.problems.push(problem);
         }
         let ended = records.last().is_some_and(|record| {
-            serde_json::from_str::<RunEvent>(&record.event).is_ok_and(|event| event.is_terminal())
+            serde_json::from_str::<RunEvent>(&record.event).is_ok_and(|event| event.seals())
         });
         let problem = |position: usize, reason: String| ChainBreak {
             run_id: run_id.clone(),

@@ -20,6 +20,7 @@
 
 pub mod audit;
 mod error;
+pub mod limits;
 mod redis_store;
 mod sqlite_store;
 
@@ -364,6 +365,27 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
 
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), Error>;
+
+    /// Takes a slot of the shared limit `key` for `holder`, leased until `lease_end`, or says
+    /// until when the limit holds the call ([`limits`]).
+    async fn take_slot(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: &limits::Limit,
+        now: Millis,
+        lease_end: Millis,
+    ) -> Result<Result<(), limits::Held>, Error>;
+
+    /// Gives `holder`'s slot of `key` back, with how its call went.
+    async fn give_slot_back(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: &limits::Limit,
+        outcome: limits::Outcome,
+        now: Millis,
+    ) -> Result<(), Error>;
 
     /// Steps waiting for approval in runs that have not ended, soonest deadline first.
     async fn pending_approvals(&self, limit: usize) -> Result<Vec<PendingApproval>, Error>;

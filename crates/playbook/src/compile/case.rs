@@ -13,6 +13,7 @@ impl<'s> Compiler<'s> {
             severity: None,
             observables: Vec::new(),
             join_on: Vec::new(),
+            undo_on_close: false,
         };
         let Some(fields) = self.mapping(node, "`case`", CASE_FIELDS) else {
             return rule;
@@ -73,6 +74,9 @@ impl<'s> Compiler<'s> {
                 }
             }
         }
+        rule.undo_on_close = fields
+            .get("undo_on_close")
+            .is_some_and(|n| self.boolean(n, "undo_on_close"));
         rule
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::diagnostic::{Diagnostic, Position};
 use crate::model::{
     Approval, ApprovalTimeout, Dedupe, ErrorKind, Foreach, OnFailure, Playbook, PluginGrant,
-    PluginRef, RetryPolicy, Step, StepId, Trigger,
+    PluginRef, RetryPolicy, Step, StepId, Trigger, Undo,
 };
 use crate::schedule::Schedule;
 use crate::template::{self, Condition, Input, Kind, Source};
@@ -48,6 +48,7 @@ pub const CASE_FIELDS: &[&str] = &[
     "severity",
     "observables",
     "join_on",
+    "undo_on_close",
 ];
 /// What a playbook grants one plugin.
 pub const PLUGIN_GRANT_FIELDS: &[&str] = &["hosts", "secrets"];
@@ -69,7 +70,12 @@ pub const STEP_FIELDS: &[&str] = &[
     "on_failure",
     "approval",
     "phase",
+    "undo",
+    "expires",
 ];
+pub const UNDO_FIELDS: &[&str] = &["uses", "with", "timeout", "retry"];
+/// What an `undo:` can read about the step it undoes, besides what the step could read.
+pub const UNDO_ROOTS: &[&str] = &["input", "output"];
 pub const FOREACH_FIELDS: &[&str] = &["items", "as", "concurrency"];
 pub const RETRY_FIELDS: &[&str] = &["max_attempts", "backoff", "on"];
 pub const BACKOFF_FIELDS: &[&str] = &["initial", "max", "multiplier", "jitter"];
@@ -91,6 +97,8 @@ pub(crate) const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 *
 /// default (`webhooks.delivery_ttl`), which is what keeps a caught-up tick from firing twice.
 pub(crate) const MAX_CATCH_UP: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) const DEFAULT_CASE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest a step's effect may be declared to last before its undo.
+pub const MAX_EXPIRY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 pub(crate) const MAX_CASE_WINDOW: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 pub(crate) const MAX_ATTEMPTS: u64 = 100;
 /// Attempts of a step whose `retry` mapping does not say `max_attempts`.
@@ -129,7 +137,7 @@ const FAMILIAR_NAMES: &[(&str, &str)] = &[
 
 /// Every variable a template can ever read.
 pub(crate) const ROOTS: &[&str] = &[
-    "trigger", "vars", "secrets", "steps", "run", "incident", "error",
+    "trigger", "vars", "secrets", "steps", "run", "incident", "error", "input", "output",
 ];
 
 /// Checks a playbook's YAML text; returns the playbook or every problem found.
@@ -308,7 +316,7 @@ pub(super) fn one_or_many(node: &Node) -> Vec<&Node> {
 }
 
 /// The closest known name, for "did you mean" hints.
-pub(super) fn suggest<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
+pub(crate) fn suggest<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
     if let Some((_, ours)) = FAMILIAR_NAMES.iter().find(|(theirs, _)| *theirs == unknown)
         && let Some(found) = known.iter().find(|k| *k == ours)
     {

@@ -72,9 +72,32 @@ impl<'s> Compiler<'s> {
         if let Some(foreach) = &step.foreach {
             roots.push(&foreach.var);
         }
-        scope.roots = roots;
+        scope.roots = roots.clone();
         scope.place = "`with`";
         self.check_input(context, &scope, &step.with);
+        if step.undo.is_none() && step.expires.is_none() {
+            return;
+        }
+        // An undo runs after its step succeeded: it reads what the step's `with` may, the step's
+        // own result, and its recorded `input` and `output`.
+        let mut after_step = visible.map(<[bool]>::to_vec);
+        if let (Some(after), Some(&index)) =
+            (&mut after_step, context.step_index.get(step.id.as_str()))
+        {
+            after[index] = true;
+        }
+        roots.extend_from_slice(UNDO_ROOTS);
+        let mut undo_scope = Scope::new(&roots, "`undo`");
+        undo_scope.visible_steps = after_step.as_deref();
+        undo_scope.step = Some(step.id.as_str());
+        if let Some(undo) = &step.undo {
+            self.check_input(context, &undo_scope, &undo.with);
+        }
+        if let Some(expires) = &step.expires {
+            undo_scope.roots.retain(|root| *root != "secrets");
+            undo_scope.place = "`expires`";
+            self.check_input(context, &undo_scope, expires);
+        }
     }
 
     pub(super) fn check_input(
@@ -188,6 +211,7 @@ pub(super) fn check_path(
                 "steps" if scope.place == "`case`" => "a run joins its case before any step runs (what steps find reaches the case as observables)".to_owned(),
                 "steps" => "the trigger is checked before any step runs".to_owned(),
                 "error" => "`error` exists only in failure handlers".to_owned(),
+                "input" | "output" => "a step's recorded `input` and `output` exist only in its `undo:` and `expires:`".to_owned(),
                 _ => format!("here you can use {}", backticked(&scope.roots)),
             };
             return Err((format!("`{root}` cannot be used in {}", scope.place), hint));

@@ -273,6 +273,8 @@ impl<'s> Compiler<'s> {
             on_failure: OnFailure::Fail,
             approval: None,
             phase: None,
+            undo: None,
+            expires: None,
             position: node.pos,
         };
         let Some(fields) = self.mapping(node, what, STEP_FIELDS) else {
@@ -296,6 +298,14 @@ impl<'s> Compiler<'s> {
         step.name = fields.get("name").map(|n| self.string(n, "name"));
         if let Some(uses) = self.required(&fields, "uses", what) {
             step.uses = self.plugin_ref(uses);
+            if step.uses.plugin == crate::calls::PLAYBOOK_CALL && step.uses.version.is_some() {
+                self.error_with_hint(
+                    "invalid-uses",
+                    uses.pos,
+                    "a sub-playbook cannot be pinned to a version",
+                    "write `uses: playbook/<name>`: the playbook of that name loaded beside this one runs",
+                );
+            }
         }
         if let Some(with) = fields.get("with") {
             if !matches!(with.value, Value::Map(_)) {
@@ -340,7 +350,85 @@ impl<'s> Compiler<'s> {
             );
         }
         step.phase = fields.get("phase").map(|n| self.step_phase(n));
+        if let Some(undo) = fields.get("undo") {
+            step.undo = Some(self.undo(undo, &step));
+            if is_handler {
+                self.error_with_hint(
+                    "handler-undo",
+                    undo.pos,
+                    "handlers cannot be undone",
+                    "give `undo:` to the step that acts; a handler responds to a failure",
+                );
+            }
+            if let Some(foreach) = fields.get("foreach") {
+                self.error_with_hint(
+                    "foreach-undo",
+                    foreach.pos,
+                    "a `foreach` step cannot have `undo:`",
+                    "undo acts on one step's input and output; act on a list with one step whose plugin takes the list",
+                );
+            }
+        }
+        if let Some(expires) = fields.get("expires") {
+            step.expires = Some(self.expires(expires));
+            if step.undo.is_none() {
+                self.error_with_hint(
+                    "expires-without-undo",
+                    expires.pos,
+                    "`expires` needs an `undo:` to run when the step's effect expires",
+                    "add `undo: { uses: <plugin>/<action>, with: {...} }` to the step",
+                );
+            }
+        }
         step
+    }
+
+    /// `undo:`: its own plugin call; timeout and retry default to the step's.
+    fn undo(&mut self, node: &Node, step: &Step) -> Undo {
+        let mut undo = Undo {
+            uses: step.uses.clone(),
+            with: Input::Map(Vec::new()),
+            timeout: step.timeout,
+            retry: step.retry.clone(),
+        };
+        let Some(fields) = self.mapping(node, "`undo`", UNDO_FIELDS) else {
+            return undo;
+        };
+        if let Some(uses) = self.required(&fields, "uses", "`undo`") {
+            undo.uses = self.plugin_ref(uses);
+        }
+        if let Some(with) = fields.get("with") {
+            if !matches!(with.value, Value::Map(_)) {
+                self.error(
+                    "wrong-type",
+                    with.pos,
+                    format!("`with` must be a mapping of inputs, found {}", with.kind()),
+                );
+            }
+            undo.with = self.input(with);
+        }
+        if let Some(timeout) = fields.get("timeout") {
+            undo.timeout = self.duration(timeout, "timeout", MAX_STEP_TIMEOUT);
+        }
+        if let Some(retry) = fields.get("retry") {
+            undo.retry = self.retry(retry);
+        }
+        undo
+    }
+
+    /// `expires:` a duration, checked now, or a template that renders one when the step succeeds.
+    fn expires(&mut self, node: &Node) -> Input {
+        match &node.value {
+            Value::String(text) if text.contains("{{") || text.contains("{%") => {
+                self.template_string(node, "expires")
+            }
+            _ => {
+                let duration = self.duration(node, "expires", MAX_EXPIRY);
+                Input::Literal(serde_json::Value::String(
+                    humantime::format_duration(duration).to_string(),
+                ))
+            }
+        }
     }
 
     pub(super) fn plugin_ref(&mut self, node: &Node) -> PluginRef {

@@ -8,7 +8,7 @@ use super::*;
 use crate::compile::{
     APPROVAL_FIELDS, BACKOFF_FIELDS, CASE_FIELDS, DEDUPE_FIELDS, FOREACH_FIELDS, ON_FAILURE_FIELDS,
     PLAYBOOK_FIELDS, PLUGIN_GRANT_FIELDS, RETRY_FIELDS, SCHEDULE_FIELDS, STEP_FIELDS,
-    TRIGGER_FIELDS,
+    TRIGGER_FIELDS, UNDO_FIELDS,
 };
 use crate::model::{ApprovalTimeout, StepId};
 
@@ -17,7 +17,7 @@ fn objects() -> Vec<(&'static str, Vec<&'static str>)> {
     let handler_fields = STEP_FIELDS
         .iter()
         .copied()
-        .filter(|f| *f != "needs" && *f != "approval")
+        .filter(|f| !matches!(*f, "needs" | "approval" | "undo" | "expires"))
         .collect();
     vec![
         ("", PLAYBOOK_FIELDS.to_vec()),
@@ -31,6 +31,7 @@ fn objects() -> Vec<(&'static str, Vec<&'static str>)> {
         ("/$defs/backoff", BACKOFF_FIELDS.to_vec()),
         ("/$defs/on_failure", ON_FAILURE_FIELDS.to_vec()),
         ("/$defs/approval", APPROVAL_FIELDS.to_vec()),
+        ("/$defs/undo", UNDO_FIELDS.to_vec()),
         ("/$defs/plugin_grant", PLUGIN_GRANT_FIELDS.to_vec()),
         ("/$defs/case", CASE_FIELDS.to_vec()),
         (

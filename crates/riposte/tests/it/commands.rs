@@ -34,6 +34,7 @@ fn every_subcommand_has_help() {
         vec!["worker", "--help"],
         vec!["resume", "--help"],
         vec!["approve", "--help"],
+        vec!["undo", "--help"],
         vec!["deny", "--help"],
         vec!["audit", "verify", "--help"],
         vec!["token", "new", "--help"],
@@ -81,6 +82,59 @@ fn invalid_playbooks_exit_1_with_located_diagnostics() {
     assert_eq!(diagnostic["line"], 6);
     assert_eq!(diagnostic["column"], 5);
     assert_eq!(diagnostic["hint"], "did you mean `retry`?");
+}
+
+#[test]
+fn sub_playbooks_that_call_each_other_or_nothing_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, calls: &[&str]| {
+        let steps: String = calls
+            .iter()
+            .enumerate()
+            .map(|(n, callee)| format!("  - id: call_{n}\n    uses: playbook/{callee}\n"))
+            .collect();
+        std::fs::write(
+            dir.path().join(format!("{name}.yaml")),
+            format!("name: {name}\ntrigger: {{ webhook: {name}, public: true }}\nsteps:\n{steps}"),
+        )
+        .expect("write");
+    };
+    write("triage", &["enrich", "contain"]);
+    write("enrich", &["lookup"]);
+    std::fs::write(
+        dir.path().join("lookup.yaml"),
+        "name: lookup\ntrigger: { webhook: lookup, public: true }\nsteps:\n  - { id: ask, uses: core/echo }\n",
+    )
+    .expect("write");
+    let valid = riposte(&["validate", dir.path().to_str().expect("utf-8 path")]);
+    assert_eq!(valid.status.code(), Some(1), "`contain` does not exist yet");
+    let stderr = text(&valid.stderr);
+    assert!(
+        stderr.contains("step `call_1` calls playbook `contain`, which does not exist"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("triage.yaml:6:5"), "{stderr}");
+
+    write("contain", &["triage"]);
+    let cycle = riposte(&["validate", dir.path().to_str().expect("utf-8 path")]);
+    assert_eq!(cycle.status.code(), Some(1));
+    let stderr = text(&cycle.stderr);
+    assert!(
+        stderr.contains("error[call-cycle]: step `call_0` calls playbook `triage`, which calls `contain` back: contain → triage → contain"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("calls `triage` back: triage → contain → triage"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("enrich.yaml"),
+        "enrich calls no cycle: {stderr}"
+    );
+
+    write("contain", &["lookup"]);
+    let fixed = riposte(&["validate", dir.path().to_str().expect("utf-8 path")]);
+    assert!(fixed.status.success(), "{}", text(&fixed.stderr));
 }
 
 #[test]

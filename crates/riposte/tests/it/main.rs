@@ -5,3 +5,4 @@ mod console;
 mod crash;
 mod plugins;
 mod schedule;
+mod undo;

@@ -1,5 +1,6 @@
 //! Ordering, parallelism, conditions, loops, retries, timeouts, failure handling, outputs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use playbook::ErrorKind;
@@ -628,4 +629,69 @@ steps:
             );
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_a_shared_limit_holds_parks_the_step_without_a_try() {
+    let yaml = r#"
+name: held
+trigger: { webhook: t, public: true }
+steps:
+  - id: call
+    uses: test/act
+  - id: after
+    uses: core/echo
+    needs: call
+"#;
+    let compiled = playbook(yaml);
+    let now = runner::Runner::new(Scripted::new(), Arc::new(runner::MemoryJournal::new())).now();
+    let held = StepError::deferred(
+        now + 5_000,
+        "the shared limit of `test`: 1 call(s) already in flight",
+    );
+    let executor = Scripted::new().on("call", vec![Behaviour::Err(held, Duration::ZERO)]);
+    let harness = Harness::new(executor);
+    let state = harness.start(&compiled, json!({})).await;
+    assert_eq!(
+        state.status,
+        RunStatus::Running,
+        "parked, not failed, not finished"
+    );
+    assert_eq!(state.next_wakeup(), Some(now + 5_000));
+    assert!(harness.events().iter().any(|e| matches!(
+        e,
+        RunEvent::StepDeferred { step, until, .. } if step == "call" && *until == now + 5_000
+    )));
+    // Advanced before the limit lets it go: nothing is called.
+    let early = harness
+        .runner
+        .advance(
+            &compiled,
+            "run-1",
+            &json!({}),
+            &harness.events(),
+            &runner::Secrets::default(),
+            1,
+        )
+        .await
+        .expect("advances");
+    assert_eq!(early.status, RunStatus::Running);
+    assert_eq!(harness.executor.calls_of("call").len(), 1);
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let done = harness
+        .runner
+        .advance(
+            &compiled,
+            "run-1",
+            &json!({}),
+            &harness.events(),
+            &runner::Secrets::default(),
+            1,
+        )
+        .await
+        .expect("advances");
+    assert_eq!(done.status, RunStatus::Succeeded);
+    assert_eq!(harness.executor.calls_of("call").len(), 2);
+    assert_eq!(done.step("call").map(|r| r.deferred_until), Some(None));
 }

@@ -6,6 +6,7 @@ mod control;
 mod every_run_ends;
 mod execution;
 mod recovery;
+mod undo;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

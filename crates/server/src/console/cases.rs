@@ -340,6 +340,9 @@ fn why(reason: &JoinReason) -> Markup {
         JoinReason::Observable { observable } => {
             html! { "shared " (observable.kind) " " code { (observable.value) } }
         }
+        JoinReason::Called { by_run } => {
+            html! { "called by run " a href={ "/runs/" (by_run) } { code { (short(by_run)) } } }
+        }
     }
 }
 
@@ -491,7 +494,10 @@ async fn change(
             "that is not a phase or severity",
         );
     };
-    let outcome = state.desk.change(id, change, &person.caller.name).await;
+    let outcome = state
+        .control
+        .change_case(&state.playbooks.current(), id, change, &person.caller.name)
+        .await;
     let status = match &outcome {
         Ok(_) => StatusCode::SEE_OTHER,
         Err(crate::Error::NotFound(_)) => StatusCode::NOT_FOUND,

@@ -86,6 +86,7 @@ fn done_note(done: Option<&str>) -> Markup {
         Some("approved") => "Approved: a worker resumes the run.",
         Some("denied") => "Denied: the step is skipped.",
         Some("cancelled") => "The run is cancelled.",
+        Some("undoing") => "Undo asked for: a worker calls it.",
         Some("reloaded") => "Playbooks reloaded.",
         _ => return html! {},
     };

@@ -52,6 +52,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs", get(runs::list))
         .route("/runs/{run_id}", get(runs::detail))
         .route("/runs/{run_id}/cancel", post(runs::cancel))
+        .route("/runs/{run_id}/undo", post(runs::undo))
         // `approve` or `deny`.
         .route("/runs/{run_id}/steps/{step}/{verdict}", post(runs::decide))
         .route("/approvals", get(runs::approvals))

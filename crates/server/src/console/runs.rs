@@ -8,7 +8,7 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use runner::{Decision, RunEvent};
+use runner::{Decision, RunEvent, UndoStatus};
 use serde::Deserialize;
 
 use super::cases::{short, unavailable};
@@ -17,7 +17,7 @@ use super::session::check_form;
 use super::{Person, done, record, refusal, require};
 use crate::http::AppState;
 use crate::tokens::Role;
-use crate::views::{RUN_STATUSES, RunFilter};
+use crate::views::{RUN_STATUSES, RunFilter, StepDetail};
 
 const PAGE: usize = 50;
 /// The time windows the list offers, as `since` names them.
@@ -164,6 +164,35 @@ pub(super) async fn detail(
         }
     }
     let responder = person.caller.role >= Role::Responder;
+    // Steps whose effect a responder can take back now: declared `undo:`, succeeded, not undone.
+    let undoable: std::collections::HashSet<&str> = catalog
+        .playbook(&run.summary.playbook)
+        .map(|playbook| {
+            run.steps
+                .iter()
+                .filter(|step| {
+                    playbook.step(&step.id).is_some_and(|s| s.undo.is_some())
+                        && step.record.status == runner::StepStatus::Succeeded
+                        && step.record.undo.as_ref().is_none_or(|undo| {
+                            matches!(undo.status, UndoStatus::Scheduled | UndoStatus::Failed)
+                        })
+                })
+                .map(|step| step.id.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    // Steps that run another playbook (not per item), and which.
+    let calls: HashMap<&str, &str> = catalog
+        .playbook(&run.summary.playbook)
+        .map(|playbook| {
+            playbook
+                .steps
+                .iter()
+                .filter(|step| step.foreach.is_none())
+                .filter_map(|step| Some((step.id.as_str(), step.called_playbook()?)))
+                .collect()
+        })
+        .unwrap_or_default();
     let ended = matches!(run.summary.status, "succeeded" | "failed" | "cancelled");
     let summary = &run.summary;
     let body = html! {
@@ -205,6 +234,10 @@ pub(super) async fn detail(
                         }
                     }
                     @if let Some(error) = &step.record.error { p.refusal { (error.kind.as_str()) ": " (error.message) } }
+                    (undo_part(&person, &summary.run_id, step, undoable.contains(step.id.as_str())))
+                    @if let Some(callee) = calls.get(step.id.as_str()) {
+                        p { "Runs playbook " code { (callee) } " as " a href={ "/runs/" (crate::calls::child_run_id(&format!("{}:{}", summary.run_id, step.id))) } { "its child run" } }
+                    }
                     @if let Some(reason) = &step.record.skip_reason { p.muted { "Skipped: " (reason) } }
                     @if let Some(input) = inputs.get(step.id.as_str()) { details { summary { "Input" } (json(input)) } }
                     @if let Some(output) = &step.record.output { details { summary { "Output" } (json(output)) } }
@@ -228,6 +261,30 @@ pub(super) async fn detail(
         }
     };
     layout::page("Run", Some(&person), Nav::Runs, body).into_response()
+}
+
+/// Where a step's undo stands, and the form that asks for it when the step can be undone.
+fn undo_part(person: &Person, run_id: &str, step: &StepDetail, undoable: bool) -> Markup {
+    html! {
+        @if let Some(undo) = &step.record.undo {
+            p.undo {
+                @match undo.status {
+                    UndoStatus::Scheduled => { "Undo scheduled for " (time(undo.due)) }
+                    UndoStatus::Running => { "Being undone (attempt " (undo.attempts) ")" }
+                    UndoStatus::Succeeded => { "Undone " @if let Some(at) = undo.finished_at { (time(at)) } }
+                    UndoStatus::Failed => { "Undo failed" @if let Some(error) = &undo.error { ": " (error.kind.as_str()) ": " (error.message) } }
+                }
+                @if let Some(by) = &undo.requested_by { " · asked by " (by) } @else { " · on expiry" }
+            }
+        }
+        @if undoable && person.caller.role >= Role::Responder {
+            form.inline method="post" action={ "/runs/" (run_id) "/undo" } data-confirm={ "Undo step " (step.id) " now?" } {
+                (csrf(person))
+                input type="hidden" name="step" value=(step.id);
+                button.danger type="submit" { "Undo " (step.id) }
+            }
+        }
+    }
 }
 
 /// Who decided a step's approval, and what they said.
@@ -369,6 +426,49 @@ pub(super) async fn decide(
             record(&state, &person, &path, error.status()).await;
             refusal(Some(&person), error.status(), error.reason())
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct UndoForm {
+    csrf: String,
+    step: String,
+}
+
+/// Undoes one step's effect (a worker calls the undo).
+pub(super) async fn undo(
+    State(state): State<AppState>,
+    person: Person,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<UndoForm>,
+) -> Response {
+    if let Err(refused) = check_form(&person, &headers, &form.csrf) {
+        return *refused;
+    }
+    let path = format!("/runs/{run_id}/undo");
+    if let Err(refused) = require(&state, &person, Role::Responder, &path).await {
+        return refused;
+    }
+    let outcome = state
+        .control
+        .undo(
+            &state.playbooks.current(),
+            &run_id,
+            Some(&form.step),
+            &person.caller.name,
+        )
+        .await;
+    let status = match &outcome {
+        Ok(_) => StatusCode::SEE_OTHER,
+        Err(crate::Error::NotFound(_)) => StatusCode::NOT_FOUND,
+        Err(crate::Error::Conflict(_)) => StatusCode::CONFLICT,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    record(&state, &person, &path, status).await;
+    match outcome {
+        Ok(_) => done(&format!("/runs/{run_id}"), "undoing"),
+        Err(error) => refusal(Some(&person), status, &error.to_string()),
     }
 }
 

@@ -197,8 +197,8 @@ async fn change(
 ) -> Result<Json<Case>, ApiError> {
     let id = case_id(case)?;
     state
-        .desk
-        .change(id, change, &caller.name)
+        .control
+        .change_case(&state.playbooks.current(), id, change, &caller.name)
         .await
         .map(Json)
         .map_err(refused)

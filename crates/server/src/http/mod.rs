@@ -42,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/runs/{run_id}/timeline", get(runs::timeline))
         .route("/api/v1/runs/{run_id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{run_id}/resume", post(runs::resume))
+        .route("/api/v1/runs/{run_id}/undo", post(runs::undo))
         .route(
             "/api/v1/runs/{run_id}/steps/{step}/approve",
             post(runs::approve),

@@ -1,5 +1,5 @@
 //! Runs over HTTP: listed, shown, their timelines, and what people do to them (cancel, resume,
-//! approve, deny) through [`crate::control::RunControl`]. Every operation is described in
+//! approve, deny, undo) through [`crate::control::RunControl`]. Every operation is described in
 //! `openapi.json`, which also declares the role it needs ([`super::access`]).
 
 use axum::Json;
@@ -116,6 +116,33 @@ pub(super) async fn cancel(
         .await
         .map_err(refused)?;
     summary_response(&state, &run_id, StatusCode::OK).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UndoRequest {
+    step: Option<String>,
+}
+
+pub(super) async fn undo(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(run_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let UndoRequest { step } = optional_body(&body)?;
+    load_run(&state, &run_id).await?;
+    state
+        .control
+        .undo(
+            &state.playbooks.current(),
+            &run_id,
+            step.as_deref(),
+            &caller.name,
+        )
+        .await
+        .map_err(refused)?;
+    summary_response(&state, &run_id, StatusCode::ACCEPTED).await
 }
 
 pub(super) async fn resume(

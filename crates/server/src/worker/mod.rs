@@ -161,6 +161,23 @@ impl Worker {
     }
 
     async fn advance(&self, claim: &Claim) -> Result<(), Error> {
+        self.advance_as(&self.id, claim).await
+    }
+
+    /// Advances a sub-playbook's run for the step that called it (see [`crate::calls`]), as a
+    /// job would, under a lock holder of its own: a job of the same run that this worker took
+    /// meanwhile does not share the lock.
+    pub(crate) async fn advance_run(&self, run_id: &str) -> Result<(), Error> {
+        let claim = Claim {
+            job_id: String::new(),
+            run_id: run_id.to_owned(),
+            deliveries: 1,
+        };
+        self.advance_as(&format!("{}-call", self.id), &claim).await
+    }
+
+    /// Advances `claim`'s run holding its lock as `holder`.
+    async fn advance_as(&self, holder: &str, claim: &Claim) -> Result<(), Error> {
         let run_id = claim.run_id.as_str();
         let Some(record) = self.store.run(run_id).await? else {
             warn!("A job names a run that does not exist; dropping it.");
@@ -171,7 +188,7 @@ impl Worker {
         }
         if !self
             .store
-            .lock_run(run_id, &self.id, self.config.lease)
+            .lock_run(run_id, holder, self.config.lease)
             .await?
         {
             // Another worker is advancing this run: look again shortly.
@@ -188,18 +205,14 @@ impl Worker {
                 claim.deliveries
             );
             let given_up = self.give_up(run_id, &reason).await;
-            self.store.unlock_run(run_id, &self.id).await?;
+            self.store.unlock_run(run_id, holder).await?;
             return given_up;
         }
         // Renew the run's lock while the run advances; the job's lease is renewed by the queue.
         let renew = async {
             loop {
                 tokio::time::sleep(self.config.lease / 3).await;
-                match self
-                    .store
-                    .lock_run(run_id, &self.id, self.config.lease)
-                    .await
-                {
+                match self.store.lock_run(run_id, holder, self.config.lease).await {
                     Ok(true) => {}
                     // Another worker took the run over (this one stalled past its lease): stop
                     // here; the journal tells the other where to go on.
@@ -212,7 +225,7 @@ impl Worker {
             outcome = self.advance_locked(run_id, &record, claim.deliveries) => outcome,
             lost = renew => Err(lost),
         };
-        self.store.unlock_run(run_id, &self.id).await?;
+        self.store.unlock_run(run_id, holder).await?;
         outcome
     }
 
@@ -241,8 +254,13 @@ impl Worker {
             return self.give_up(run_id, &reason).await;
         };
         let secrets = catalog.secrets(&record.playbook);
-        let has_case = playbook.case.is_some();
-        if has_case {
+        // A sub-playbook's run is filed under its caller's case, whatever its own playbook says.
+        let called = record
+            .trigger
+            .strip_prefix(playbook::PLAYBOOK_CALL)
+            .is_some_and(|rest| rest.starts_with('/'));
+        let has_case = playbook.case.is_some() || called;
+        if playbook.case.is_some() {
             match self.desk.join(playbook, run_id, &record.event).await {
                 Ok(_) => {}
                 // The run goes on; it joins when it is next advanced.
@@ -264,10 +282,11 @@ impl Worker {
                 deliveries,
             )
             .await?;
-        if state.status == RunStatus::WaitingForApproval
-            && let Some(deadline) = state.next_deadline()
-        {
-            self.store.schedule(run_id, deadline).await?;
+        // An approval's deadline, or an effect's expiry: the run is advanced again then.
+        if let Some(wakeup) = state.next_wakeup() {
+            self.store.schedule(run_id, wakeup).await?;
+        }
+        if state.status == RunStatus::WaitingForApproval {
             self.post_to_slack(playbook, run_id, &events).await;
         }
         if has_case {

@@ -3,10 +3,12 @@
 //! the APIs the plugins call.
 
 mod api;
+mod calls;
 mod canary;
 mod cases;
 mod console;
 mod ingress;
+mod limits;
 mod runs;
 mod senders;
 mod slack;

@@ -36,6 +36,7 @@ use serde::Serialize;
 
 use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
+use crate::limits::{Held, Limit, LimitState, Outcome};
 use crate::{
     ActivityPage, ActivityRecord, Admission, ApprovalChanges, CaseMatch, CaseQuery, CaseWrite,
     Claim, Delivery, IGNORED_KEPT, Ignored, PendingApproval, RunQuery, RunRecord, Session, Store,
@@ -88,7 +89,20 @@ struct Scripts {
     lock: Script,
     unlock: Script,
     write_case: Script,
+    swap: Script,
 }
+
+/// Replaces a key's value if it is still the one read (`""` for none): the compare-and-set under
+/// which shared limits change. Returns 1 if it replaced it.
+const SWAP: &str = r#"
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"#;
+
+/// How long an untouched limit's state is kept.
+const LIMIT_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
 impl Scripts {
     fn new() -> Self {
@@ -102,6 +116,7 @@ impl Scripts {
             lock: Script::new(LOCK),
             unlock: Script::new(UNLOCK),
             write_case: Script::new(case_keys::WRITE_CASE),
+            swap: Script::new(SWAP),
         }
     }
 }
@@ -235,7 +250,7 @@ impl runner::Journal for RedisStore {
         self.append_chained(run_id, events, json)
             .await
             .map_err(runner::Error::from)?;
-        if events.iter().any(RunEvent::is_terminal)
+        if events.iter().any(RunEvent::seals)
             && let Ok(mut heads) = self.heads.lock()
         {
             heads.remove(run_id);
@@ -252,6 +267,33 @@ enum Moved {
 }
 
 impl RedisStore {
+    /// Reads, changes and writes one limit's state, again if another process changed it first.
+    async fn change_limit<T>(
+        &self,
+        key: &str,
+        mut change: impl FnMut(&mut LimitState) -> T,
+    ) -> Result<T, Error> {
+        let key = self.key(&format!("limit:{key}"));
+        let mut connection = self.connection.clone();
+        loop {
+            let read: Option<String> = connection.get(&key).await?;
+            let mut state = LimitState::parse(read.as_deref());
+            let answer = change(&mut state);
+            let swapped: i64 = self
+                .scripts
+                .swap
+                .key(&key)
+                .arg(read.unwrap_or_default())
+                .arg(state.to_json())
+                .arg(LIMIT_TTL_MS)
+                .invoke_async(&mut connection)
+                .await?;
+            if swapped == 1 {
+                return Ok(answer);
+            }
+        }
+    }
+
     /// Appends records linked to the run's chain head, and the run's seal to the trail if they
     /// end it, in one script. Heads are cached per process (one worker advances a run at a
     /// time) and checked by the script: if another process appended meanwhile, the head is read
@@ -263,7 +305,7 @@ impl RedisStore {
         json: Vec<String>,
     ) -> Result<(), Error> {
         let stream = format!("{}:events", self.run_key(run_id));
-        let seals = events.iter().any(RunEvent::is_terminal);
+        let seals = events.iter().any(RunEvent::seals);
         let approvals = match ApprovalChanges::of(events) {
             Some(changes) => self.approval_ops(run_id, &changes)?,
             None => String::new(),
@@ -990,6 +1032,30 @@ impl Store for RedisStore {
             .del(self.key(&format!("session:{id_hash}")))
             .await?;
         Ok(())
+    }
+
+    async fn take_slot(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: &Limit,
+        now: Millis,
+        lease_end: Millis,
+    ) -> Result<Result<(), Held>, Error> {
+        self.change_limit(key, |state| state.take(holder, limit, now, lease_end))
+            .await
+    }
+
+    async fn give_slot_back(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: &Limit,
+        outcome: Outcome,
+        now: Millis,
+    ) -> Result<(), Error> {
+        self.change_limit(key, |state| state.give_back(holder, limit, outcome, now))
+            .await
     }
 
     async fn ping(&self) -> Result<(), Error> {

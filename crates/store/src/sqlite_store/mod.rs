@@ -21,6 +21,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
+use crate::limits::{Held, Limit, LimitState, Outcome};
 use crate::{
     ActivityPage, ActivityRecord, Admission, ApprovalChanges, CaseMatch, CaseQuery, CaseWrite,
     Claim, Delivery, IGNORED_KEPT, Ignored, NewRun, PendingApproval, RunQuery, RunRecord, Session,
@@ -91,6 +92,10 @@ CREATE TABLE IF NOT EXISTS timers (
 );
 CREATE INDEX IF NOT EXISTS timers_by_due ON timers (due);
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (accepted_at, run_id);
+CREATE TABLE IF NOT EXISTS limits (
+    key TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS trail (
     seq INTEGER PRIMARY KEY,
     prev TEXT NOT NULL,
@@ -139,6 +144,33 @@ impl SqliteStore {
     }
 
     /// Runs `operation` on the connection's thread and waits for its result.
+    /// Reads, changes and writes one limit's state in one transaction.
+    async fn change_limit<T: Send + 'static>(
+        &self,
+        key: String,
+        change: impl FnOnce(&mut LimitState) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        self.with(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let json: Option<String> = transaction
+                .prepare_cached("SELECT state FROM limits WHERE key = ?1")?
+                .query_row(params![key], |row| row.get(0))
+                .optional()?;
+            let mut state = LimitState::parse(json.as_deref());
+            let answer = change(&mut state);
+            transaction
+                .prepare_cached(
+                    "INSERT INTO limits (key, state) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET state = excluded.state",
+                )?
+                .execute(params![key, state.to_json()])?;
+            transaction.commit()?;
+            Ok(answer)
+        })
+        .await
+    }
+
     async fn with<T, F>(&self, operation: F) -> Result<T, Error>
     where
         T: Send + 'static,
@@ -835,6 +867,36 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![run_id, worker])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn take_slot(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: &Limit,
+        now: Millis,
+        lease_end: Millis,
+    ) -> Result<Result<(), Held>, Error> {
+        let (key, holder, limit) = (key.to_owned(), holder.to_owned(), limit.clone());
+        self.change_limit(key, move |state| {
+            state.take(&holder, &limit, now, lease_end)
+        })
+        .await
+    }
+
+    async fn give_slot_back(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: &Limit,
+        outcome: Outcome,
+        now: Millis,
+    ) -> Result<(), Error> {
+        let (key, holder, limit) = (key.to_owned(), holder.to_owned(), limit.clone());
+        self.change_limit(key, move |state| {
+            state.give_back(&holder, &limit, outcome, now)
         })
         .await
     }

@@ -1235,3 +1235,63 @@ async fn the_trail_tail_is_its_newest_records_newest_first() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_rate_admits_exactly_its_calls_among_concurrent_takers() {
+    use store::limits::{Limit, Outcome};
+    let limit = Limit {
+        rate: Some((10, 60_000)),
+        concurrency: Some(25),
+        breaker: None,
+    };
+    for backend in backends().await {
+        let now = store::now_millis();
+        let mut takers = Vec::new();
+        for taker in 0..8 {
+            let (store, limit) = (Arc::clone(&backend.store), limit.clone());
+            takers.push(tokio::spawn(async move {
+                let mut taken = 0;
+                for call in 0..5 {
+                    let holder = format!("t{taker}-{call}");
+                    let answer = store
+                        .take_slot("plugin:x", &holder, &limit, now, now + 60_000)
+                        .await
+                        .expect("take");
+                    if answer.is_ok() {
+                        taken += 1;
+                        store
+                            .give_slot_back("plugin:x", &holder, &limit, Outcome::Succeeded, now)
+                            .await
+                            .expect("give back");
+                    }
+                }
+                taken
+            }));
+        }
+        let mut taken = 0;
+        for taker in takers {
+            taken += taker.await.expect("taker");
+        }
+        assert_eq!(
+            taken, 10,
+            "{}: 40 tries, a rate of 10 a minute",
+            backend.name
+        );
+        let held = backend
+            .store
+            .take_slot("plugin:x", "late", &limit, now, now + 60_000)
+            .await
+            .expect("take")
+            .expect_err("over the rate");
+        assert_eq!(held.until, now + 6_000, "{}", backend.name);
+        // Another key is another limit.
+        assert!(
+            backend
+                .store
+                .take_slot("plugin:y", "first", &limit, now, now + 60_000)
+                .await
+                .expect("take")
+                .is_ok()
+        );
+    }
+}
