@@ -99,9 +99,16 @@ impl Calls {
             .await
             .map_err(store_failed)?;
         let mut pause = Duration::from_millis(20);
+        let mut events = Vec::new();
         loop {
-            worker.advance_run(&child).await.map_err(store_failed)?;
-            let events = self
+            // A child waiting for a person is only watched: its deadline has a timer, and the
+            // decision queues it. Any other child is driven here, if no other worker holds it.
+            let waits_for_a_person = RunState::from_events(&events)
+                .is_some_and(|state| state.status == RunStatus::WaitingForApproval);
+            if !waits_for_a_person {
+                worker.advance_run(&child).await.map_err(store_failed)?;
+            }
+            events = self
                 .store
                 .events(&child)
                 .await

@@ -59,9 +59,9 @@ pub struct Held {
 /// The stored state of one limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct LimitState {
-    /// The GCRA's theoretical arrival time.
+    /// The GCRA's theoretical arrival time, in microseconds (rates above 1,000 a second).
     #[serde(default)]
-    tat: Millis,
+    tat_us: u64,
     /// Slots in use: holder → lease end.
     #[serde(default)]
     holders: BTreeMap<String, Millis>,
@@ -136,15 +136,16 @@ impl LimitState {
             });
         }
         if let Some((calls, per_ms)) = limit.rate {
-            let interval = (per_ms / u64::from(calls.max(1))).max(1);
-            let next = self.tat.max(now) + interval;
-            if next > now + per_ms {
+            let (now_us, per_us) = (now.saturating_mul(1_000), per_ms.saturating_mul(1_000));
+            let interval = (per_us / u64::from(calls.max(1))).max(1);
+            let next = self.tat_us.max(now_us) + interval;
+            if next > now_us + per_us {
                 return Err(Held {
-                    until: next - per_ms,
+                    until: (next - per_us).div_ceil(1_000),
                     reason: format!("at most {calls} call(s) per {per_ms} ms"),
                 });
             }
-            self.tat = next;
+            self.tat_us = next;
         }
         if probing {
             self.probe = Some(holder.to_owned());
