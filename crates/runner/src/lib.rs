@@ -40,7 +40,7 @@ pub use executor::{Grant, NoPlugins, StepCall, StepExecutor};
 pub use journal::{Journal, MemoryJournal};
 pub use observer::{Observer, Unobserved};
 pub use redact::{REDACTED, Redactor};
-pub use run::{Runner, Secrets};
+pub use run::{Runner, Secrets, idempotency_key};
 pub use watchdog::{STALL_MARGIN, Stall, Watchdog};
 
 /// A new, time-ordered run id.

@@ -843,8 +843,7 @@ impl<'a> Drive<'a> {
         let step_id = act.step().id.as_str();
         let idempotency_key = match (act, item) {
             (Act::Undo(..), _) => format!("{run_id}:{step_id}:undo"),
-            (Act::Do(_), Some(index)) => format!("{run_id}:{step_id}:{index}"),
-            (Act::Do(_), None) => format!("{run_id}:{step_id}"),
+            (Act::Do(_), item) => idempotency_key(run_id, step_id, item),
         };
         let (uses, timeout, retry) = act.call();
         // The plugin gets the secrets' values where the template put their markers; the record
@@ -1115,6 +1114,15 @@ impl<'a> Drive<'a> {
         })
         .await?;
         Ok(StepOutcome::Failed(error))
+    }
+}
+
+/// The idempotency key of a step's calls (of one item's, for `foreach`): the same for every
+/// attempt, also after a crash, so a plugin (or a sub-playbook) recognises a call made again.
+pub fn idempotency_key(run_id: &str, step: &str, item: Option<usize>) -> String {
+    match item {
+        Some(index) => format!("{run_id}:{step}:{index}"),
+        None => format!("{run_id}:{step}"),
     }
 }
 

@@ -238,6 +238,11 @@ impl StepExecutor for Calls {
     }
 }
 
+/// The id of the child run that step `step` of run `run_id` started (a step without `foreach`).
+pub fn child_of(run_id: &str, step: &str) -> String {
+    child_run_id(&runner::idempotency_key(run_id, step, None))
+}
+
 /// The id of the child run a step call starts: the same for every attempt of the call, a UUID
 /// like every run id.
 pub fn child_run_id(idempotency_key: &str) -> String {

@@ -236,7 +236,7 @@ pub(super) async fn detail(
                     @if let Some(error) = &step.record.error { p.refusal { (error.kind.as_str()) ": " (error.message) } }
                     (undo_part(&person, &summary.run_id, step, undoable.contains(step.id.as_str())))
                     @if let Some(callee) = calls.get(step.id.as_str()) {
-                        p { "Runs playbook " code { (callee) } " as " a href={ "/runs/" (crate::calls::child_run_id(&format!("{}:{}", summary.run_id, step.id))) } { "its child run" } }
+                        p { "Runs playbook " code { (callee) } " as " a href={ "/runs/" (crate::calls::child_of(&summary.run_id, &step.id)) } { "its child run" } }
                     }
                     @if let Some(reason) = &step.record.skip_reason { p.muted { "Skipped: " (reason) } }
                     @if let Some(input) = inputs.get(step.id.as_str()) { details { summary { "Input" } (json(input)) } }

@@ -73,7 +73,7 @@ async fn a_step_runs_a_playbook_as_a_child_run_and_gets_its_outputs() {
             .await;
         assert_eq!(status, 202, "{answer}");
         let parent = run_id(&answer);
-        let child = server::calls::child_run_id(&format!("{parent}:contain"));
+        let child = server::calls::child_of(&parent, "contain");
 
         // The child waits for a person; its caller waits with it.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -222,7 +222,7 @@ async fn a_child_that_fails_fails_its_calling_step() {
         .step("contain")
         .and_then(|s| s.error.clone())
         .expect("the step failed");
-    let child = server::calls::child_run_id(&format!("{parent}:contain"));
+    let child = server::calls::child_of(&parent, "contain");
     assert!(
         error
             .message
