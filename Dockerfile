@@ -64,6 +64,9 @@ COPY --from=build /out/riposte /usr/local/bin/riposte
 COPY --from=build /out/plugins/ /opt/riposte/plugins/
 COPY docker/riposte.yaml /etc/riposte/riposte.yaml
 COPY playbooks/hello-webhook.yaml /etc/riposte/playbooks/hello-webhook.yaml
+# The connector catalogue (docs/connectors.md): used once a configuration names the folder
+# (`connectors: { path: /opt/riposte/connectors }`) and sets each connector's settings.
+COPY connectors/ /opt/riposte/connectors/
 # The one place the server writes: the SQLite store (without Redis) and cache/, the plugins
 # compiled to native code. A new Docker volume starts with this folder's owner, 10001.
 COPY --from=build --chown=10001:10001 /out/data/ /var/lib/riposte/

@@ -17,6 +17,7 @@ pub mod addresses;
 mod calls;
 mod case;
 mod compile;
+pub mod connector;
 mod diagnostic;
 mod error;
 pub mod filters;
@@ -61,7 +62,16 @@ pub fn load(path: &Path) -> Result<Playbook, Error> {
     })
 }
 
-/// The playbook files (`*.yaml`, `*.yml`) in `dir` and its subfolders, sorted.
+/// Whether `path` is a playbook test (`*.test.yaml`, `*.test.yml`), which `riposte test` runs and
+/// nothing loads as a playbook.
+pub fn is_test_file(path: &Path) -> bool {
+    path.file_stem()
+        .and_then(|stem| stem.to_str())
+        .is_some_and(|stem| stem.ends_with(".test"))
+}
+
+/// The playbook files (`*.yaml`, `*.yml`, but not `*.test.yaml`) in `dir` and its subfolders,
+/// sorted.
 pub fn files_in(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     fn walk(dir: &Path, files: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
@@ -77,6 +87,7 @@ pub fn files_in(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
             } else if path
                 .extension()
                 .is_some_and(|ext| ext == "yaml" || ext == "yml")
+                && !is_test_file(&path)
             {
                 files.push(path);
             }
@@ -100,7 +111,7 @@ pub fn check_file(path: &Path) -> Result<FileDiagnostics, Error> {
     })
 }
 
-fn read(path: &Path) -> Result<String, Error> {
+pub(crate) fn read(path: &Path) -> Result<String, Error> {
     let read_error = |source| Error::Read {
         path: path.to_owned(),
         source,

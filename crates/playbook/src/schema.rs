@@ -635,5 +635,154 @@ fn duration_value(max: Duration) -> Value {
     })
 }
 
+/// The connector format's schema identity.
+pub const CONNECTOR_SCHEMA_ID: &str = "https://riposte.dev/schema/connector-v1.json";
+
+/// The JSON Schema of a connector file (docs/connectors.md).
+pub fn connector_schema() -> Value {
+    use crate::connector::{
+        AUTH_TYPES, DEFAULT_MAX_PAGES, DEFAULT_RETRY_STATUSES, MAX_PAGES_LIMIT,
+    };
+    let name = |description: &str| json!({ "description": description, "type": "string", "pattern": "^[a-z][a-z0-9_-]{0,63}$" });
+    let templated = |description: &str| json!({ "description": description });
+    let statuses = |description: &str| {
+        json!({
+            "description": description,
+            "type": "array",
+            "items": { "type": "integer", "minimum": 100, "maximum": 599 },
+        })
+    };
+    let pairs = |description: &str| {
+        json!({
+            "description": description,
+            "type": "object",
+            "additionalProperties": true,
+        })
+    };
+    let auth_variants: Vec<Value> = AUTH_TYPES
+        .iter()
+        .map(|(kind, required, optional)| {
+            let mut properties = serde_json::Map::new();
+            properties.insert("type".into(), json!({ "const": kind }));
+            for field in required.iter().chain(optional.iter()) {
+                let schema = match *field {
+                    "fields" => json!({
+                        "description": "Body field → the name of the secret that fills it.",
+                        "type": "object",
+                        "additionalProperties": { "type": "string" },
+                    }),
+                    "format" => json!({ "description": "The header's value, with `{secret}` where the secret goes.", "type": "string", "default": "{secret}" }),
+                    "token_url" => json!({ "description": "The OAuth 2.0 token endpoint; may read `settings`.", "type": "string" }),
+                    "path" => json!({ "description": "Appended to `base_url`: where credentials are posted.", "type": "string", "pattern": "^/" }),
+                    "secret" | "username" | "password" | "client_id" | "client_secret" => json!({ "description": "The name of a secret declared under `secrets`.", "type": "string", "pattern": ID_PATTERN }),
+                    _ => json!({ "type": "string" }),
+                };
+                properties.insert((*field).into(), schema);
+            }
+            let mut required_fields = vec!["type"];
+            required_fields.extend_from_slice(required);
+            json!({
+                "type": "object",
+                "additionalProperties": false,
+                "required": required_fields,
+                "properties": properties,
+            })
+        })
+        .collect();
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": CONNECTOR_SCHEMA_ID,
+        "title": "Riposte connector",
+        "description": "A declarative connector: an HTTP API's actions, called from playbooks as `uses: <connector>/<action>`. Reference: docs/connectors.md.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["connector", "actions"],
+        "properties": {
+            "connector": name("The connector's name: what steps write before the `/` of `uses:`."),
+            "version": text("The connector's version; a step may pin it (`uses: <connector>/<action>@<version>`)."),
+            "description": text("One line on what it is for."),
+            "documentation": text("The vendor API reference (and version) it follows."),
+            "base_url": { "description": "Where the API is: `https://…`, may read `settings`. Request paths are appended to it. Not needed with `url` auth.", "type": "string" },
+            "hosts": { "description": "More hosts requests may reach; the base URL's and the token URL's are always allowed.", "type": "array", "items": { "type": "string" } },
+            "settings": {
+                "description": "Deployment values, read as `settings.<name>` and set under `connectors.settings.<connector>` in the server configuration.",
+                "type": "object",
+                "propertyNames": { "pattern": ID_PATTERN },
+                "additionalProperties": { "$ref": "#/$defs/setting" },
+            },
+            "secrets": {
+                "description": "The secrets its auth uses, by name, with what each is. Playbooks grant them by these names.",
+                "type": "object",
+                "propertyNames": { "pattern": ID_PATTERN },
+                "additionalProperties": { "type": ["string", "null"] },
+            },
+            "auth": { "$ref": "#/$defs/auth" },
+            "actions": {
+                "description": "The actions, by name.",
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": { "pattern": "^[a-z0-9_-]{1,64}$" },
+                "additionalProperties": { "$ref": "#/$defs/action" },
+            },
+        },
+        "$defs": {
+            "setting": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "description": text("What the setting is."),
+                    "default": { "description": "Its value unless the configuration sets one; without it, the configuration must." },
+                },
+            },
+            "auth": {
+                "description": "How requests authenticate; the host attaches the secrets (templates never see them).",
+                "oneOf": auth_variants,
+            },
+            "action": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["request"],
+                "properties": {
+                    "description": text("What the action does."),
+                    "destructive": { "description": "Screen the input for protected addresses, as for destructive plugin actions.", "type": "boolean", "default": false },
+                    "input": { "description": "A JSON Schema (2020-12) of the step's `with:`; top-level defaults are filled in.", "type": "object" },
+                    "request": { "$ref": "#/$defs/request" },
+                    "ok": statuses("Statuses that succeed; default every 2xx."),
+                    "retry": { "allOf": [statuses("Statuses that fail as retryable: `rate_limited` for 429, `upstream` otherwise."), { "default": DEFAULT_RETRY_STATUSES }] },
+                    "fail_if": templated("A condition over `response`: an answer whose status succeeds fails when it is true (`not response.body.ok`)."),
+                    "error": templated("The failure's message, rendered from `response`."),
+                    "error_kind": templated("The failure's error kind, rendered from `response` (`invalid_input`, `unauthorized`, `not_found`, `rate_limited`, `upstream`, `timeout`, `internal`); `null` keeps the status's."),
+                    "paginate": { "$ref": "#/$defs/paginate" },
+                    "output": templated("What the step's output is, rendered from `response` (and `items` when paginating); default the answer's body."),
+                },
+            },
+            "request": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "method": { "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "get", "post", "put", "patch", "delete", "head"], "default": "GET" },
+                    "path": { "description": "Appended to `base_url`; a template over `input`, `settings`, `call`.", "type": "string" },
+                    "url": { "description": "Instead of `path`: an absolute URL, still held to the allowed hosts.", "type": "string" },
+                    "query": pairs("Query parameters; `null` leaves one out, a list repeats it."),
+                    "headers": pairs("Request headers."),
+                    "body": templated("A JSON body, with templates in its leaves."),
+                    "form": pairs("A form-encoded body, instead of `body`."),
+                },
+                "not": { "anyOf": [{ "required": ["path", "url"] }, { "required": ["body", "form"] }] },
+            },
+            "paginate": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["items", "next"],
+                "properties": {
+                    "items": templated("Each page's items."),
+                    "next": templated("The next page: a URL (absolute, or relative to `base_url`), or a mapping of query parameters; `null` or empty stops."),
+                    "max_pages": { "type": "integer", "minimum": 1, "maximum": MAX_PAGES_LIMIT, "default": DEFAULT_MAX_PAGES },
+                },
+            },
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests;

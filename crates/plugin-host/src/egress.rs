@@ -72,6 +72,9 @@ pub(crate) struct Egress {
     /// `*.example.com`.
     pub(crate) granted_hosts: Vec<String>,
     pub(crate) secret_headers: Vec<SecretHeader>,
+    /// The request carries a secret in its URL or body (a connector's `query`, `body`, `url`
+    /// auth, a token request): it too only travels over HTTPS or to allowed ranges.
+    pub(crate) secret_outside_headers: bool,
     /// The invocation's log budget: a plugin retrying a refused request in a loop is logged a
     /// few times, then counted.
     pub(crate) logs: Arc<LogBudget>,
@@ -141,7 +144,39 @@ impl Egress {
         self,
         request: http::Request<WasiBody>,
     ) -> Result<http::Response<WasiBody>, HttpError> {
-        let uri = request.uri().clone();
+        let (parts, body) = request.into_parts();
+        let body = Limited::new(body, self.policy.max_request_bytes)
+            .collect()
+            .await
+            .map_err(|_| {
+                HttpError::HttpRequestBodySize(Some(self.policy.max_request_bytes as u64))
+            })?
+            .to_bytes();
+        let answer = self
+            .exchange(parts.method, &parts.uri, parts.headers, body)
+            .await?;
+        let mut builder = http::Response::builder().status(answer.status);
+        for (name, value) in &answer.headers {
+            builder = builder.header(name, value);
+        }
+        let body = Full::new(Bytes::from(answer.body))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        builder
+            .body(body)
+            .map_err(|e| HttpError::InternalError(Some(e.to_string())))
+    }
+
+    /// One request under the policy: the host must be granted, every address it resolves to
+    /// allowed; secrets named in [`SECRET_MARKER_HEADER`] are attached; the answer is read within
+    /// the size and time limits. Plugins' requests and connectors' both go through here.
+    pub(crate) async fn exchange(
+        &self,
+        method: http::Method,
+        uri: &http::Uri,
+        headers: http::HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, HttpError> {
         let scheme = uri.scheme_str().unwrap_or("https");
         let default_port = if scheme == "http" { 80 } else { 443 };
         let host = uri
@@ -151,27 +186,26 @@ impl Egress {
         let port = uri.port_u16().unwrap_or(default_port);
         if !self.is_granted(&host, port, default_port) {
             self.log_refusal(&format!(
-                "{host}:{port} is not among the hosts the playbook granted to this plugin"
+                "{host}:{port} is not among the hosts granted to this plugin or connector"
             ));
             return Err(HttpError::HttpRequestDenied);
         }
+        if body.len() > self.policy.max_request_bytes {
+            return Err(HttpError::HttpRequestBodySize(Some(
+                self.policy.max_request_bytes as u64,
+            )));
+        }
         let addresses = self.resolve(&host, port).await?;
-
-        let (parts, body) = request.into_parts();
-        let headers = self.headers_with_secrets(parts.headers, scheme, &addresses)?;
-        let body = Limited::new(body, self.policy.max_request_bytes)
-            .collect()
-            .await
-            .map_err(|_| {
-                HttpError::HttpRequestBodySize(Some(self.policy.max_request_bytes as u64))
-            })?
-            .to_bytes();
+        let headers = self.headers_with_secrets(headers, scheme, &addresses)?;
+        if self.secret_outside_headers && !self.plain_text_ok(scheme, &addresses) {
+            let reason = "refused: a request carrying a secret is only sent over HTTPS";
+            self.log_refusal(reason);
+            return Err(HttpError::InternalError(Some(reason.into())));
+        }
 
         let pinned = self.clients.get(&host, &addresses, &self.policy)?;
-        let outgoing = pinned
-            .request(parts.method.clone(), uri.to_string())
-            .headers(headers);
-        let response = tokio::time::timeout(self.policy.response_timeout, async {
+        let outgoing = pinned.request(method, uri.to_string()).headers(headers);
+        let (status, headers, body) = tokio::time::timeout(self.policy.response_timeout, async {
             let response = outgoing
                 .body(body)
                 .send()
@@ -193,18 +227,31 @@ impl Egress {
         })
         .await
         .map_err(|_| HttpError::ConnectionReadTimeout)??;
-        let (status, headers, body) = response;
-        let mut builder = http::Response::builder().status(status);
-        for (name, value) in &headers {
-            builder = builder.header(name, value);
-        }
-        let body = Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        builder
-            .body(body)
-            .map_err(|e| HttpError::InternalError(Some(e.to_string())))
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
+
+    /// Whether secrets may travel in plain text to `addresses`: only to ranges the server
+    /// explicitly allowed (local services).
+    fn plain_text_ok(&self, scheme: &str, addresses: &[SocketAddr]) -> bool {
+        scheme.eq_ignore_ascii_case("https")
+            || addresses.iter().all(|a| {
+                self.policy
+                    .allow_private
+                    .iter()
+                    .any(|net| net.contains(&a.ip()))
+            })
+    }
+}
+
+/// An answer read within the policy's limits.
+pub(crate) struct Answer {
+    pub(crate) status: http::StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Egress {
@@ -226,13 +273,7 @@ impl Egress {
             .filter(|name| !name.is_empty())
             .collect();
         headers.remove(SECRET_MARKER_HEADER);
-        let plain_text_ok = scheme.eq_ignore_ascii_case("https")
-            || addresses.iter().all(|a| {
-                self.policy
-                    .allow_private
-                    .iter()
-                    .any(|net| net.contains(&a.ip()))
-            });
+        let plain_text_ok = self.plain_text_ok(scheme, addresses);
         for name in named {
             let Some(secret) = self.secret_headers.iter().find(|s| s.name == name) else {
                 // Not granted, or not bound to a header: the request goes without it.

@@ -413,6 +413,7 @@ impl PluginHost {
                     clients: self.http_clients.clone(),
                     granted_hosts: grant.hosts.clone(),
                     secret_headers,
+                    secret_outside_headers: false,
                     logs: Arc::clone(&logs),
                 },
             },

@@ -11,9 +11,13 @@
 //!
 //! [`reference`] renders what a plugin declares (its actions' inputs and outputs) for people.
 //!
+//! [`Connectors`] runs declarative connectors (`playbook::connector`): their requests leave
+//! through the same egress policy, with credentials the host attaches.
+//!
 //! Only this crate knows wasmtime.
 
 mod bindings;
+mod connector;
 mod egress;
 mod error;
 mod guard;
@@ -23,6 +27,7 @@ mod manifest;
 pub mod reference;
 mod state;
 
+pub use connector::{ConnectorAction, ConnectorSummary, Connectors};
 pub use egress::{EgressPolicy, forbidden_reason};
 pub use error::Error;
 pub use guard::default_protected_ranges;

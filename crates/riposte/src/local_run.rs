@@ -4,7 +4,7 @@
 //! output given by `--mock <step>=<file.json>` or `--mocks <dir>` (or `null`), so a playbook can be
 //! rehearsed end to end before it touches production. Approval gates are assumed approved.
 //! Without `--dry-run`, steps run on the built-in `core` plugin and on the WebAssembly plugins
-//! loaded with `--plugins <dir>`.
+//! loaded with `--plugins <dir>`, and on the connectors loaded with `--connectors <dir>`.
 //!
 //! With `--journal <file>`, every run event is appended to that file as a JSON line; running again
 //! with the same journal resumes the run where it stopped, without repeating finished steps.
@@ -136,10 +136,7 @@ async fn run_async(
     let executor: Arc<dyn StepExecutor> = if args.dry_run {
         Arc::new(DryRunExecutor::new(mocks))
     } else {
-        match args.plugins.host().await? {
-            Some(host) => Arc::new(host),
-            None => Arc::new(runner::NoPlugins),
-        }
+        args.plugins.executor().await?
     };
     let (journal, earlier) = match &args.journal {
         Some(path) => {

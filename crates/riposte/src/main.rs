@@ -4,9 +4,11 @@
 //! `main` only parses flags and hands each subcommand to its module; everything it does is in the
 //! library crates (`playbook`, `runner`, `plugin-host`, `server`).
 
+mod connector;
 mod local_run;
 mod plugins;
 mod serve;
+mod testing;
 mod validate;
 
 use std::path::PathBuf;
@@ -36,10 +38,31 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Print the JSON Schema of the playbook format, for editors.
-    Schema,
+    /// Print the JSON Schema of the playbook format (or, with `--connector`, of the connector
+    /// format), for editors.
+    Schema {
+        /// The connector format's schema instead of the playbook's.
+        #[arg(long)]
+        connector: bool,
+    },
     /// Run a playbook locally for one event, showing each step as it happens.
     Run(local_run::RunArgs),
+    /// Replay playbook tests (`*.test.yaml`): each event through its playbook, every call
+    /// answered from the test, and what came out compared with what the test expects.
+    Test(testing::TestArgs),
+    /// Write a finished run of a server as a test file that replays it.
+    Record {
+        run_id: String,
+        /// The server's configuration file (it says where the store and the playbooks are).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Write the test here instead of standard output (`playbooks/tests/<name>.test.yaml`).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// What the test checks, in a sentence (default: the run it replays).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Run the server: webhooks (`POST /hooks/<trigger>`) and workers in one process. Without a
     /// Redis configured, everything is kept in a local SQLite file.
     Serve {
@@ -114,6 +137,9 @@ enum Command {
     /// Inspect and scaffold WebAssembly plugins.
     #[command(subcommand)]
     Plugin(plugins::PluginCommand),
+    /// Write connectors from OpenAPI documents.
+    #[command(subcommand)]
+    Connector(connector::ConnectorCommand),
 }
 
 #[derive(Subcommand)]
@@ -194,9 +220,22 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Validate { paths, format } => validate::validate(&paths, format),
-        Command::Schema => print_schema(),
+        Command::Schema { connector } => print_schema(connector),
+        Command::Test(args) => testing::test(args),
+        Command::Record {
+            run_id,
+            config,
+            output,
+            name,
+        } => testing::record(
+            config.as_deref(),
+            &run_id,
+            output.as_deref(),
+            name.as_deref(),
+        ),
         Command::Run(args) => local_run::run(args),
         Command::Plugin(command) => plugins::run(command),
+        Command::Connector(command) => connector::run(command),
         Command::Serve { config } => serve::run(config.as_deref(), serve::Role::Serve),
         Command::Worker { config } => serve::run(config.as_deref(), serve::Role::Worker),
         Command::Audit(AuditCommand::Verify { run, config }) => {
@@ -285,8 +324,13 @@ fn default_actor() -> String {
     )
 }
 
-fn print_schema() -> anyhow::Result<ExitCode> {
-    let schema = serde_json::to_string_pretty(&playbook::schema::playbook_schema())?;
+fn print_schema(connector: bool) -> anyhow::Result<ExitCode> {
+    let schema = if connector {
+        playbook::schema::connector_schema()
+    } else {
+        playbook::schema::playbook_schema()
+    };
+    let schema = serde_json::to_string_pretty(&schema)?;
     print_stdout(&schema);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,13 @@
 //! `riposte plugin inspect|new`, and the `--plugins` flags that load plugins into a local run.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use plugin_host::{EgressPolicy, HostConfig, PluginHost};
+use plugin_host::{Connectors, EgressPolicy, HostConfig, PluginHost};
+use runner::StepExecutor;
 
 #[derive(clap::Subcommand)]
 pub(crate) enum PluginCommand {
@@ -42,20 +45,60 @@ pub(crate) struct PluginArgs {
     /// Where compiled plugins are cached (default: ~/.cache/riposte/plugins).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Load every connector (`*.yaml`) in this folder (docs/connectors.md).
+    #[arg(long = "connectors", value_name = "DIR")]
+    connectors: Option<PathBuf>,
+    /// A connector's setting, as the server's `connectors.settings` gives it:
+    /// `<connector>.<setting>=<value>` (a JSON value, or text). Repeatable.
+    #[arg(long = "connector-setting", value_name = "CONNECTOR.SETTING=VALUE")]
+    connector_settings: Vec<String>,
 }
 
 impl PluginArgs {
+    /// What performs the steps: the connectors of `--connectors`, then the plugins of
+    /// `--plugins`.
+    pub(crate) async fn executor(&self) -> anyhow::Result<Arc<dyn StepExecutor>> {
+        let plugins: Arc<dyn StepExecutor> = match self.host().await? {
+            Some(host) => Arc::new(host),
+            None => Arc::new(runner::NoPlugins),
+        };
+        let Some(dir) = &self.connectors else {
+            return Ok(plugins);
+        };
+        let mut settings: BTreeMap<String, BTreeMap<String, serde_json::Value>> = BTreeMap::new();
+        for text in &self.connector_settings {
+            let (key, value) = text.split_once('=').with_context(|| {
+                format!("`--connector-setting {text}` must be `<connector>.<setting>=<value>`")
+            })?;
+            let (connector, setting) = key.split_once('.').with_context(|| {
+                format!("`--connector-setting {text}` must name `<connector>.<setting>`")
+            })?;
+            let value = serde_json::from_str(value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+            settings
+                .entry(connector.to_owned())
+                .or_default()
+                .insert(setting.to_owned(), value);
+        }
+        let connectors = Connectors::load_dir(dir, &settings, self.egress())?.with_plugins(plugins);
+        Ok(Arc::new(connectors))
+    }
+
+    fn egress(&self) -> EgressPolicy {
+        EgressPolicy {
+            allow_private: self.allow_private.clone(),
+            user_agent: concat!("riposte/", env!("CARGO_PKG_VERSION")).into(),
+            ..EgressPolicy::default()
+        }
+    }
+
     /// A plugin host with the plugins of `--plugins` loaded, or `None` without the flag.
     pub(crate) async fn host(&self) -> anyhow::Result<Option<PluginHost>> {
         let Some(dir) = &self.dir else {
             return Ok(None);
         };
         let mut config = HostConfig::new(cache_dir(self.cache_dir.as_deref()));
-        config.egress = EgressPolicy {
-            allow_private: self.allow_private.clone(),
-            user_agent: concat!("riposte/", env!("CARGO_PKG_VERSION")).into(),
-            ..EgressPolicy::default()
-        };
+        config.egress = self.egress();
         let mut host = PluginHost::new(config)?;
         let loaded = host.load_dir(dir).await?;
         if loaded.is_empty() {

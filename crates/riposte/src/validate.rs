@@ -1,4 +1,5 @@
-//! `riposte validate`: diagnostics like a compiler's, or JSON for tools.
+//! `riposte validate`: diagnostics like a compiler's, or JSON for tools, for playbooks and
+//! connectors (a file whose top level has `connector:`) alike.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,26 +16,49 @@ pub(crate) fn validate(paths: &[PathBuf], format: Format) -> anyhow::Result<Exit
     files.sort();
     files.dedup();
     if files.is_empty() {
-        anyhow::bail!("no playbooks (*.yaml, *.yml) found in the given paths");
+        anyhow::bail!("no playbooks or connectors (*.yaml, *.yml) found in the given paths");
     }
     let mut results = Vec::with_capacity(files.len());
+    let mut is_connector = Vec::with_capacity(files.len());
     for file in &files {
-        results.push(match playbook::check_file(file) {
+        let connector = std::fs::read_to_string(file)
+            .is_ok_and(|source| playbook::connector::is_connector(&source));
+        let checked = if connector {
+            playbook::connector::check_file(file)
+        } else {
+            playbook::check_file(file)
+        };
+        results.push(match checked {
             Ok(checked) => checked,
             Err(playbook::Error::Invalid(checked)) => checked,
             Err(error) => return Err(error.into()),
         });
+        is_connector.push(connector);
     }
-    // Sub-playbooks: every call names a valid playbook among those checked, and none loops.
-    let valid: Vec<(usize, playbook::Playbook)> = results
-        .iter()
-        .enumerate()
-        .filter(|(_, result)| !result.has_errors())
+    let kinds = &is_connector;
+    let valid = |connectors: bool| {
+        results
+            .iter()
+            .enumerate()
+            .filter(move |(index, result)| kinds[*index] == connectors && !result.has_errors())
+    };
+    let connectors: Vec<playbook::connector::Connector> = valid(true)
+        .filter_map(|(_, result)| playbook::connector::compile(&result.source).ok())
+        .collect();
+    let playbooks: Vec<(usize, playbook::Playbook)> = valid(false)
         .filter_map(|(index, result)| Some((index, playbook::compile(&result.source).ok()?)))
         .collect();
-    let compiled: Vec<&playbook::Playbook> = valid.iter().map(|(_, playbook)| playbook).collect();
-    for (index, problem) in playbook::check_calls(&compiled) {
-        results[valid[index].0].diagnostics.push(problem);
+    let compiled: Vec<&playbook::Playbook> =
+        playbooks.iter().map(|(_, playbook)| playbook).collect();
+    // Sub-playbooks: every call names a valid playbook among those checked, and none loops.
+    // Connectors: every call of one checked here names an action of it, with its inputs.
+    let connector_refs: Vec<&playbook::connector::Connector> = connectors.iter().collect();
+    let problems: Vec<_> = playbook::check_calls(&compiled)
+        .into_iter()
+        .chain(playbook::connector::check_calls(&compiled, &connector_refs))
+        .collect();
+    for (index, problem) in problems {
+        results[playbooks[index].0].diagnostics.push(problem);
     }
     let failed = results.iter().filter(|r| r.has_errors()).count();
     let problems: usize = results.iter().map(|r| r.diagnostics.len()).sum();
@@ -45,11 +69,11 @@ pub(crate) fn validate(paths: &[PathBuf], format: Format) -> anyhow::Result<Exit
                 eprintln!("{}", result.render());
             }
             if failed == 0 {
-                eprintln!("checked {} playbook(s): all valid", files.len());
+                eprintln!("checked {}: all valid", counted(&is_connector));
             } else {
                 eprintln!(
-                    "checked {} playbook(s): {problems} error(s) in {failed} file(s)",
-                    files.len()
+                    "checked {}: {problems} error(s) in {failed} file(s)",
+                    counted(&is_connector)
                 );
             }
         }
@@ -69,4 +93,14 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
     }
     files.extend(playbook::files_in(path)?);
     Ok(())
+}
+
+/// "3 playbook(s) and 2 connector(s)", or just the playbooks when there is no connector.
+fn counted(is_connector: &[bool]) -> String {
+    let connectors = is_connector.iter().filter(|c| **c).count();
+    let playbooks = is_connector.len() - connectors;
+    match connectors {
+        0 => format!("{playbooks} playbook(s)"),
+        _ => format!("{playbooks} playbook(s) and {connectors} connector(s)"),
+    }
 }

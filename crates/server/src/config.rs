@@ -68,6 +68,17 @@ pub struct Config {
     pub slack: Option<SlackConfig>,
     /// Limits shared by every worker, per plugin (integration) name.
     pub limits: BTreeMap<String, store::limits::Limit>,
+    /// Declarative connectors (docs/connectors.md), if any.
+    pub connectors: Option<ConnectorsConfig>,
+}
+
+/// Where connector files are, and the deployment's settings of each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectorsConfig {
+    /// Folder of connector files (`*.yaml`, searched recursively).
+    pub path: PathBuf,
+    /// `settings.<connector>.<setting>`.
+    pub settings: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
 /// Slack: where approval requests are posted, and who may answer them there.
@@ -219,6 +230,15 @@ struct RawConfig {
     slack: Option<RawSlack>,
     #[serde(default)]
     limits: BTreeMap<String, RawLimit>,
+    connectors: Option<RawConnectors>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnectors {
+    path: PathBuf,
+    #[serde(default)]
+    settings: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -408,6 +428,20 @@ impl Config {
             .map(PathBuf::from)
             .or_else(|| raw.plugins.map(|p| base.join(p)));
         let data_dir = path(var("RIPOSTE_DATA_DIR"), raw.data_dir, ".riposte");
+        let connectors = match var("RIPOSTE_CONNECTORS") {
+            Some(dir) => Some(ConnectorsConfig {
+                path: PathBuf::from(dir),
+                settings: raw
+                    .connectors
+                    .as_ref()
+                    .map(|c| c.settings.clone())
+                    .unwrap_or_default(),
+            }),
+            None => raw.connectors.as_ref().map(|c| ConnectorsConfig {
+                path: base.join(&c.path),
+                settings: c.settings.clone(),
+            }),
+        };
 
         let redis_url = match raw.redis.as_ref().and_then(|r| r.url_env.as_deref()) {
             Some(name) => match var(name) {
@@ -623,6 +657,7 @@ impl Config {
             console,
             slack,
             limits,
+            connectors,
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod control;
 pub mod desk;
 mod error;
 pub mod http;
+pub mod installed;
 pub mod metrics;
 pub mod slack;
 pub mod timeline;
@@ -43,8 +44,8 @@ pub struct Parts {
     pub store: Arc<dyn store::Store>,
     pub playbooks: Arc<catalog::Playbooks>,
     pub runner: Arc<runner::Runner>,
-    /// The plugins loaded, if a plugins folder is configured.
-    pub plugins: Option<Arc<plugin_host::PluginHost>>,
+    /// The plugins and connectors loaded.
+    pub installed: installed::Installed,
     pub metrics: Arc<metrics::Metrics>,
     /// Approvals in Slack, when configured.
     pub slack: Option<Arc<slack::Slack>>,
@@ -61,27 +62,10 @@ impl Parts {
             config.workers.lease = config.workers.lease.max(longest);
         }
         let store = open_store(&config.store).await?;
-        let plugins = match &config.plugins {
-            Some(dir) => {
-                let mut host_config = plugin_host::HostConfig::new(&config.cache_dir);
-                host_config.egress = plugin_host::EgressPolicy {
-                    allow_private: config.allow_private.clone(),
-                    user_agent: concat!("riposte/", env!("CARGO_PKG_VERSION")).into(),
-                    ..plugin_host::EgressPolicy::default()
-                };
-                let mut host = plugin_host::PluginHost::new(host_config)?;
-                let loaded = host.load_dir(dir).await?;
-                tracing::info!(plugins = loaded.len(), dir = %dir.display(), "Plugins loaded.");
-                Some(Arc::new(host))
-            }
-            None => None,
-        };
-        check_plugins(&catalog, plugins.as_deref())?;
+        let installed = installed::Installed::load(&config).await?;
+        check_installed(&catalog, &installed)?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let plugin_calls: Arc<dyn runner::StepExecutor> = match &plugins {
-            Some(host) => host.clone(),
-            None => Arc::new(runner::NoPlugins),
-        };
+        let plugin_calls = installed.executor();
         let playbooks = Arc::new(catalog::Playbooks::new(catalog));
         let calls = Arc::new(calls::Calls::new(
             plugin_calls,
@@ -103,7 +87,7 @@ impl Parts {
             store,
             playbooks,
             runner,
-            plugins,
+            installed,
             metrics,
             slack,
             calls,
@@ -153,7 +137,7 @@ impl Parts {
     pub fn reloader(&self) -> Reloader {
         Reloader {
             config: self.config.clone(),
-            plugins: self.plugins.clone(),
+            installed: self.installed.clone(),
             playbooks: Arc::clone(&self.playbooks),
         }
     }
@@ -163,7 +147,7 @@ impl Parts {
 #[derive(Clone)]
 pub struct Reloader {
     config: Config,
-    plugins: Option<Arc<plugin_host::PluginHost>>,
+    installed: installed::Installed,
     playbooks: Arc<catalog::Playbooks>,
 }
 
@@ -173,7 +157,7 @@ impl Reloader {
     /// progress finish on the playbook they started with.
     pub fn reload(&self) -> Result<usize, Error> {
         let catalog = catalog::Catalog::load(&self.config)?;
-        check_plugins(&catalog, self.plugins.as_deref())?;
+        check_installed(&catalog, &self.installed)?;
         let longest = catalog.longest_step_timeout();
         if longest >= self.config.workers.lease {
             return Err(Error::Playbooks(vec![format!(
@@ -206,61 +190,21 @@ impl Reloader {
     }
 }
 
-/// Every step's plugin and action must be loaded (or built in): found at start, not at 3 a.m.
-fn check_plugins(
+/// Every step's plugin or connector, and its action, must be loaded (or built in): found at
+/// start, not at 3 a.m.
+fn check_installed(
     catalog: &catalog::Catalog,
-    plugins: Option<&plugin_host::PluginHost>,
+    installed: &installed::Installed,
 ) -> Result<(), Error> {
     let problems: Vec<String> = catalog
         .playbooks()
-        .flat_map(|playbook| plugin_problems(playbook, plugins))
+        .flat_map(|playbook| installed.problems(playbook))
         .collect();
     if problems.is_empty() {
         Ok(())
     } else {
         Err(Error::Playbooks(problems))
     }
-}
-
-/// The steps of `playbook` whose plugin or action (or their undo's) is not loaded.
-pub(crate) fn plugin_problems(
-    playbook: &playbook::Playbook,
-    plugins: Option<&plugin_host::PluginHost>,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    let calls = playbook
-        .steps
-        .iter()
-        .chain(&playbook.handlers)
-        .flat_map(|step| {
-            let undo = step.undo.as_ref().map(|undo| (step, &undo.uses));
-            std::iter::once((step, &step.uses)).chain(undo)
-        });
-    for (step, uses) in calls {
-        // Sub-playbooks are checked with the catalog (`playbook::check_calls`).
-        if uses.plugin == runner::CORE || uses.plugin == playbook::PLAYBOOK_CALL {
-            continue;
-        }
-        match plugins.and_then(|host| host.manifest(&uses.plugin)) {
-            None => problems.push(format!(
-                "playbook `{}`, step `{}`: plugin `{}` is not loaded (the plugins folder: `plugins:` or RIPOSTE_PLUGINS)",
-                playbook.name,
-                step.id.as_str(),
-                uses.plugin
-            )),
-            Some(manifest) if !manifest.actions.iter().any(|a| a.name == uses.action) => {
-                problems.push(format!(
-                    "playbook `{}`, step `{}`: plugin `{}` has no action `{}`",
-                    playbook.name,
-                    step.id.as_str(),
-                    uses.plugin,
-                    uses.action
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    problems
 }
 
 /// Opens the configured store.

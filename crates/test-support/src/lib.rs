@@ -15,6 +15,7 @@ pub mod alertmanager;
 pub mod apis;
 pub mod browser;
 pub mod process;
+pub mod vendors;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 //! was recorded.
 
 mod case;
+pub(crate) mod connector;
 mod fields;
 mod graph;
 mod references;
@@ -143,21 +144,9 @@ pub(crate) const ROOTS: &[&str] = &[
 /// Checks a playbook's YAML text; returns the playbook or every problem found.
 pub fn compile(source: &str) -> Result<Playbook, Vec<Diagnostic>> {
     let root = yaml::parse(source).map_err(|d| vec![d])?;
-    let mut compiler = Compiler {
-        source,
-        line_starts: std::iter::once(0)
-            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
-            .collect(),
-        diagnostics: Vec::new(),
-        references: Vec::new(),
-    };
+    let mut compiler = Compiler::new(source);
     let playbook = compiler.playbook(&root);
-    let mut diagnostics = compiler.diagnostics;
-    diagnostics.sort_by_key(|d| d.position);
-    match playbook {
-        Some(playbook) if diagnostics.is_empty() => Ok(playbook),
-        _ => Err(diagnostics),
-    }
+    compiler.finish(playbook)
 }
 
 /// A reference from one step to another by id, resolved once all steps are known.
@@ -198,6 +187,27 @@ impl<'n> Fields<'n> {
 }
 
 impl<'s> Compiler<'s> {
+    fn new(source: &'s str) -> Compiler<'s> {
+        Compiler {
+            source,
+            line_starts: std::iter::once(0)
+                .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
+            diagnostics: Vec::new(),
+            references: Vec::new(),
+        }
+    }
+
+    /// What was compiled, if nothing was wrong; otherwise every problem, in file order.
+    fn finish<T>(self, compiled: Option<T>) -> Result<T, Vec<Diagnostic>> {
+        let mut diagnostics = self.diagnostics;
+        diagnostics.sort_by_key(|d| d.position);
+        match compiled {
+            Some(compiled) if diagnostics.is_empty() => Ok(compiled),
+            _ => Err(diagnostics),
+        }
+    }
+
     fn error(&mut self, code: &'static str, position: Position, message: impl Into<String>) {
         self.diagnostics
             .push(Diagnostic::error(code, position, message));

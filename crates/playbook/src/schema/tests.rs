@@ -341,3 +341,57 @@ fn visit(node: &Value, pointer: String, f: &mut impl FnMut(&str, &Value)) {
         _ => {}
     }
 }
+
+#[test]
+fn connector_schema_objects_have_exactly_the_compiler_fields() {
+    use crate::connector::{
+        ACTION_FIELDS, AUTH_FIELDS, AUTH_TYPES, CONNECTOR_FIELDS, PAGINATE_FIELDS, REQUEST_FIELDS,
+        SETTING_FIELDS,
+    };
+    let schema = connector_schema();
+    let keys = |pointer: &str| -> BTreeSet<String> {
+        schema
+            .pointer(&format!("{pointer}/properties"))
+            .and_then(Value::as_object)
+            .unwrap_or_else(|| panic!("{pointer} has properties"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let set = |fields: &[&str]| {
+        fields
+            .iter()
+            .map(|f| (*f).to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(keys(""), set(CONNECTOR_FIELDS));
+    assert_eq!(keys("/$defs/setting"), set(SETTING_FIELDS));
+    assert_eq!(keys("/$defs/action"), set(ACTION_FIELDS));
+    assert_eq!(keys("/$defs/request"), set(REQUEST_FIELDS));
+    assert_eq!(keys("/$defs/paginate"), set(PAGINATE_FIELDS));
+    let mut auth_fields = BTreeSet::new();
+    for (index, (kind, required, optional)) in AUTH_TYPES.iter().enumerate() {
+        let variant = keys(&format!("/$defs/auth/oneOf/{index}"));
+        let mut expected = set(required);
+        expected.extend(set(optional));
+        expected.insert("type".into());
+        assert_eq!(variant, expected, "auth `{kind}`");
+        auth_fields.extend(variant);
+    }
+    assert_eq!(auth_fields, set(AUTH_FIELDS));
+}
+
+#[test]
+fn checked_in_connector_schema_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/connector.schema.json");
+    let current = serde_json::to_string_pretty(&connector_schema()).expect("serializable") + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &current).expect("write docs/connector.schema.json");
+        return;
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == current,
+        "docs/connector.schema.json differs from connector_schema(); rerun with UPDATE_GOLDEN=1"
+    );
+}

@@ -1,5 +1,6 @@
 //! Golden tests: `tests/ui/valid/*.yaml` must compile; each `tests/ui/invalid/*.yaml` must produce
 //! exactly the diagnostics in the `.stderr` file beside it. `UPDATE_GOLDEN=1` rewrites those files.
+//! Playbooks and connectors alike: a file whose top level has `connector:` is a connector.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,17 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The file's diagnostics, as a playbook or as a connector.
+fn diagnostics(source: &str) -> Vec<playbook::Diagnostic> {
+    if playbook::connector::is_connector(source) {
+        playbook::connector::compile(source)
+            .err()
+            .unwrap_or_default()
+    } else {
+        playbook::compile(source).err().unwrap_or_default()
+    }
+}
+
 fn relative(path: &Path) -> String {
     path.strip_prefix(workspace_root())
         .unwrap_or(path)
@@ -32,12 +44,17 @@ fn valid_fixtures_compile() {
     let files = yaml_files(&workspace_root().join("tests/ui/valid"));
     assert!(!files.is_empty(), "no valid fixtures found");
     for file in files {
-        let checked = playbook::check_file(&file).expect("readable fixture");
+        let source = std::fs::read_to_string(&file).expect("readable fixture");
+        let problems = diagnostics(&source);
         assert!(
-            !checked.has_errors(),
+            problems.is_empty(),
             "{} should be valid but has:\n{}",
             relative(&file),
-            checked.render()
+            problems
+                .iter()
+                .map(|d| d.render(&relative(&file), &source))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }
@@ -61,6 +78,24 @@ fn example_playbooks_are_valid() {
 }
 
 #[test]
+fn catalogue_connectors_are_valid() {
+    let files = yaml_files(&workspace_root().join("connectors"));
+    assert!(
+        files.len() >= 12,
+        "expected the catalogue's twelve connectors or more"
+    );
+    for file in files {
+        let checked = playbook::connector::check_file(&file).expect("readable connector");
+        assert!(
+            !checked.has_errors(),
+            "{} is invalid:\n{}",
+            relative(&file),
+            checked.render()
+        );
+    }
+}
+
+#[test]
 fn invalid_fixtures_match_their_golden_diagnostics() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let files = yaml_files(&workspace_root().join("tests/ui/invalid"));
@@ -68,9 +103,12 @@ fn invalid_fixtures_match_their_golden_diagnostics() {
     let mut mismatches = Vec::new();
     for file in files {
         let source = std::fs::read_to_string(&file).expect("readable fixture");
-        let diagnostics = playbook::compile(&source)
-            .err()
-            .unwrap_or_else(|| panic!("{} should be invalid but compiles", relative(&file)));
+        let diagnostics = diagnostics(&source);
+        assert!(
+            !diagnostics.is_empty(),
+            "{} should be invalid but compiles",
+            relative(&file)
+        );
         let rendered: String = diagnostics
             .iter()
             .map(|d| d.render(&relative(&file), &source))

@@ -2,6 +2,8 @@
 //! servers on 127.0.0.1.
 
 mod apis;
+mod catalogue;
+mod connectors;
 mod crowdsec;
 mod hostile;
 mod plugins;

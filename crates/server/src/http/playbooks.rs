@@ -1,4 +1,5 @@
-//! The playbooks in use (list, validate one, reload them all) and the plugins loaded.
+//! The playbooks in use (list, validate one, reload them all) and the plugins and connectors
+//! loaded.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -67,16 +68,17 @@ pub(super) async fn validate(
     let text = String::from_utf8_lossy(&body);
     let (name, problems) = match playbook::compile(&text) {
         Ok(compiled) => {
-            let problems: Vec<serde_json::Value> =
-                crate::plugin_problems(&compiled, state.plugins.as_deref())
-                    .into_iter()
-                    .map(|message| {
-                        json!({
-                            "code": "plugin-not-loaded", "message": message,
-                            "line": 1, "column": 1, "hint": null,
-                        })
+            let problems: Vec<serde_json::Value> = state
+                .installed
+                .problems(&compiled)
+                .into_iter()
+                .map(|message| {
+                    json!({
+                        "code": "plugin-not-loaded", "message": message,
+                        "line": 1, "column": 1, "hint": null,
                     })
-                    .collect();
+                })
+                .collect();
             (Some(compiled.name), problems)
         }
         Err(diagnostics) => (
@@ -122,9 +124,16 @@ pub(super) async fn reload(State(state): State<AppState>) -> Response {
 
 pub(super) async fn plugins(State(state): State<AppState>) -> Json<serde_json::Value> {
     let manifests = state
+        .installed
         .plugins
         .as_ref()
         .map(|host| host.manifests())
         .unwrap_or_default();
-    Json(json!({ "plugins": manifests }))
+    let connectors = state
+        .installed
+        .connectors
+        .as_ref()
+        .map(|connectors| connectors.summaries())
+        .unwrap_or_default();
+    Json(json!({ "plugins": manifests, "connectors": connectors }))
 }

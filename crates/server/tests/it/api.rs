@@ -639,6 +639,64 @@ async fn plugins_are_listed_with_what_they_declare() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connector_catalogue_loads_and_is_listed_with_what_to_configure() {
+    let catalogue = test_support::workspace_root().join("connectors");
+    let config = format!(
+        "connectors:\n  path: {}\n  settings:\n    jira: {{ site: acme }}\n",
+        catalogue.display()
+    );
+    let server = Server::start_with_options(
+        crate::Backend::Sqlite,
+        &[("gated.yaml", GATED.into())],
+        1,
+        &[],
+        &config,
+    )
+    .await;
+    let (status, body) = server
+        .call("GET", "/api/v1/plugins", Some(VIEWER_TOKEN), None)
+        .await;
+    assert_eq!(status, 200);
+    let connectors = body["connectors"].as_array().expect("connectors");
+    assert!(connectors.len() >= 12, "{body}");
+    let by_name = |name: &str| {
+        connectors
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` in {body}"))
+    };
+    let abuseipdb = by_name("abuseipdb");
+    assert_eq!(abuseipdb["not_configured"], serde_json::Value::Null);
+    assert!(
+        abuseipdb["hosts"]
+            .as_array()
+            .is_some_and(|h| h.contains(&"api.abuseipdb.com".into()))
+    );
+    assert!(
+        abuseipdb["actions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["input_schema"].is_object()))
+    );
+    // Configured here: its site makes its host.
+    let jira = by_name("jira");
+    assert_eq!(jira["not_configured"], serde_json::Value::Null, "{jira}");
+    assert!(
+        jira["hosts"]
+            .as_array()
+            .is_some_and(|h| h.contains(&"acme.atlassian.net".into())),
+        "{jira}"
+    );
+    // Not configured: it says what to set.
+    let servicenow = by_name("servicenow");
+    assert!(
+        servicenow["not_configured"]
+            .as_str()
+            .is_some_and(|why| why.contains("connectors.settings.servicenow.")),
+        "{servicenow}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_webhooks_runs_steps_and_plugin_calls() {
     let server = Server::start(crate::Backend::Sqlite, &[("gated.yaml", GATED.into())]).await;
     let run = server.waiting_run("203.0.113.9").await;
