@@ -5,7 +5,7 @@ pub enum Error {
     Config(Vec<String>),
     #[error("the playbooks have problems:\n{}", .0.join("\n"))]
     Playbooks(Vec<String>),
-    #[error("the plugins could not be loaded: {0}")]
+    #[error("the plugins or connectors could not be loaded")]
     Plugins(#[from] plugin_host::Error),
     #[error(transparent)]
     Store(#[from] store::Error),

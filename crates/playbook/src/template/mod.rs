@@ -156,8 +156,8 @@ pub(crate) struct Analysis {
 /// Parses a template or expression: what it reads and what it may not contain, or its syntax
 /// error and where it is.
 pub(crate) fn analyze(source: &Source, kind: Kind) -> Result<Analysis, (Position, String)> {
-    if let Err(offset) = check_nesting(&source.text, kind) {
-        return Err((position_in(source, offset), TOO_DEEP.to_owned()));
+    if let Err((offset, message)) = check_before_parsing(&source.text, kind) {
+        return Err((position_in(source, offset), message.to_owned()));
     }
     let paths = match kind {
         Kind::Expression => engine()
@@ -311,13 +311,58 @@ const MAX_NESTING: usize = 200;
 const TOO_DEEP: &str =
     "the expression nests too deeply: chain fewer operators, filters and brackets";
 
-/// Refuses text that [`check_nesting`] finds too deep, before minijinja sees it.
+const STRAY_CLOSE: &str =
+    "syntax error: unexpected `}}`; an expression is bare, or wrapped whole in one `{{ }}`";
+
+/// Refuses text that [`check_before_parsing`] refuses, before minijinja sees it.
 fn guard_nesting(source: &Source, kind: Kind) -> Result<(), Error> {
-    check_nesting(&source.text, kind).map_err(|offset| Error::Template {
+    check_before_parsing(&source.text, kind).map_err(|(offset, message)| Error::Template {
         position: position_in(source, offset),
         expression: source.text.clone(),
-        message: TOO_DEEP.to_owned(),
+        message: message.to_owned(),
     })
+}
+
+/// What minijinja must not be given: text nested too deep ([`check_nesting`]), or an expression
+/// with a stray `}}` ([`stray_close`]). Returns the byte offset of the problem and its message.
+fn check_before_parsing(text: &str, kind: Kind) -> Result<(), (usize, &'static str)> {
+    check_nesting(text, kind).map_err(|offset| (offset, TOO_DEEP))?;
+    match kind {
+        Kind::Expression => stray_close(text).map_or(Ok(()), |offset| Err((offset, STRAY_CLOSE))),
+        Kind::Template => Ok(()),
+    }
+}
+
+/// Where a bare expression has a `}}` outside strings and brackets with anything after it.
+///
+/// minijinja's lexer (2.24) reads such a `}}` as the end of the expression and then panics on
+/// whatever follows it ("empty lexer stack"): `if: a }} and {{ b` would abort `riposte
+/// validate`, found by fuzzing (fuzz/, `template_render`). Brackets and strings are counted as
+/// its lexer counts them.
+fn stray_close(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut balance = 0isize;
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        i += 1;
+        match byte {
+            b'"' | b'\'' => {
+                while let Some(&next) = bytes.get(i) {
+                    i += if next == b'\\' { 2 } else { 1 };
+                    if next == byte {
+                        break;
+                    }
+                }
+            }
+            b'}' if balance == 0 && bytes.get(i) == Some(&b'}') => {
+                return (i + 1 < bytes.len()).then_some(i - 1);
+            }
+            b'(' | b'[' | b'{' => balance += 1,
+            b')' | b']' | b'}' => balance -= 1,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Bounds from above how deeply any expression in `text` nests, without parsing it, and returns

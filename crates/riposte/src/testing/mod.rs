@@ -41,7 +41,7 @@ pub(crate) struct TestFile {
     /// What each call answered, in the order the calls were made.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) answers: Vec<Answer>,
-    /// How each approval gate is decided, by step.
+    /// How each approval gate is decided, by step: approved, denied, or left to time out.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) approvals: BTreeMap<String, Verdict>,
     #[serde(default)]
@@ -82,6 +82,8 @@ pub(crate) struct AnswerError {
 pub(crate) enum Verdict {
     Approve,
     Deny,
+    /// Nobody decides: the gate's deadline passes and its `on_timeout` applies.
+    Timeout,
 }
 
 /// What must come out. Every field is optional; what is left out is not checked.
@@ -152,21 +154,42 @@ pub(crate) fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         collect(path, &mut tests, &mut playbook_dirs)
             .with_context(|| format!("cannot read {}", path.display()))?;
     }
+    // Once each, also when two paths reach it (`playbooks` and `./playbooks`).
+    let mut tests: Vec<(PathBuf, PathBuf)> = tests
+        .into_iter()
+        .map(|test| (test.canonicalize().unwrap_or_else(|_| test.clone()), test))
+        .collect();
     tests.sort();
-    tests.dedup();
-    if let Some(filter) = &args.filter {
-        tests.retain(|path| path.display().to_string().contains(filter.as_str()));
-    }
+    tests.dedup_by(|a, b| a.0 == b.0);
     if tests.is_empty() {
         anyhow::bail!("no tests (*.test.yaml) found in the given paths");
+    }
+    // Read before the filter, which also looks at each test's name; an unreadable test is kept
+    // when its file matches, to say why.
+    let mut tests: Vec<(PathBuf, anyhow::Result<TestFile>)> = tests
+        .into_iter()
+        .map(|(_, path)| {
+            let test = read_test(&path);
+            (path, test)
+        })
+        .collect();
+    if let Some(filter) = &args.filter {
+        let filter = filter.as_str();
+        tests.retain(|(path, test)| {
+            path.display().to_string().contains(filter)
+                || test.as_ref().is_ok_and(|test| test.name.contains(filter))
+        });
+        if tests.is_empty() {
+            anyhow::bail!("no test's name or file contains `{filter}`");
+        }
     }
     let playbooks = load_playbooks(&playbook_dirs)?;
     let runtime = replay::runtime()?;
     let mut results = Vec::with_capacity(tests.len());
-    for path in &tests {
+    for (path, test) in &tests {
         let started = std::time::Instant::now();
-        let outcome = match read_test(path) {
-            Ok(test) => runtime.block_on(replay::replay(&test, &playbooks)),
+        let outcome = match test {
+            Ok(test) => runtime.block_on(replay::replay(test, &playbooks)),
             Err(error) => replay::Outcome::broken(format!("{error:#}")),
         };
         let result = report::TestResult {
@@ -201,6 +224,9 @@ fn collect(
     tests: &mut Vec<PathBuf>,
     playbook_dirs: &mut Vec<PathBuf>,
 ) -> std::io::Result<()> {
+    // A path that does not exist is an error here, before its parent folder (`/` for a typo
+    // like `/playbook`) is searched for playbooks.
+    std::fs::metadata(path)?;
     if !path.is_dir() {
         tests.push(path.to_owned());
         if let Some(dir) = path.parent() {
@@ -247,9 +273,17 @@ fn load_playbooks(
             playbook::files_in(dir).with_context(|| format!("cannot read {}", dir.display()))?,
         );
     }
+    // The same file reached by two paths (`playbooks` and `./playbooks`) is one file.
+    let mut files: Vec<(PathBuf, PathBuf)> = files
+        .into_iter()
+        .map(|file| (file.canonicalize().unwrap_or_else(|_| file.clone()), file))
+        .collect();
     files.sort();
-    files.dedup();
-    for file in files {
+    files.dedup_by(|a, b| a.0 == b.0);
+    // Which file declared each name: two playbooks with one name make the tests of that name
+    // fail, rather than test whichever was read last.
+    let mut declared: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for (_, file) in files {
         let Ok(source) = std::fs::read_to_string(&file) else {
             continue;
         };
@@ -258,7 +292,18 @@ fn load_playbooks(
         }
         match playbook::compile(&source) {
             Ok(compiled) => {
-                playbooks.insert(compiled.name.clone(), Ok(compiled));
+                let name = compiled.name.clone();
+                if let Some(first) = declared.get(&name) {
+                    let reason = format!(
+                        "two playbooks are named `{name}`: {} and {}",
+                        first.display(),
+                        file.display()
+                    );
+                    playbooks.insert(name, Err(reason));
+                    continue;
+                }
+                declared.insert(name.clone(), file.clone());
+                playbooks.insert(name, Ok(compiled));
             }
             Err(diagnostics) => {
                 let rendered: Vec<String> = diagnostics

@@ -103,7 +103,10 @@ pub(crate) fn from_run(
             RunEvent::ApprovalDecided { step, decision, .. } => {
                 let verdict = match decision {
                     Decision::Approved { .. } => Verdict::Approve,
-                    Decision::Denied { .. } | Decision::TimedOut => Verdict::Deny,
+                    Decision::Denied { .. } => Verdict::Deny,
+                    // Replayed as a deadline that passes, so the gate's `on_timeout` (deny,
+                    // approve or fail) decides as it did.
+                    Decision::TimedOut => Verdict::Timeout,
                 };
                 approvals.insert(step.clone(), verdict);
             }
@@ -177,8 +180,22 @@ fn answer_of(
             } if s == step && *a == attempt && *i == item => {
                 return (None, Some(answer_error(error)));
             }
-            RunEvent::StepFailed { step: s, error, .. } if s == step && item.is_none() => {
-                return (None, Some(answer_error(error)));
+            RunEvent::StepFailed { step: s, error, .. } if s == step => {
+                let Some(index) = item else {
+                    return (None, Some(answer_error(error)));
+                };
+                // A `foreach` step fails with its first failed item's error, prefixed with the
+                // item; the journal holds no other item's outcome (nor a succeeded item's output).
+                let Some(message) = error.message.strip_prefix(&format!("item {index}: ")) else {
+                    break;
+                };
+                return (
+                    None,
+                    Some(AnswerError {
+                        kind: error.kind.as_str().to_owned(),
+                        message: message.to_owned(),
+                    }),
+                );
             }
             RunEvent::StepSucceeded {
                 step: s, output, ..

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use super::report::Problem;
 use super::{Expect, Screened, TestFile, Verdict};
 
-/// The run id every replay uses: the same run replays to the same events.
+/// The run id a replay uses when the test was not recorded from a run: the same test replays to
+/// the same events. A recorded test replays under its run's id, since inputs may hold `run.id`.
 const REPLAY_RUN_ID: &str = "00000000-0000-7000-8000-000000000000";
 
 /// What a replay found: nothing when the test passed.
@@ -79,6 +80,13 @@ async fn run(
     problems: &mut Vec<Problem>,
 ) -> anyhow::Result<()> {
     let expect = &test.expect;
+    // A mistake in the test would otherwise replay as something else (an unknown error kind as
+    // `internal`, a decision for a misspelt step as no decision at all).
+    let mistakes = mistakes(test, playbook);
+    if !mistakes.is_empty() {
+        problems.extend(mistakes);
+        return Ok(());
+    }
     let screening = playbook.screen(&test.event)?;
     let screened = if screening.matched {
         Screened::Matched
@@ -105,6 +113,18 @@ async fn run(
         );
     }
     if screened == Screened::Ignored {
+        if !test.answers.is_empty()
+            || !test.approvals.is_empty()
+            || expect.status.is_some()
+            || !expect.steps.is_empty()
+            || expect.outputs.is_some()
+            || expect.case.is_some()
+        {
+            problems.push(Problem::new(
+                "the test expects the filter to ignore the event, so no run starts: it cannot also \
+                 give answers, approvals, or expect a status, steps, outputs or a case",
+            ));
+        }
         return Ok(());
     }
 
@@ -122,9 +142,11 @@ async fn run(
     ));
     let journal = Arc::new(Recorded::default());
     let runner = Runner::new(executor.clone(), journal.clone());
+    let run_id = test.recorded_from.as_deref().unwrap_or(REPLAY_RUN_ID);
     let mut state = runner
-        .start(playbook, REPLAY_RUN_ID, test.event.clone(), &secrets)
+        .start(playbook, run_id, test.event.clone(), &secrets)
         .await?;
+    let mut decided_steps = Vec::new();
     while state.status == RunStatus::WaitingForApproval {
         let waiting: Vec<String> = state
             .steps
@@ -133,6 +155,7 @@ async fn run(
             .map(|(id, _)| id.clone())
             .collect();
         let mut decided = false;
+        let mut let_pass = None;
         for step in waiting {
             let decision = match test.approvals.get(&step) {
                 Some(Verdict::Approve) => Decision::Approved {
@@ -143,9 +166,26 @@ async fn run(
                     by: "riposte-test".into(),
                     reason: None,
                 },
+                Some(Verdict::Timeout) => {
+                    // Nobody decides: the paused clock moves past the gate's deadline, and the
+                    // runner applies its `on_timeout` when the run resumes.
+                    let timeout = playbook
+                        .step_or_handler(&step)
+                        .and_then(|found| found.approval.as_ref())
+                        .map(|approval| approval.timeout)
+                        .unwrap_or_default();
+                    let_pass = let_pass.max(Some(timeout));
+                    decided_steps.push(step);
+                    continue;
+                }
                 None => continue,
             };
             runner.decide(&mut state, &step, decision).await?;
+            decided_steps.push(step);
+            decided = true;
+        }
+        if let Some(timeout) = let_pass {
+            tokio::time::advance(timeout + std::time::Duration::from_secs(1)).await;
             decided = true;
         }
         if !decided {
@@ -155,6 +195,13 @@ async fn run(
     }
     problems.extend(executor.problems());
     problems.extend(executor.unused());
+    for step in test.approvals.keys() {
+        if !decided_steps.contains(step) {
+            problems.push(Problem::new(format!(
+                "step `{step}`: the test decides an approval the run never asked for"
+            )));
+        }
+    }
     check(expect, playbook, &state, &journal.events(), problems);
     if let Some(case) = &expect.case {
         let actual = case_of(playbook, &test.event, &state)?;
@@ -174,14 +221,32 @@ fn check(
     if let Some(status) = &expect.status
         && status != state.status.as_str()
     {
-        problems.push(Problem::new(format!(
-            "the run {} instead of {status}{}",
-            state.status.as_str(),
+        let why = if state.status == RunStatus::WaitingForApproval {
+            let waiting: Vec<String> = state
+                .steps
+                .iter()
+                .filter(|(_, record)| record.status == StepStatus::WaitingForApproval)
+                .map(|(id, _)| format!("`{id}`"))
+                .collect();
+            format!(
+                ": the test decides no approval of {} (give it in `approvals:`)",
+                waiting.join(", ")
+            )
+        } else {
             state
                 .error
                 .as_ref()
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
+        };
+        let verb = if state.status.is_terminal() {
+            ""
+        } else {
+            "is "
+        };
+        problems.push(Problem::new(format!(
+            "the run {verb}{} instead of {status}{why}",
+            state.status.as_str(),
         )));
     }
     // In the order the steps run, so the first difference is where the run first went another
@@ -257,8 +322,57 @@ fn check(
     }
     if let Some(expected) = &expect.outputs {
         let outputs = state.outputs.clone().unwrap_or(Value::Null);
-        compare(problems, "the run's outputs", expected, &outputs);
+        if !holds(expected, &outputs) {
+            problems.push(Problem::with_diff(
+                "the run's outputs differ",
+                expected,
+                &project(expected, &outputs),
+            ));
+        }
     }
+}
+
+/// What in the test cannot be replayed as written: an answer with an unknown error kind or with
+/// both an output and an error, a decision for a step that is no approval gate.
+fn mistakes(test: &TestFile, playbook: &Playbook) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for answer in &test.answers {
+        let label = format!(
+            "step `{}`{}",
+            answer.step,
+            answer
+                .item
+                .map(|i| format!(" item {i}"))
+                .unwrap_or_default()
+        );
+        if let Some(error) = &answer.error {
+            if ErrorKind::parse(&error.kind).is_none() {
+                let kinds: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+                problems.push(Problem::new(format!(
+                    "{label}: an answer's error kind `{}` is not one of {}",
+                    error.kind,
+                    kinds.join(", ")
+                )));
+            }
+            if answer.output.is_some() {
+                problems.push(Problem::new(format!(
+                    "{label}: an answer gives both an `output` and an `error`; give one"
+                )));
+            }
+        }
+    }
+    for step in test.approvals.keys() {
+        match playbook.step_or_handler(step) {
+            None => problems.push(Problem::new(format!(
+                "`approvals`: the playbook has no step `{step}`"
+            ))),
+            Some(found) if found.approval.is_none() => problems.push(Problem::new(format!(
+                "`approvals`: step `{step}` has no approval gate"
+            ))),
+            Some(_) => {}
+        }
+    }
+    problems
 }
 
 /// The input a step's last attempt was called with, as the journal recorded it.
@@ -518,5 +632,48 @@ mod tests {
             "a given field must be there"
         );
         assert!(!holds(&json!(1), &json!("1")));
+    }
+
+    #[test]
+    fn a_test_that_cannot_be_replayed_as_written_says_why() {
+        let playbook = playbook::compile(
+            r#"name: gate
+trigger: { webhook: gate, public: true }
+steps:
+  - id: look
+    uses: enrich-ioc/check-ip
+    with: { ip: "{{ trigger.ip }}" }
+  - id: ban
+    uses: block-ip/ban
+    needs: look
+    approval: { approvers: [soc] }
+    with: { ip: "{{ trigger.ip }}" }
+"#,
+        )
+        .expect("a valid playbook");
+        let test = super::super::parse(
+            r#"name: mistakes
+playbook: gate
+event: { ip: 203.0.113.9 }
+answers:
+  - { step: look, error: { kind: rate_limit, message: slow down } }
+  - { step: look, output: { score: 1 }, error: { kind: upstream } }
+approvals: { look: approve, bna: deny, ban: approve }
+"#,
+        )
+        .expect("a test file");
+        let headlines: Vec<String> = mistakes(&test, &playbook)
+            .into_iter()
+            .map(|p| p.headline)
+            .collect();
+        assert_eq!(
+            headlines,
+            [
+                "step `look`: an answer's error kind `rate_limit` is not one of invalid_input, unauthorized, not_found, rate_limited, upstream, timeout, internal",
+                "step `look`: an answer gives both an `output` and an `error`; give one",
+                "`approvals`: the playbook has no step `bna`",
+                "`approvals`: step `look` has no approval gate",
+            ]
+        );
     }
 }

@@ -163,8 +163,14 @@ mod tests {
             xml.contains("<failure message=\"step `enrich`: its input differs\""),
             "{xml}"
         );
-        assert!(xml.contains("-  \"ip\": \"1.2.3.4\""), "{xml}");
-        assert!(xml.contains("+  \"ip\": \"5.6.7.8\""), "{xml}");
+        assert!(
+            xml.contains("-  &quot;ip&quot;: &quot;1.2.3.4&quot;"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("+  &quot;ip&quot;: &quot;5.6.7.8&quot;"),
+            "{xml}"
+        );
         assert!(!xml.contains('\u{1}'));
     }
 }

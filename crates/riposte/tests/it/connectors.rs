@@ -263,6 +263,43 @@ egress:
     let verified = store::audit::verify_store(&store).await.expect("verified");
     assert!(verified.problems.is_empty(), "{:?}", verified.problems);
     server.0.kill().ok();
+
+    // The run, recorded as a test, holds the connector's answer but never its token, and
+    // replays without the inventory.
+    let root = dir.path().to_owned();
+    let run = run_id.clone();
+    let redis_url = redis.url();
+    let recorded = tokio::task::spawn_blocking(move || {
+        let record = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+            .args(["record", &run, "--config", "riposte.yaml"])
+            .args(["--output", "playbooks/who-owns-it.test.yaml"])
+            .env("CONNECTOR_REDIS_URL", redis_url)
+            .env_remove("RIPOSTE_LOG")
+            .current_dir(&root)
+            .output()
+            .expect("riposte record runs");
+        let replay = std::process::Command::new(env!("CARGO_BIN_EXE_riposte"))
+            .args(["test", "playbooks"])
+            .env_remove("RIPOSTE_LOG")
+            .current_dir(&root)
+            .output()
+            .expect("riposte test runs");
+        (record, replay)
+    })
+    .await
+    .expect("joined");
+    let (record, replay) = recorded;
+    assert!(record.status.success(), "{}", text(&record.stderr));
+    let recording = std::fs::read_to_string(dir.path().join("playbooks/who-owns-it.test.yaml"))
+        .expect("the recording");
+    assert!(!recording.contains(INVENTORY_TOKEN), "{recording}");
+    assert!(recording.contains("platform-team"), "{recording}");
+    assert!(replay.status.success(), "{}", text(&replay.stderr));
+    assert!(
+        text(&replay.stderr).contains("1 test(s): 1 passed, 0 failed"),
+        "{}",
+        text(&replay.stderr)
+    );
 }
 
 /// Kills the server when the test ends, passed or not.

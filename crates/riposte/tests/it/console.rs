@@ -34,9 +34,13 @@ impl QuickStart {
     async fn start() -> QuickStart {
         let root = workspace_root();
         let dir = tempfile::tempdir().expect("temp dir");
-        // The quick start's file, with its two paths (relative to config/) made to fit here.
+        // The quick start's file, with its paths (relative to config/) made to fit here.
         let config = std::fs::read_to_string(root.join("config/riposte.yaml")).expect("config");
-        for line in ["playbooks: ../playbooks\n", "data_dir: ../.riposte\n"] {
+        for line in [
+            "playbooks: ../playbooks\n",
+            "data_dir: ../.riposte\n",
+            "  path: ../connectors\n",
+        ] {
             assert!(config.contains(line), "config/riposte.yaml lost `{line}`");
         }
         let config = config
@@ -44,7 +48,11 @@ impl QuickStart {
                 "playbooks: ../playbooks\n",
                 &format!("playbooks: {}\n", root.join("playbooks").display()),
             )
-            .replace("data_dir: ../.riposte\n", "data_dir: data\n");
+            .replace("data_dir: ../.riposte\n", "data_dir: data\n")
+            .replace(
+                "  path: ../connectors\n",
+                &format!("  path: {}\n", root.join("connectors").display()),
+            );
         std::fs::write(dir.path().join("riposte.yaml"), config).expect("write config");
         let hash = server::tokens::token_hash(API_TOKEN);
         let env = [
