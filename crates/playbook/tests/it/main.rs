@@ -2,6 +2,7 @@
 
 mod files;
 mod filters;
+mod fuzzed;
 mod hostile;
 mod memory;
 mod screen;
