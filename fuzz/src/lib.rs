@@ -13,6 +13,7 @@
 
 use playbook::{Diagnostic, Position};
 
+// `rustfmt::skip`: those files are formatted with their own crates, not followed from here.
 #[path = "../../crates/server/src/auth.rs"]
 #[rustfmt::skip]
 pub mod auth;
