@@ -737,9 +737,16 @@ impl Compiler<'_> {
     /// `base_url` and `token_url`: a URL, or a template over `settings` that renders one.
     fn url_template(&mut self, node: &Node, what: &'static str, settings: &[&str]) -> Input {
         let input = self.checked_input(node, SETTINGS_ROOTS, settings, what);
-        if let Input::Literal(serde_json::Value::String(url)) = &input
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
+        // A template is checked when it renders; any other value that is not a URL text (a
+        // number, a list, `null` from an empty `base_url:`) is refused here.
+        let url = match &input {
+            Input::Expression(_) | Input::Template(_) => true,
+            Input::Literal(serde_json::Value::String(url)) => {
+                url.starts_with("https://") || url.starts_with("http://")
+            }
+            Input::Literal(_) | Input::List(_) | Input::Map(_) => false,
+        };
+        if !url {
             self.error_with_hint(
                 "invalid-url",
                 node.pos,

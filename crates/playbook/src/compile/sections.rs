@@ -146,7 +146,7 @@ impl<'s> Compiler<'s> {
                 "add `auth: <profile>` naming a profile in the server configuration, or `public: true` to accept unauthenticated deliveries",
             );
         }
-        trigger.split = fields.get("split").map(|n| self.list_template(n, "split"));
+        trigger.split = fields.get("split").map(|n| self.split(n));
         trigger.filter = fields.get("filter").map(|n| self.condition(n, "filter"));
         trigger.dedupe = fields.get("dedupe").map(|n| self.dedupe(n));
         trigger.resolved = fields
@@ -513,6 +513,27 @@ impl<'s> Compiler<'s> {
         ids
     }
 
+    /// `split`: a template on the delivery that yields its alerts. A literal (a list, a number,
+    /// `null` from an empty `split:`) has nothing of the delivery to split.
+    fn split(&mut self, node: &Node) -> Input {
+        match &node.value {
+            Value::String(_) => self.list_template(node, "split"),
+            Value::Map(_) if self.unquoted_template(node) => Input::List(Vec::new()),
+            _ => {
+                self.error_with_hint(
+                    "wrong-type",
+                    node.pos,
+                    format!(
+                        "`split` must be a template that yields a list, found {}",
+                        node.kind()
+                    ),
+                    "e.g. `split: \"{{ trigger.alerts }}\"`",
+                );
+                Input::List(Vec::new())
+            }
+        }
+    }
+
     pub(super) fn foreach(&mut self, node: &Node) -> Foreach {
         let mut foreach = Foreach {
             items: Input::List(Vec::new()),
@@ -561,9 +582,8 @@ impl<'s> Compiler<'s> {
         foreach
     }
 
-    /// The list a `foreach` walks: a literal list, or a template that yields one. A plain string
-    /// is neither, and is almost always a template missing its `{{ }}`.
-    /// A value that must yield a list when it is rendered (`foreach`, `split`): a template.
+    /// The list a `foreach` walks or a `split` makes: a literal list, or a template that yields
+    /// one. A plain string is neither, and is almost always a template missing its `{{ }}`.
     pub(super) fn list_template(&mut self, node: &Node, what: &str) -> Input {
         let items = self.input(node);
         if let Input::Literal(serde_json::Value::String(text)) = &items {

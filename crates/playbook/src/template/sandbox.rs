@@ -359,7 +359,34 @@ fn operator(symbol: &str, state: &State, a: &Value, b: &Value) -> Result<Value, 
     if symbol == "~" {
         return Ok(Value::from(format!("{a}{b}")));
     }
+    if symbol == "*"
+        && let Some(repeated) = repeat_sequence(a, b)?
+    {
+        return Ok(repeated);
+    }
     arithmetic(symbol).call(state, &[a.clone(), b.clone()])
+}
+
+/// `sequence * n`, built here as a list. minijinja repeats lazily, walking the sequence `n` times
+/// however short it is: `[] * 10**13` has no items and takes hours to walk (found by fuzzing).
+/// `None` leaves what is not a sized sequence times a count to minijinja and its errors.
+fn repeat_sequence(a: &Value, b: &Value) -> Result<Option<Value>, Error> {
+    let is_sequence = |v: &Value| matches!(v.kind(), ValueKind::Seq | ValueKind::Iterable);
+    let (sequence, times) = match (is_sequence(a), is_sequence(b)) {
+        (true, false) => (a, b),
+        (false, true) => (b, a),
+        _ => return Ok(None),
+    };
+    let (Some(times), Some(_)) = (times.as_usize(), sequence.len()) else {
+        return Ok(None);
+    };
+    let items: Vec<Value> = sequence.try_iter()?.collect();
+    if items.is_empty() {
+        return Ok(Some(Value::from(items)));
+    }
+    // `repeated` has bounded `items.len() * times` by MAX_ITEMS.
+    let repeated: Vec<Value> = (0..times).flat_map(|_| items.iter().cloned()).collect();
+    Ok(Some(Value::from(repeated)))
 }
 
 /// The bytes (or items) `a * b` would build, refusing repetitions the sandbox does not allow.
