@@ -873,7 +873,6 @@ impl<'a> Drive<'a> {
                 },
             })
             .await?;
-            self.save().await?;
             let call = StepCall {
                 run_id: run_id.clone(),
                 step_id: step_id.to_owned(),
@@ -885,12 +884,18 @@ impl<'a> Drive<'a> {
                 timeout,
                 grant: self.grant(&uses.plugin),
             };
-            let called = std::time::Instant::now();
             let built_in = if self.runner.executor.rehearses() {
                 None
             } else {
                 builtin::call(&call)
             };
+            // On the record before anything leaves the process. A built-in answer does nothing
+            // outside it: its start goes with the next write, and a crash before that only
+            // makes it answer again.
+            if built_in.is_none() {
+                self.save().await?;
+            }
+            let called = std::time::Instant::now();
             let result = match built_in {
                 Some(answer) => answer,
                 None => {

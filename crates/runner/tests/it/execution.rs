@@ -695,3 +695,74 @@ steps:
     assert_eq!(harness.executor.calls_of("call").len(), 2);
     assert_eq!(done.step("call").map(|r| r.deferred_until), Some(None));
 }
+
+/// Keeps each journal write apart, to see what went together.
+#[derive(Default)]
+struct Writes(std::sync::Mutex<Vec<Vec<RunEvent>>>);
+
+#[async_trait::async_trait]
+impl runner::Journal for Writes {
+    async fn append(&self, run_id: &str, event: &RunEvent) -> Result<(), runner::Error> {
+        self.append_all(run_id, std::slice::from_ref(event)).await
+    }
+
+    async fn append_all(&self, _run_id: &str, events: &[RunEvent]) -> Result<(), runner::Error> {
+        self.0.lock().expect("writes").push(events.to_vec());
+        Ok(())
+    }
+}
+
+/// A plugin call is on the record (its step's start written) before it is made; a built-in
+/// `core` answer leaves the process for nothing, so it costs no journal write of its own.
+#[tokio::test]
+async fn a_plugin_call_is_written_down_first_and_a_built_in_step_adds_no_write() {
+    let compiled = playbook(
+        r#"
+name: shaped
+trigger: { webhook: t, public: true }
+steps:
+  - { id: shape, uses: core/echo, with: { ip: "{{ trigger.ip }}" } }
+  - { id: lookup, uses: test/act, needs: [shape], with: { ip: "{{ steps.shape.output.ip }}" } }
+"#,
+    );
+    let writes = Arc::new(Writes::default());
+    let executor = Scripted::new().on("lookup", vec![ok(json!({ "score": 3 }))]);
+    let runner = runner::Runner::new(executor.clone(), writes.clone());
+    let state = runner
+        .start(
+            &compiled,
+            "run-1",
+            json!({ "ip": "203.0.113.7" }),
+            &secrets(&[]),
+        )
+        .await
+        .expect("runs");
+    assert_eq!(state.status, RunStatus::Succeeded);
+    assert_eq!(executor.calls_of("lookup").len(), 1);
+
+    let writes = writes.0.lock().expect("writes").clone();
+    let started = |events: &[RunEvent], name: &str| {
+        events
+            .iter()
+            .any(|e| matches!(e, RunEvent::StepStarted { step, .. } if step == name))
+    };
+    // The write before the call holds the built-in step whole and the lookup's start.
+    let before_call = writes
+        .iter()
+        .position(|events| started(events, "lookup"))
+        .expect("the lookup's start is written");
+    assert!(started(&writes[before_call], "shape"), "{writes:#?}");
+    assert!(
+        writes[before_call]
+            .iter()
+            .any(|e| matches!(e, RunEvent::StepSucceeded { step, .. } if step == "shape")),
+        "{writes:#?}"
+    );
+    assert!(
+        !writes[..before_call]
+            .iter()
+            .any(|events| started(events, "shape")),
+        "the built-in step had a write of its own: {writes:#?}"
+    );
+    assert_eq!(writes.len(), before_call + 2, "{writes:#?}");
+}

@@ -1295,3 +1295,53 @@ async fn a_shared_rate_admits_exactly_its_calls_among_concurrent_takers() {
         );
     }
 }
+
+/// Group commit: SQLite operations that arrive together share one transaction, yet each stays
+/// all-or-nothing (one that fails leaves nothing of itself and fails no other), and each answer
+/// still means "stored": everything answered is in the file when it is opened again.
+#[tokio::test]
+async fn sqlite_operations_committed_together_stay_separate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("riposte.db");
+    let store = SqliteStore::open(&path, Synchronous::Normal).expect("open");
+    let taken = run("a", None);
+    store
+        .accept(&delivery(Some("first"), vec![taken.clone()]))
+        .await
+        .expect("accept");
+    // 200 deliveries at once. Every tenth reuses the stored run's id: its dedupe key is written,
+    // then its run's insert fails.
+    let deliveries: Vec<Delivery> = (0..200)
+        .map(|n| {
+            let mut new = run("a", Some((&format!("key-{n}"), 60_000)));
+            if n % 10 == 0 {
+                new.run_id = taken.run_id.clone();
+            }
+            delivery(Some(&format!("d{n}")), vec![new])
+        })
+        .collect();
+    let mut sent = tokio::task::JoinSet::new();
+    for (n, delivery) in deliveries.iter().cloned().enumerate() {
+        let store = store.clone();
+        sent.spawn(async move { (n, store.accept(&delivery).await) });
+    }
+    while let Some(answer) = sent.join_next().await {
+        let (n, result) = answer.expect("task");
+        assert_eq!(result.is_err(), n % 10 == 0, "delivery {n}: {result:?}");
+    }
+    drop(store);
+
+    let store = SqliteStore::open(&path, Synchronous::Normal).expect("reopen");
+    for (n, delivery) in deliveries.iter().enumerate().filter(|(n, _)| n % 10 != 0) {
+        let stored = store.run(&delivery.runs[0].run_id).await.expect("read");
+        assert!(stored.is_some(), "delivery {n} was answered as stored");
+    }
+    // A failed delivery left nothing: sent again with a fresh run, neither its delivery id nor
+    // its dedupe key is known.
+    let again = delivery(Some("d10"), vec![run("a", Some(("key-10", 60_000)))]);
+    let admissions = store.accept(&again).await.expect("accept again");
+    assert_eq!(admissions.len(), 1);
+    assert!(!admissions[0].duplicate, "{admissions:?}");
+    assert_eq!(admissions[0].run_id, again.runs[0].run_id);
+    assert_eq!(store.queue_depth().await.expect("depth"), 1 + 180 + 1);
+}

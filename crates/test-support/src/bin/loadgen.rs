@@ -4,7 +4,8 @@
 //! `riposte serve` process on a four-step playbook with three plugin calls, and measures:
 //! 1. ingest: alerts posted as fast as `--concurrency` connections allow, into an API-only
 //!    process: accepted alerts/s and accept latency (p50, p99, max);
-//! 2. drain: a `riposte worker` process started on that backlog: completed runs/s;
+//! 2. drain: `--workers` `riposte worker` processes (1 unless given) started on that backlog:
+//!    completed runs/s and the workers' CPU time per run;
 //! 3. steady: API and workers in one process under load at once: accept latency and runs/s;
 //!
 //! and the peak memory (VmHWM) of each riposte process. For the steady phase it also reports the
@@ -12,7 +13,7 @@
 //! server's `/metrics`), and on Redis the Redis CPU time per run.
 //!
 //! Usage: `loadgen --riposte <binary> --plugins <dir> [--alerts N] [--concurrency C]
-//! [--redis <url>]` (SQLite when no Redis is given).
+//! [--workers N] [--redis <url>]` (SQLite when no Redis is given).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ struct Options {
     plugins: PathBuf,
     alerts: usize,
     concurrency: usize,
+    /// Worker processes in the drain phase.
+    workers: usize,
     redis: Option<String>,
 }
 
@@ -50,6 +53,7 @@ fn options() -> Result<Options, String> {
         plugins: PathBuf::new(),
         alerts: 20_000,
         concurrency: 64,
+        workers: 1,
         redis: None,
     };
     while let Some(flag) = args.next() {
@@ -61,6 +65,7 @@ fn options() -> Result<Options, String> {
             "--concurrency" => {
                 options.concurrency = value.parse().map_err(|_| "--concurrency: a number")?
             }
+            "--workers" => options.workers = value.parse().map_err(|_| "--workers: a number")?,
             "--redis" => options.redis = Some(value),
             other => return Err(format!("unknown flag {other}")),
         }
@@ -336,8 +341,13 @@ fn memory(child: &Child) -> String {
     )
 }
 
-/// User + system CPU time of a process so far, from /proc (clock ticks of 10 ms).
+/// User + system CPU time of a process so far, from /proc.
 fn cpu(stat_file: &str) -> String {
+    format!("{:.1} s", cpu_seconds(stat_file))
+}
+
+/// User + system CPU seconds of a process so far, from /proc (clock ticks of 10 ms).
+fn cpu_seconds(stat_file: &str) -> f64 {
     let stat = std::fs::read_to_string(stat_file).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at `)`.
     let fields: Vec<&str> = stat
@@ -351,7 +361,7 @@ fn cpu(stat_file: &str) -> String {
             .unwrap_or(0)
     };
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    format!("{:.1} s", (ticks(11) + ticks(12)) as f64 / 100.0)
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 #[tokio::main]
@@ -464,19 +474,48 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     report_accepts("ingest (API only)", &latencies, runs.len(), elapsed);
     println!("  API process memory: {}", memory(&api));
 
-    // 2. A worker process drains the backlog.
+    // 2. Worker processes drain the backlog.
     let store = deployment.store().await;
-    let mut worker = deployment.spawn("worker", 64);
+    let redis_cpu_before = redis_cpu(options.redis.as_deref()).await;
+    let mut workers: Vec<Child> = (0..options.workers)
+        .map(|_| deployment.spawn("worker", 64))
+        .collect();
     let drained = finished(store.as_ref(), &runs).await;
-    report_runs("drain (1 worker process)", runs.len(), drained);
-    println!("  worker process memory: {}", memory(&worker));
+    report_runs(
+        &format!("drain ({} worker processes)", options.workers),
+        runs.len(),
+        drained,
+    );
+    let worker_cpu: f64 = workers
+        .iter()
+        .map(|worker| cpu_seconds(&format!("/proc/{}/stat", worker.id())))
+        .sum();
+    // Includes starting up (loading plugins, compiling nothing: the cache is warm) and polling
+    // the emptied queue until every run's end is read back: a little over the runs' own cost.
+    println!(
+        "  worker CPU: {:.2} ms per run",
+        worker_cpu * 1e3 / runs.len().max(1) as f64
+    );
+    if let (Some(before), Some(after)) =
+        (redis_cpu_before, redis_cpu(options.redis.as_deref()).await)
+    {
+        println!(
+            "  Redis CPU: {:.3} ms per run",
+            (after - before) * 1e3 / runs.len().max(1) as f64
+        );
+    }
+    for worker in &workers {
+        println!("  worker process memory: {}", memory(worker));
+    }
     println!(
         "  load generator and loopback services so far: CPU {}",
         cpu("/proc/self/stat")
     );
-    let _ = worker.kill();
+    for worker in &mut workers {
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
     let _ = api.kill();
-    let _ = worker.wait();
     let _ = api.wait();
 
     // 3. Steady state: one process accepts and runs at once.
