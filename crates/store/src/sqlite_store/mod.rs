@@ -162,8 +162,7 @@ impl SqliteStore {
         Ok(SqliteStore { operations })
     }
 
-    /// Runs `operation` on the connection's thread and waits for its result.
-    /// Reads, changes and writes one limit's state in one transaction.
+    /// Reads, changes and writes one limit's state in one savepoint.
     async fn change_limit<T: Send + 'static>(
         &self,
         key: String,
@@ -189,6 +188,8 @@ impl SqliteStore {
         .await
     }
 
+    /// Runs `operation` on the connection's thread and waits for its result, which comes once
+    /// the operation's group has committed.
     async fn with<T, F>(&self, operation: F) -> Result<T, Error>
     where
         T: Send + 'static,
