@@ -14,8 +14,8 @@ use runner::{Grant, Redactor, StepCall, StepError, StepExecutor};
 use sha2::Digest;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
-    UpdateDeadline,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    StoreLimitsBuilder, UpdateDeadline,
 };
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -467,6 +467,9 @@ impl Drop for PluginHost {
     }
 }
 
+/// How much of each memory and table of a finished call stays mapped for the next one.
+const KEEP_RESIDENT_BYTES: usize = 1024 * 1024;
+
 fn engine_config(config: &HostConfig) -> Config {
     let mut engine = Config::new();
     engine.epoch_interruption(true);
@@ -478,7 +481,13 @@ fn engine_config(config: &HostConfig) -> Config {
         .total_memories((config.max_concurrent_invocations + 16) * 2)
         .total_tables((config.max_concurrent_invocations + 16) * 4)
         .total_stacks(config.max_concurrent_invocations + 16)
-        .max_memory_size(config.max_memory_bytes);
+        .max_memory_size(config.max_memory_bytes)
+        // Resetting a slot by `madvise` cost a worker 8% of its CPU, mostly TLB shootdowns on
+        // every core. With PAGEMAP_SCAN (Linux 6.7+) the pages a call dirtied are zeroed with
+        // `memset` and stay mapped, up to this much per memory; without it, as before.
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_BYTES)
+        .pagemap_scan(Enabled::Auto);
     engine.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     engine
 }

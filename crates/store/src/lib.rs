@@ -160,6 +160,22 @@ pub struct RunRecord {
     pub dead: Option<String>,
 }
 
+/// What a worker finds when it opens a run to advance it ([`Store::open_run`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpenedRun {
+    /// There is no such run.
+    Missing,
+    /// The run was given up on: it is not locked and never advanced again.
+    Dead,
+    /// Another worker holds the run's lock.
+    Busy,
+    /// The run is locked for the caller, with what advancing it needs.
+    Locked {
+        record: RunRecord,
+        events: Vec<RunEvent>,
+    },
+}
+
 /// One delivery of a job to a worker: the run to advance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -340,8 +356,8 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
     /// Renews the leases `worker` holds on these jobs.
     async fn extend(&self, worker: &str, job_ids: &[String], lease: Duration) -> Result<(), Error>;
 
-    /// The job is done: it is removed for good.
-    async fn ack(&self, job_id: &str) -> Result<(), Error>;
+    /// The jobs are done: they are removed for good.
+    async fn ack(&self, job_ids: &[String]) -> Result<(), Error>;
 
     /// Hands jobs back at once (graceful shutdown), so any worker can take them.
     async fn release(&self, worker: &str, job_ids: &[String]) -> Result<(), Error>;
@@ -359,6 +375,16 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
     /// Takes the run's lock for `worker` unless another worker holds it; so one run is never
     /// advanced by two workers at once. Renewing is taking it again.
     async fn lock_run(&self, run_id: &str, worker: &str, lease: Duration) -> Result<bool, Error>;
+
+    /// What advancing a run starts with, in one round trip: takes its lock for `worker` (as
+    /// [`Store::lock_run`]) unless it is missing or dead, and reads its record and journal.
+    /// The journal read is the one the worker folds: only the lock holder appends to it.
+    async fn open_run(
+        &self,
+        run_id: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<OpenedRun, Error>;
 
     /// Releases the run's lock if `worker` holds it.
     async fn unlock_run(&self, run_id: &str, worker: &str) -> Result<(), Error>;

@@ -19,7 +19,7 @@ use futures::FutureExt;
 
 use playbook::Playbook;
 use runner::{RunStatus, Runner};
-use store::{Claim, Store};
+use store::{Claim, OpenedRun, Store};
 use tokio_util::sync::CancellationToken;
 use tower::limit::ConcurrencyLimitLayer;
 use tracing::{info, warn};
@@ -179,24 +179,25 @@ impl Worker {
     /// Advances `claim`'s run holding its lock as `holder`.
     async fn advance_as(&self, holder: &str, claim: &Claim) -> Result<(), Error> {
         let run_id = claim.run_id.as_str();
-        let Some(record) = self.store.run(run_id).await? else {
-            warn!("A job names a run that does not exist; dropping it.");
-            return Ok(());
-        };
-        if record.dead.is_some() {
-            return Ok(());
-        }
-        if !self
+        let (record, events) = match self
             .store
-            .lock_run(run_id, holder, self.config.lease)
+            .open_run(run_id, holder, self.config.lease)
             .await?
         {
-            // Another worker is advancing this run: look again shortly.
-            self.store
-                .schedule(run_id, self.runner.now() + 1_000)
-                .await?;
-            return Ok(());
-        }
+            OpenedRun::Locked { record, events } => (record, events),
+            OpenedRun::Missing => {
+                warn!("A job names a run that does not exist; dropping it.");
+                return Ok(());
+            }
+            OpenedRun::Dead => return Ok(()),
+            OpenedRun::Busy => {
+                // Another worker is advancing this run: look again shortly.
+                self.store
+                    .schedule(run_id, self.runner.now() + 1_000)
+                    .await?;
+                return Ok(());
+            }
+        };
         // Checked under the lock: a job that came back while a live worker still advances its run
         // (the lock was held) is not a stall.
         if claim.deliveries > self.config.max_deliveries {
@@ -222,7 +223,7 @@ impl Worker {
             }
         };
         let outcome = tokio::select! {
-            outcome = self.advance_locked(run_id, &record, claim.deliveries) => outcome,
+            outcome = self.advance_locked(run_id, &record, &events, claim.deliveries) => outcome,
             lost = renew => Err(lost),
         };
         self.store.unlock_run(run_id, holder).await?;
@@ -233,6 +234,7 @@ impl Worker {
         &self,
         run_id: &str,
         record: &store::RunRecord,
+        events: &[runner::RunEvent],
         deliveries: u32,
     ) -> Result<(), Error> {
         let catalog = self.playbooks.current();
@@ -270,14 +272,13 @@ impl Worker {
                 Err(error) => return Err(error),
             }
         }
-        let events = self.store.events(run_id).await?;
         let state = self
             .runner
             .advance(
                 playbook,
                 run_id,
                 &record.event,
-                &events,
+                events,
                 &secrets,
                 deliveries,
             )
@@ -287,7 +288,7 @@ impl Worker {
             self.store.schedule(run_id, wakeup).await?;
         }
         if state.status == RunStatus::WaitingForApproval {
-            self.post_to_slack(playbook, run_id, &events).await;
+            self.post_to_slack(playbook, run_id, events).await;
         }
         if has_case {
             self.record_on_case(run_id, Some(playbook)).await?;

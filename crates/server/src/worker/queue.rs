@@ -176,6 +176,7 @@ impl Persistence for QueuePersistence {
         events: Vec<TaskEvent<()>>,
         worker: &WorkerContext,
     ) -> Result<(), store::Error> {
+        let mut done_ids = Vec::new();
         for event in events {
             let TaskEvent::Complete(done) = event else {
                 continue;
@@ -184,15 +185,17 @@ impl Persistence for QueuePersistence {
             // Settled either way: an errored job must not be extended, or it never comes back.
             self.settle(worker, &id);
             match done.result {
-                Ok(()) => {
-                    if let Err(e) = self.queue.ack(&id).await {
-                        tracing::warn!(error = %e, job = %id, "ack failed; job will be redelivered");
-                    }
-                }
+                Ok(()) => done_ids.push(id),
                 Err(e) => {
                     tracing::warn!(job = %id, error = %e, "handler failed; redelivery after lease")
                 }
             }
+        }
+        // The jobs that completed since the last call, acked together.
+        if !done_ids.is_empty()
+            && let Err(e) = self.queue.ack(&done_ids).await
+        {
+            tracing::warn!(error = %e, jobs = done_ids.len(), "ack failed; jobs will be redelivered");
         }
         Ok(())
     }

@@ -24,7 +24,7 @@
 
 mod case_keys;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,8 +39,8 @@ use crate::error::Error;
 use crate::limits::{Held, Limit, LimitState, Outcome};
 use crate::{
     ActivityPage, ActivityRecord, Admission, ApprovalChanges, CaseMatch, CaseQuery, CaseWrite,
-    Claim, Delivery, IGNORED_KEPT, Ignored, PendingApproval, RunQuery, RunRecord, Session, Store,
-    TrailPage, millis, repeat_of,
+    Claim, Delivery, IGNORED_KEPT, Ignored, OpenedRun, PendingApproval, RunQuery, RunRecord,
+    Session, Store, TrailPage, millis, repeat_of,
 };
 
 const GROUP: &str = "workers";
@@ -87,6 +87,7 @@ struct Scripts {
     release: Script,
     promote: Script,
     lock: Script,
+    open: Script,
     unlock: Script,
     write_case: Script,
     swap: Script,
@@ -114,6 +115,7 @@ impl Scripts {
             release: Script::new(RELEASE),
             promote: Script::new(PROMOTE),
             lock: Script::new(LOCK),
+            open: Script::new(OPEN),
             unlock: Script::new(UNLOCK),
             write_case: Script::new(case_keys::WRITE_CASE),
             swap: Script::new(SWAP),
@@ -262,8 +264,26 @@ impl runner::Journal for RedisStore {
 /// Which chain's head had moved when the chain script refused an append.
 enum Moved {
     Nothing,
-    Run,
-    Trail,
+    /// The run's chain moved: its head now.
+    Run((u64, String)),
+    /// The global trail moved (another process sealed a run): its head now.
+    Trail((u64, String)),
+}
+
+/// How many times a write re-links its records to a chain that moved under it before it fails.
+/// Every worker process seals its runs to the one global trail, so with several processes the
+/// trail moves often; each try links to the head the last one found (no extra read), and waits
+/// a random moment first so the processes fall out of step.
+const CHAIN_TRIES: u32 = 200;
+
+/// A random wait of up to `try_number` ms (at most 10), before a write tries again.
+async fn back_off(try_number: u32) {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let bound = u64::from(try_number.clamp(1, 10)) * 1_000;
+    tokio::time::sleep(Duration::from_micros(random % bound)).await;
 }
 
 impl RedisStore {
@@ -314,7 +334,7 @@ impl RedisStore {
             true => Some(self.trail_turn.lock().await),
             false => None,
         };
-        for _ in 0..20 {
+        for try_number in 0..CHAIN_TRIES {
             let cached = self
                 .heads
                 .lock()
@@ -330,28 +350,32 @@ impl RedisStore {
                 chains.push(self.trail_link(&seal).await?);
             }
             let moved = self.chain(Some(run_id), &approvals, &chains).await?;
-            let Ok(mut heads) = self.heads.lock() else {
-                continue;
-            };
-            if heads.len() > MAX_CACHED_HEADS {
-                heads.clear();
-            }
-            match moved {
-                Moved::Nothing => {
-                    if let Some(last) = linked.last() {
-                        heads.insert(run_id.to_owned(), (last.seq, last.hash.clone()));
-                    }
-                    drop(heads);
-                    if let Some((_, _, trail)) = chains.get(1) {
-                        self.trail_moved_to(trail.last());
-                    }
-                    return Ok(());
+            {
+                let Ok(mut heads) = self.heads.lock() else {
+                    continue;
+                };
+                if heads.len() > MAX_CACHED_HEADS {
+                    heads.clear();
                 }
-                Moved::Run => {
-                    heads.remove(run_id);
+                match moved {
+                    Moved::Nothing => {
+                        if let Some(last) = linked.last() {
+                            heads.insert(run_id.to_owned(), (last.seq, last.hash.clone()));
+                        }
+                        drop(heads);
+                        if let Some((_, _, trail)) = chains.get(1) {
+                            self.trail_moved_to(trail.last());
+                        }
+                        return Ok(());
+                    }
+                    Moved::Run(head) => {
+                        heads.insert(run_id.to_owned(), head);
+                        continue;
+                    }
+                    Moved::Trail(head) => self.trail_moved_to_head(head),
                 }
-                Moved::Trail => self.trail_moved_to(None),
             }
+            back_off(try_number).await;
         }
         Err(Error::Config(format!(
             "the journal of run {run_id} kept changing under this process; is another process writing to it?"
@@ -378,6 +402,13 @@ impl RedisStore {
     fn trail_moved_to(&self, last: Option<&AuditRecord>) {
         if let Ok(mut head) = self.trail_head.lock() {
             *head = last.map(|record| (record.seq, record.hash.clone()));
+        }
+    }
+
+    /// Remembers the trail's head as the chain script found it.
+    fn trail_moved_to_head(&self, found: (u64, String)) {
+        if let Ok(mut head) = self.trail_head.lock() {
+            *head = Some(found);
         }
     }
 
@@ -433,11 +464,12 @@ impl RedisStore {
             }
         }
         let mut connection = self.connection.clone();
-        let moved: u8 = invocation.invoke_async(&mut connection).await?;
+        let (moved, seq, head): (u8, u64, String) =
+            invocation.invoke_async(&mut connection).await?;
         Ok(match moved {
             0 => Moved::Nothing,
-            1 => Moved::Run,
-            _ => Moved::Trail,
+            1 => Moved::Run((seq, head)),
+            _ => Moved::Trail((seq, head)),
         })
     }
 
@@ -466,6 +498,33 @@ fn exclusive_start(cursor: Option<&str>) -> Result<String, Error> {
         Some((millis, seq)) if digits(millis) && digits(seq) => Ok(format!("({id}")),
         _ => Err(Error::Cursor(id.into())),
     }
+}
+
+/// A run's record from its hash's fields.
+fn run_record(run_id: &str, fields: &HashMap<String, String>) -> Result<RunRecord, Error> {
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::corrupt(format!("run {run_id}"), format!("no `{name}`")))
+    };
+    let event = serde_json::from_str(&field("event")?)
+        .map_err(|error| Error::corrupt(format!("run {run_id}"), error))?;
+    let accepted_at = field("accepted_at")?
+        .parse()
+        .map_err(|error| Error::corrupt(format!("run {run_id}"), error))?;
+    Ok(RunRecord {
+        run_id: run_id.to_owned(),
+        playbook: field("playbook")?,
+        trigger: field("trigger")?,
+        event,
+        accepted_at,
+        dead: fields.get("dead").cloned(),
+    })
+}
+
+fn run_event(run_id: &str, json: &str) -> Result<RunEvent, Error> {
+    serde_json::from_str(json).map_err(|error| Error::corrupt(format!("run {run_id} event"), error))
 }
 
 fn audit_record(entry: &redis::streams::StreamId) -> AuditRecord {
@@ -573,30 +632,11 @@ impl Store for RedisStore {
 
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
         let mut connection = self.connection.clone();
-        let fields: std::collections::HashMap<String, String> =
-            connection.hgetall(self.run_key(run_id)).await?;
+        let fields: HashMap<String, String> = connection.hgetall(self.run_key(run_id)).await?;
         if fields.is_empty() {
             return Ok(None);
         }
-        let field = |name: &str| {
-            fields
-                .get(name)
-                .cloned()
-                .ok_or_else(|| Error::corrupt(format!("run {run_id}"), format!("no `{name}`")))
-        };
-        let event = serde_json::from_str(&field("event")?)
-            .map_err(|error| Error::corrupt(format!("run {run_id}"), error))?;
-        let accepted_at = field("accepted_at")?
-            .parse()
-            .map_err(|error| Error::corrupt(format!("run {run_id}"), error))?;
-        Ok(Some(RunRecord {
-            run_id: run_id.to_owned(),
-            playbook: field("playbook")?,
-            trigger: field("trigger")?,
-            event,
-            accepted_at,
-            dead: fields.get("dead").cloned(),
-        }))
+        run_record(run_id, &fields).map(Some)
     }
 
     async fn events(&self, run_id: &str) -> Result<Vec<RunEvent>, Error> {
@@ -611,11 +651,41 @@ impl Store for RedisStore {
                 let json: String = entry.get("e").ok_or_else(|| {
                     Error::corrupt(format!("run {run_id} event {}", entry.id), "no `e` field")
                 })?;
-                serde_json::from_str(&json).map_err(|error| {
-                    Error::corrupt(format!("run {run_id} event {}", entry.id), error)
-                })
+                run_event(run_id, &json)
             })
             .collect()
+    }
+
+    async fn open_run(
+        &self,
+        run_id: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<OpenedRun, Error> {
+        let mut connection = self.connection.clone();
+        let run_key = self.run_key(run_id);
+        let (taken, fields, events): (i8, HashMap<String, String>, Vec<String>) = self
+            .scripts
+            .open
+            .key(&run_key)
+            .key(format!("{run_key}:lock"))
+            .key(format!("{run_key}:events"))
+            .arg(worker)
+            .arg(millis(lease).max(1))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(match taken {
+            OPEN_MISSING => OpenedRun::Missing,
+            OPEN_DEAD => OpenedRun::Dead,
+            OPEN_BUSY => OpenedRun::Busy,
+            _ => OpenedRun::Locked {
+                record: run_record(run_id, &fields)?,
+                events: events
+                    .iter()
+                    .map(|json| run_event(run_id, json))
+                    .collect::<Result<_, _>>()?,
+            },
+        })
     }
 
     async fn audit_records(&self, run_id: &str) -> Result<Vec<AuditRecord>, Error> {
@@ -703,7 +773,7 @@ impl Store for RedisStore {
 
     async fn trail_append(&self, entry: &TrailEntry) -> Result<(), Error> {
         let _turn = self.trail_turn.lock().await;
-        for _ in 0..20 {
+        for try_number in 0..CHAIN_TRIES {
             let link = self.trail_link(entry).await?;
             let chains = [link];
             match self.chain(None, "", &chains).await? {
@@ -711,8 +781,9 @@ impl Store for RedisStore {
                     self.trail_moved_to(chains[0].2.last());
                     return Ok(());
                 }
-                Moved::Run | Moved::Trail => self.trail_moved_to(None),
+                Moved::Run(head) | Moved::Trail(head) => self.trail_moved_to_head(head),
             }
+            back_off(try_number).await;
         }
         Err(Error::Config(
             "the audit trail kept changing under this process; too many writers at once".into(),
@@ -874,16 +945,17 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn ack(&self, job_id: &str) -> Result<(), Error> {
+    async fn ack(&self, job_ids: &[String]) -> Result<(), Error> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
         let mut connection = self.connection.clone();
-        let _: () = self
-            .scripts
-            .ack
-            .key(self.key("jobs"))
-            .arg(GROUP)
-            .arg(job_id)
-            .invoke_async(&mut connection)
-            .await?;
+        let mut invocation = self.scripts.ack.key(self.key("jobs"));
+        invocation.arg(GROUP);
+        for id in job_ids {
+            invocation.arg(id);
+        }
+        let _: () = invocation.invoke_async(&mut connection).await?;
         Ok(())
     }
 
@@ -1178,8 +1250,8 @@ return {0, answer}
 /// (empty: none), what the records change in the steps waiting for approval (JSON
 /// `{waiting, steps, run, requested: [[step, deadline]], decided: [step], ended}`, or empty),
 /// then per chain: prev, first seq, count, then count × (record, hash). Appends to every chain
-/// whose last record is `prev` at `first seq - 1`, or to none: returns 0 if it appended, else
-/// the position of the first chain whose head had moved.
+/// whose last record is `prev` at `first seq - 1`, or to none: returns {0, 0, ''} if it appended,
+/// else {the position of the first chain whose head had moved, its last seq, its last hash}.
 const CHAIN: &str = r#"
 local activity, max_len, run, approvals = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local function copy(fields)
@@ -1201,7 +1273,7 @@ for k = 2, #KEYS do
       if fields[i] == 'n' then n = tonumber(fields[i + 1]) end
     end
   end
-  if head ~= prev or n + 1 ~= first then return k - 1 end
+  if head ~= prev or n + 1 ~= first then return {k - 1, n, head} end
   plan[k] = {a + 3, count, prev, first}
   a = a + 3 + 2 * count
 end
@@ -1233,14 +1305,16 @@ if approvals ~= '' then
     redis.call('DEL', o.steps)
   end
 end
-return 0
+return {0, 0, ''}
 "#;
 
-/// KEYS: jobs. ARGV: group, id. One script rather than MULTI/XACK/XDEL/EXEC: half the commands
+/// KEYS: jobs. ARGV: group, ids…. One script rather than MULTI/XACK/XDEL/EXEC: half the commands
 /// on the path every run takes.
 const ACK: &str = r#"
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
+for i = 2, #ARGV do
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
 "#;
 
 /// KEYS: jobs. ARGV: group, worker, ids…: resets the idle time of the entries the worker still
@@ -1295,6 +1369,31 @@ local owner = redis.call('GET', KEYS[1])
 if owner and owner ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
+"#;
+
+/// What [`OPEN`] found, in its reply's first element.
+const OPEN_MISSING: i8 = -1;
+const OPEN_DEAD: i8 = -2;
+const OPEN_BUSY: i8 = 0;
+
+/// KEYS: run, lock, events. ARGV: worker, lease ms. Unless the run is missing or dead, takes its
+/// lock as [`LOCK`] does; once locked, replies {1, the run's fields, its journal's `e` values}.
+const OPEN: &str = r#"
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return {-1, {}, {}} end
+if redis.call('HEXISTS', KEYS[1], 'dead') == 1 then return {-2, {}, {}} end
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[1] then return {0, {}, {}} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+local events = {}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[3], '-', '+')) do
+  local values, event = entry[2], ''
+  for i = 1, #values, 2 do
+    if values[i] == 'e' then event = values[i + 1] end
+  end
+  events[#events + 1] = event
+end
+return {1, fields, events}
 "#;
 
 /// KEYS: lock. ARGV: worker.

@@ -30,8 +30,8 @@ use crate::error::Error;
 use crate::limits::{Held, Limit, LimitState, Outcome};
 use crate::{
     ActivityPage, ActivityRecord, Admission, ApprovalChanges, CaseMatch, CaseQuery, CaseWrite,
-    Claim, Delivery, IGNORED_KEPT, Ignored, NewRun, PendingApproval, RunQuery, RunRecord, Session,
-    Store, TrailPage, millis, now_millis, repeat_of,
+    Claim, Delivery, IGNORED_KEPT, Ignored, NewRun, OpenedRun, PendingApproval, RunQuery,
+    RunRecord, Session, Store, TrailPage, millis, now_millis, repeat_of,
 };
 
 /// How hard SQLite pushes each commit to disk.
@@ -242,6 +242,52 @@ fn run_group(connection: &mut Connection, group: Vec<Operation>) {
     for answer in answers {
         answer(failure.as_ref());
     }
+}
+
+fn read_run(connection: &Connection, run_id: &str) -> Result<Option<RunRecord>, Error> {
+    connection
+        .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"))?
+        .query_row(params![run_id], run_row)
+        .optional()?
+        .map(RunRow::into_record)
+        .transpose()
+}
+
+fn read_events(connection: &Connection, run_id: &str) -> Result<Vec<RunEvent>, Error> {
+    let mut statement =
+        connection.prepare_cached("SELECT event FROM run_events WHERE run_id = ?1 ORDER BY seq")?;
+    let rows = statement.query_map(params![run_id], |row| row.get::<_, String>(0))?;
+    let mut events = Vec::new();
+    for row in rows {
+        let json = row?;
+        events.push(
+            serde_json::from_str(&json)
+                .map_err(|error| Error::corrupt(format!("run {run_id} event"), error))?,
+        );
+    }
+    Ok(events)
+}
+
+/// Takes (or renews) the run's lock for `worker` unless another worker holds it unexpired.
+fn take_run_lock(
+    connection: &Connection,
+    run_id: &str,
+    worker: &str,
+    lease: Duration,
+) -> Result<bool, Error> {
+    let now = now_millis();
+    let changed = connection
+        .prepare_cached(
+            "UPDATE runs SET locked_by = ?2, lock_until = ?3
+             WHERE run_id = ?1 AND (locked_by IS NULL OR locked_by = ?2 OR lock_until <= ?4)",
+        )?
+        .execute(params![
+            run_id,
+            worker,
+            (now + millis(lease)) as i64,
+            now as i64
+        ])?;
+    Ok(changed == 1)
 }
 
 #[async_trait]
@@ -584,32 +630,35 @@ impl Store for SqliteStore {
 
     async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, Error> {
         let run_id = run_id.to_owned();
-        self.with(move |connection| {
-            connection
-                .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"))?
-                .query_row(params![run_id], run_row)
-                .optional()?
-                .map(RunRow::into_record)
-                .transpose()
-        })
-        .await
+        self.with(move |connection| read_run(connection, &run_id))
+            .await
     }
 
     async fn events(&self, run_id: &str) -> Result<Vec<RunEvent>, Error> {
         let run_id = run_id.to_owned();
+        self.with(move |connection| read_events(connection, &run_id))
+            .await
+    }
+
+    async fn open_run(
+        &self,
+        run_id: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<OpenedRun, Error> {
+        let (run_id, worker) = (run_id.to_owned(), worker.to_owned());
         self.with(move |connection| {
-            let mut statement = connection
-                .prepare_cached("SELECT event FROM run_events WHERE run_id = ?1 ORDER BY seq")?;
-            let rows = statement.query_map(params![run_id], |row| row.get::<_, String>(0))?;
-            let mut events = Vec::new();
-            for row in rows {
-                let json = row?;
-                events.push(
-                    serde_json::from_str(&json)
-                        .map_err(|error| Error::corrupt(format!("run {run_id} event"), error))?,
-                );
+            let Some(record) = read_run(connection, &run_id)? else {
+                return Ok(OpenedRun::Missing);
+            };
+            if record.dead.is_some() {
+                return Ok(OpenedRun::Dead);
             }
-            Ok(events)
+            if !take_run_lock(connection, &run_id, &worker, lease)? {
+                return Ok(OpenedRun::Busy);
+            }
+            let events = read_events(connection, &run_id)?;
+            Ok(OpenedRun::Locked { record, events })
         })
         .await
     }
@@ -812,12 +861,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ack(&self, job_id: &str) -> Result<(), Error> {
-        let job_id = job_id.to_owned();
+    async fn ack(&self, job_ids: &[String]) -> Result<(), Error> {
+        let job_ids = job_ids.to_vec();
         self.with(move |connection| {
-            connection
-                .prepare_cached("DELETE FROM jobs WHERE id = ?1")?
-                .execute(params![job_id])?;
+            let transaction = connection.savepoint()?;
+            for id in &job_ids {
+                transaction
+                    .prepare_cached("DELETE FROM jobs WHERE id = ?1")?
+                    .execute(params![id])?;
+            }
+            transaction.commit()?;
             Ok(())
         })
         .await
@@ -887,22 +940,8 @@ impl Store for SqliteStore {
 
     async fn lock_run(&self, run_id: &str, worker: &str, lease: Duration) -> Result<bool, Error> {
         let (run_id, worker) = (run_id.to_owned(), worker.to_owned());
-        self.with(move |connection| {
-            let now = now_millis();
-            let changed = connection
-                .prepare_cached(
-                    "UPDATE runs SET locked_by = ?2, lock_until = ?3
-                 WHERE run_id = ?1 AND (locked_by IS NULL OR locked_by = ?2 OR lock_until <= ?4)",
-                )?
-                .execute(params![
-                    run_id,
-                    worker,
-                    (now + millis(lease)) as i64,
-                    now as i64
-                ])?;
-            Ok(changed == 1)
-        })
-        .await
+        self.with(move |connection| take_run_lock(connection, &run_id, &worker, lease))
+            .await
     }
 
     async fn unlock_run(&self, run_id: &str, worker: &str) -> Result<(), Error> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runner::{Journal, RunEvent, RunStatus};
-use store::{DedupeKey, Delivery, NewRun, RedisStore, SqliteStore, Store, Synchronous};
+use store::{DedupeKey, Delivery, NewRun, OpenedRun, RedisStore, SqliteStore, Store, Synchronous};
 use test_support::RedisServer;
 
 mod cases;
@@ -135,9 +135,9 @@ async fn accepted_runs_are_recorded_queued_claimed_once_and_acked() {
             "{}",
             backend.name
         );
-        for claim in &claims {
-            store.ack(&claim.job_id).await.expect("ack");
-        }
+        // Jobs done together are acked together.
+        let done: Vec<String> = claims.iter().map(|c| c.job_id.clone()).collect();
+        store.ack(&done).await.expect("ack");
         assert_eq!(
             store.queue_depth().await.expect("depth"),
             0,
@@ -350,7 +350,7 @@ async fn concurrent_workers_never_get_the_same_job() {
                         break seen;
                     }
                     for claim in claims {
-                        store.ack(&claim.job_id).await.expect("ack");
+                        store.ack(&[claim.job_id]).await.expect("ack");
                         seen.push(claim.run_id);
                     }
                 }
@@ -470,6 +470,83 @@ async fn a_run_lock_has_one_holder_until_released_or_expired() {
         assert!(
             store.lock_run(id, "w3", short).await.expect("lock"),
             "{}: an expired lock is free",
+            backend.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn opening_a_run_locks_it_and_reads_its_record_and_journal_in_one_go() {
+    for backend in backends().await {
+        let store = &backend.store;
+        let accepted = run("a", None);
+        store
+            .accept(&delivery(None, vec![accepted.clone()]))
+            .await
+            .expect("accept");
+        let id = &accepted.run_id;
+        store
+            .append(
+                id,
+                &RunEvent::RunFinished {
+                    status: RunStatus::Succeeded,
+                    outputs: serde_json::json!({ "n": 5 }),
+                    error: None,
+                    at: 5,
+                },
+            )
+            .await
+            .expect("append");
+        let opened = store.open_run(id, "w1", LEASE).await.expect("open");
+        let OpenedRun::Locked { record, events } = opened else {
+            panic!("{}: {opened:?}", backend.name);
+        };
+        assert_eq!(record.playbook, "a", "{}", backend.name);
+        assert_eq!(record.event, accepted.event, "{}", backend.name);
+        assert!(
+            matches!(
+                &events[..],
+                [
+                    RunEvent::RunAccepted { .. },
+                    RunEvent::RunFinished { at: 5, .. }
+                ]
+            ),
+            "{}: {events:?}",
+            backend.name
+        );
+        // The lock is taken: another worker finds the run busy, the holder opens it again.
+        assert_eq!(
+            store.open_run(id, "w2", LEASE).await.expect("open"),
+            OpenedRun::Busy,
+            "{}",
+            backend.name
+        );
+        assert!(!store.lock_run(id, "w2", LEASE).await.expect("lock"));
+        assert!(matches!(
+            store.open_run(id, "w1", LEASE).await.expect("reopen"),
+            OpenedRun::Locked { .. }
+        ));
+        store.unlock_run(id, "w1").await.expect("unlock");
+        assert_eq!(
+            store.open_run("nope", "w1", LEASE).await.expect("open"),
+            OpenedRun::Missing,
+            "{}",
+            backend.name
+        );
+        // A dead run is neither advanced nor locked.
+        store
+            .dead_letter(id, "given up")
+            .await
+            .expect("dead letter");
+        assert_eq!(
+            store.open_run(id, "w2", LEASE).await.expect("open"),
+            OpenedRun::Dead,
+            "{}",
+            backend.name
+        );
+        assert!(
+            store.lock_run(id, "w3", LEASE).await.expect("lock"),
+            "{}: opening a dead run left it unlocked",
             backend.name
         );
     }
@@ -1344,4 +1421,53 @@ async fn sqlite_operations_committed_together_stay_separate() {
     assert!(!admissions[0].duplicate, "{admissions:?}");
     assert_eq!(admissions[0].run_id, again.runs[0].run_id);
     assert_eq!(store.queue_depth().await.expect("depth"), 1 + 180 + 1);
+}
+
+#[tokio::test]
+async fn worker_processes_sealing_runs_at_once_all_land_on_one_trail() {
+    // Each process seals the runs it finishes to the one global trail: under contention every
+    // seal still lands (none fails for a trail that "kept changing"), and the trail verifies.
+    const PROCESSES: usize = 8;
+    const RUNS_EACH: usize = 90;
+    let redis = RedisServer::start();
+    let mut processes = Vec::new();
+    for _ in 0..PROCESSES {
+        let store = RedisStore::connect(&redis.url(), "seals")
+            .await
+            .expect("connect");
+        processes.push(Arc::new(store));
+    }
+    let runs: Vec<NewRun> = (0..PROCESSES * RUNS_EACH)
+        .map(|_| run("seal", None))
+        .collect();
+    processes[0]
+        .accept(&delivery(None, runs.clone()))
+        .await
+        .expect("accept");
+    let mut writers = Vec::new();
+    for (index, chunk) in runs.chunks(RUNS_EACH / 3).enumerate() {
+        let store = Arc::clone(&processes[index % PROCESSES]);
+        let run_ids: Vec<String> = chunk.iter().map(|run| run.run_id.clone()).collect();
+        writers.push(tokio::spawn(async move {
+            for run_id in run_ids {
+                let finished = RunEvent::RunFinished {
+                    status: RunStatus::Succeeded,
+                    outputs: serde_json::json!({}),
+                    error: None,
+                    at: 1,
+                };
+                store.append(&run_id, &finished).await?;
+            }
+            Ok::<_, runner::Error>(())
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer").expect("every seal lands");
+    }
+    let report = store::audit::verify_store(processes[1].as_ref())
+        .await
+        .expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let all = PROCESSES * RUNS_EACH;
+    assert_eq!((report.trail_records, report.sealed), (all, all));
 }

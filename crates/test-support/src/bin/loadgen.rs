@@ -12,8 +12,13 @@
 //! cost of the audit trail: journal writes and records per run and the time per write (from the
 //! server's `/metrics`), and on Redis the Redis CPU time per run.
 //!
+//! With `--rate R` the steady phase offers R alerts/s on a fixed schedule (open loop), and each
+//! accept's latency counts from when it was due to be sent, so a slow answer cannot hide the
+//! wait of the alerts queued behind it (coordinated omission). A closed loop's latency is only
+//! concurrency / throughput (Little's law).
+//!
 //! Usage: `loadgen --riposte <binary> --plugins <dir> [--alerts N] [--concurrency C]
-//! [--workers N] [--redis <url>]` (SQLite when no Redis is given).
+//! [--workers N] [--rate R] [--redis <url>]` (SQLite when no Redis is given).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -43,6 +48,9 @@ struct Options {
     concurrency: usize,
     /// Worker processes in the drain phase.
     workers: usize,
+    /// Alerts per second offered in the steady phase, whatever the answers' pace (open loop);
+    /// `None`: as fast as `concurrency` connections allow (closed loop).
+    rate: Option<f64>,
     redis: Option<String>,
 }
 
@@ -54,6 +62,7 @@ fn options() -> Result<Options, String> {
         alerts: 20_000,
         concurrency: 64,
         workers: 1,
+        rate: None,
         redis: None,
     };
     while let Some(flag) = args.next() {
@@ -66,6 +75,13 @@ fn options() -> Result<Options, String> {
                 options.concurrency = value.parse().map_err(|_| "--concurrency: a number")?
             }
             "--workers" => options.workers = value.parse().map_err(|_| "--workers: a number")?,
+            "--rate" => {
+                let rate: f64 = value.parse().map_err(|_| "--rate: alerts per second")?;
+                if !(rate > 0.0 && rate.is_finite()) {
+                    return Err("--rate: a positive number of alerts per second".into());
+                }
+                options.rate = Some(rate);
+            }
             "--redis" => options.redis = Some(value),
             other => return Err(format!("unknown flag {other}")),
         }
@@ -170,49 +186,88 @@ impl Deployment {
     }
 }
 
-/// Posts `count` alerts starting at `first`, `concurrency` at a time: latencies and run ids.
+/// Posts alert `n`: its run id when it was accepted.
+async fn post_alert(client: reqwest::Client, url: String, n: usize) -> Option<String> {
+    let ip = format!("198.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+    let response = client
+        .post(url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .header("idempotency-key", format!("load-{n}"))
+        .body(format!(r#"{{"ip": "{ip}", "n": {n}}}"#))
+        .send()
+        .await;
+    match response {
+        Ok(response) if response.status().as_u16() == 202 => response
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|answer| answer["runs"][0]["run_id"].as_str().map(str::to_owned)),
+        _ => None,
+    }
+}
+
+/// Accept latencies (sorted), run ids and the time it took to post them all.
+type Posted = (Vec<Duration>, Vec<String>, Duration);
+
+fn posted(started: Instant, results: Vec<(Duration, Option<String>)>) -> Posted {
+    let elapsed = started.elapsed();
+    let mut latencies: Vec<Duration> = results.iter().map(|(latency, _)| *latency).collect();
+    latencies.sort_unstable();
+    let runs = results.into_iter().filter_map(|(_, run)| run).collect();
+    (latencies, runs, elapsed)
+}
+
+/// Posts `count` alerts starting at `first`, `concurrency` at a time (closed loop).
 async fn post_alerts(
     client: &reqwest::Client,
     base: &str,
     first: usize,
     count: usize,
     concurrency: usize,
-) -> (Vec<Duration>, Vec<String>, Duration) {
+) -> Posted {
     let started = Instant::now();
-    let results: Vec<(Duration, Option<String>)> = futures::stream::iter(first..first + count)
+    let results = futures::stream::iter(first..first + count)
         .map(|n| {
-            let client = client.clone();
-            let url = format!("{base}/hooks/load");
+            let (client, url) = (client.clone(), format!("{base}/hooks/load"));
             async move {
-                let ip = format!("198.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
                 let sent = Instant::now();
-                let response = client
-                    .post(url)
-                    .bearer_auth(TOKEN)
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", format!("load-{n}"))
-                    .body(format!(r#"{{"ip": "{ip}", "n": {n}}}"#))
-                    .send()
-                    .await;
-                let run = match response {
-                    Ok(response) if response.status().as_u16() == 202 => response
-                        .json::<serde_json::Value>()
-                        .await
-                        .ok()
-                        .and_then(|answer| answer["runs"][0]["run_id"].as_str().map(str::to_owned)),
-                    _ => None,
-                };
+                let run = post_alert(client, url, n).await;
                 (sent.elapsed(), run)
             }
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
-    let elapsed = started.elapsed();
-    let mut latencies: Vec<Duration> = results.iter().map(|(latency, _)| *latency).collect();
-    latencies.sort_unstable();
-    let runs = results.into_iter().filter_map(|(_, run)| run).collect();
-    (latencies, runs, elapsed)
+    posted(started, results)
+}
+
+/// Posts `count` alerts starting at `first` at `rate` per second on a fixed schedule, however
+/// many are waiting for an answer (open loop). Latency counts from each alert's due time.
+async fn post_alerts_at(
+    client: &reqwest::Client,
+    base: &str,
+    first: usize,
+    count: usize,
+    rate: f64,
+) -> Posted {
+    let started = Instant::now();
+    let posts: Vec<_> = (0..count)
+        .map(|i| {
+            let (client, url) = (client.clone(), format!("{base}/hooks/load"));
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            tokio::spawn(async move {
+                tokio::time::sleep_until(due.into()).await;
+                let run = post_alert(client, url, first + i).await;
+                (due.elapsed(), run)
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(count);
+    for post in posts {
+        results.push(post.await.unwrap_or((Duration::MAX, None)));
+    }
+    posted(started, results)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -234,14 +289,30 @@ fn report_accepts(label: &str, latencies: &[Duration], accepted: usize, elapsed:
     );
 }
 
-/// Waits for every run to finish; returns (succeeded, first start, last finish) in ms.
-async fn finished(store: &dyn Store, runs: &[String]) -> (usize, u64, u64) {
+/// When the runs of a phase started and finished.
+struct Finished {
+    succeeded: usize,
+    /// The first run's start (ms since the epoch).
+    first_start: u64,
+    /// Each run's finish (ms since the epoch), sorted.
+    finishes: Vec<u64>,
+    /// Each run's time from start to finish, sorted.
+    durations: Vec<Duration>,
+}
+
+/// Waits for every run to finish and reads when each started and finished.
+async fn finished(store: &dyn Store, runs: &[String]) -> Finished {
     let deadline = Instant::now() + Duration::from_secs(600);
     while store.queue_depth().await.unwrap_or(1) > 0 {
         assert!(Instant::now() < deadline, "the queue did not drain");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (mut succeeded, mut first, mut last) = (0, u64::MAX, 0);
+    let mut result = Finished {
+        succeeded: 0,
+        first_start: u64::MAX,
+        finishes: Vec::with_capacity(runs.len()),
+        durations: Vec::with_capacity(runs.len()),
+    };
     for run in runs {
         let events = loop {
             let events = store.events(run).await.unwrap_or_default();
@@ -251,18 +322,29 @@ async fn finished(store: &dyn Store, runs: &[String]) -> (usize, u64, u64) {
             assert!(Instant::now() < deadline, "run {run} did not finish");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        let mut started = None;
         for event in &events {
             match event {
-                RunEvent::RunStarted { at, .. } => first = first.min(*at),
+                RunEvent::RunStarted { at, .. } => {
+                    result.first_start = result.first_start.min(*at);
+                    started = Some(*at);
+                }
                 RunEvent::RunFinished { at, status, .. } => {
-                    last = last.max(*at);
-                    succeeded += usize::from(*status == RunStatus::Succeeded);
+                    result.finishes.push(*at);
+                    if let Some(started) = started {
+                        result
+                            .durations
+                            .push(Duration::from_millis(at.saturating_sub(started)));
+                    }
+                    result.succeeded += usize::from(*status == RunStatus::Succeeded);
                 }
                 _ => {}
             }
         }
     }
-    (succeeded, first, last)
+    result.finishes.sort_unstable();
+    result.durations.sort_unstable();
+    result
 }
 
 /// The audit trail's cost, from the server's own metrics: journal writes (each one round trip,
@@ -314,11 +396,28 @@ async fn redis_cpu(url: Option<&str>) -> Option<f64> {
     Some(field("used_cpu_user:")? + field("used_cpu_sys:")?)
 }
 
-fn report_runs(label: &str, runs: usize, (succeeded, first, last): (usize, u64, u64)) {
-    let seconds = last.saturating_sub(first) as f64 / 1e3;
+fn report_runs(label: &str, runs: usize, finished: &Finished) {
+    let last = finished.finishes.last().copied().unwrap_or(0);
+    let since_start = |at: u64| at.saturating_sub(finished.first_start) as f64 / 1e3;
+    let seconds = since_start(last);
     println!(
-        "{label}: {succeeded}/{runs} four-step runs succeeded in {seconds:.2} s = {:.0} runs/s",
-        succeeded as f64 / seconds.max(0.001)
+        "{label}: {}/{runs} four-step runs succeeded in {seconds:.2} s = {:.0} runs/s",
+        finished.succeeded,
+        finished.succeeded as f64 / seconds.max(0.001)
+    );
+    // Where the rate bends: a long tail shows as a late last finish against the 90th percentile.
+    let finished_by = |p: f64| {
+        let index = ((finished.finishes.len().max(1) - 1) as f64 * p).round() as usize;
+        since_start(finished.finishes.get(index).copied().unwrap_or(0))
+    };
+    println!(
+        "  finished by: 50% {:.2} s, 90% {:.2} s, 99% {:.2} s, all {seconds:.2} s; a run from start to finish: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        finished_by(0.5),
+        finished_by(0.9),
+        finished_by(0.99),
+        percentile(&finished.durations, 0.5).as_secs_f64() * 1e3,
+        percentile(&finished.durations, 0.99).as_secs_f64() * 1e3,
+        percentile(&finished.durations, 1.0).as_secs_f64() * 1e3,
     );
 }
 
@@ -484,7 +583,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     report_runs(
         &format!("drain ({} worker processes)", options.workers),
         runs.len(),
-        drained,
+        &drained,
     );
     let worker_cpu: f64 = workers
         .iter()
@@ -522,17 +621,35 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     let mut both = deployment.spawn("serve", 64);
     deployment.wait_ready().await;
     let redis_cpu_before = redis_cpu(options.redis.as_deref()).await;
-    let (latencies, runs, elapsed) = post_alerts(
-        &client,
-        &deployment.base(),
-        options.alerts,
-        options.alerts,
-        options.concurrency,
-    )
-    .await;
-    report_accepts("steady (API + workers)", &latencies, runs.len(), elapsed);
+    let (latencies, runs, elapsed) = match options.rate {
+        Some(rate) => {
+            post_alerts_at(
+                &client,
+                &deployment.base(),
+                options.alerts,
+                options.alerts,
+                rate,
+            )
+            .await
+        }
+        None => {
+            post_alerts(
+                &client,
+                &deployment.base(),
+                options.alerts,
+                options.alerts,
+                options.concurrency,
+            )
+            .await
+        }
+    };
+    let label = match options.rate {
+        Some(rate) => format!("steady (API + workers, {rate:.0} alerts/s offered)"),
+        None => "steady (API + workers)".to_owned(),
+    };
+    report_accepts(&label, &latencies, runs.len(), elapsed);
     let steady = finished(store.as_ref(), &runs).await;
-    report_runs("steady (API + workers)", runs.len(), steady);
+    report_runs("steady (API + workers)", runs.len(), &steady);
     println!("  process memory: {}", memory(&both));
     report_audit_cost(&client, &deployment.base(), runs.len()).await;
     if let (Some(before), Some(after)) =
