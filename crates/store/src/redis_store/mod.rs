@@ -363,8 +363,8 @@ impl RedisStore {
                             heads.insert(run_id.to_owned(), (last.seq, last.hash.clone()));
                         }
                         drop(heads);
-                        if let Some((_, _, trail)) = chains.get(1) {
-                            self.trail_moved_to(trail.last());
+                        if let Some(last) = chains.get(1).and_then(|(_, _, trail)| trail.last()) {
+                            self.remember_trail_head((last.seq, last.hash.clone()));
                         }
                         return Ok(());
                     }
@@ -372,7 +372,7 @@ impl RedisStore {
                         heads.insert(run_id.to_owned(), head);
                         continue;
                     }
-                    Moved::Trail(head) => self.trail_moved_to_head(head),
+                    Moved::Trail(head) => self.remember_trail_head(head),
                 }
             }
             back_off(try_number).await;
@@ -398,15 +398,9 @@ impl RedisStore {
         Ok((key, (last, prev), linked))
     }
 
-    /// Remembers the trail's new head, or forgets it (`None`: it moved under us).
-    fn trail_moved_to(&self, last: Option<&AuditRecord>) {
-        if let Ok(mut head) = self.trail_head.lock() {
-            *head = last.map(|record| (record.seq, record.hash.clone()));
-        }
-    }
-
-    /// Remembers the trail's head as the chain script found it.
-    fn trail_moved_to_head(&self, found: (u64, String)) {
+    /// Remembers the trail's head (`seq`, hash): the record this process just linked, or the
+    /// head the chain script found when the trail had moved under it.
+    fn remember_trail_head(&self, found: (u64, String)) {
         if let Ok(mut head) = self.trail_head.lock() {
             *head = Some(found);
         }
@@ -523,8 +517,14 @@ fn run_record(run_id: &str, fields: &HashMap<String, String>) -> Result<RunRecor
     })
 }
 
-fn run_event(run_id: &str, json: &str) -> Result<RunEvent, Error> {
-    serde_json::from_str(json).map_err(|error| Error::corrupt(format!("run {run_id} event"), error))
+/// A run's event from its journal entry (`position`: the entry's stream id, or its index).
+fn run_event(
+    run_id: &str,
+    position: impl std::fmt::Display,
+    json: &str,
+) -> Result<RunEvent, Error> {
+    serde_json::from_str(json)
+        .map_err(|error| Error::corrupt(format!("run {run_id} event {position}"), error))
 }
 
 fn audit_record(entry: &redis::streams::StreamId) -> AuditRecord {
@@ -651,7 +651,7 @@ impl Store for RedisStore {
                 let json: String = entry.get("e").ok_or_else(|| {
                     Error::corrupt(format!("run {run_id} event {}", entry.id), "no `e` field")
                 })?;
-                run_event(run_id, &json)
+                run_event(run_id, &entry.id, &json)
             })
             .collect()
     }
@@ -682,7 +682,8 @@ impl Store for RedisStore {
                 record: run_record(run_id, &fields)?,
                 events: events
                     .iter()
-                    .map(|json| run_event(run_id, json))
+                    .enumerate()
+                    .map(|(index, json)| run_event(run_id, index, json))
                     .collect::<Result<_, _>>()?,
             },
         })
@@ -778,10 +779,12 @@ impl Store for RedisStore {
             let chains = [link];
             match self.chain(None, "", &chains).await? {
                 Moved::Nothing => {
-                    self.trail_moved_to(chains[0].2.last());
+                    if let Some(last) = chains[0].2.last() {
+                        self.remember_trail_head((last.seq, last.hash.clone()));
+                    }
                     return Ok(());
                 }
-                Moved::Run(head) | Moved::Trail(head) => self.trail_moved_to_head(head),
+                Moved::Run(head) | Moved::Trail(head) => self.remember_trail_head(head),
             }
             back_off(try_number).await;
         }
