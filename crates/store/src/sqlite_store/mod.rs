@@ -11,9 +11,11 @@
 //! and answers them only once that transaction has committed. Under load, dozens of accepted
 //! webhooks and journal writes share one commit instead of paying one each; alone, an operation
 //! commits at once. An answer still means "stored": a killed process loses nothing answered.
-//! WAL journal mode lets the file be read (backups, `sqlite3`) while the server writes.
+//! WAL journal mode lets the file be read (backups, `sqlite3`) while the server writes; a thread
+//! of its own copies the WAL back into the file ([`checkpoint`]), so that no commit waits for it.
 
 mod case_rows;
+mod checkpoint;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,6 +27,7 @@ use cases::{CaseId, CaseSummary, Observable, Phase};
 use runner::{Millis, RunEvent};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use self::checkpoint::{Checkpointer, wait_for_lock};
 use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
 use crate::limits::{Held, Limit, LimitState, Outcome};
@@ -132,8 +135,9 @@ impl SqliteStore {
             })?;
         }
         let connection = Connection::open(path)?;
-        // A second process on the same file waits for the lock instead of failing at once.
-        connection.busy_timeout(Duration::from_secs(5))?;
+        // A second process on the same file, or the checkpointer, holding the lock: wait for it
+        // instead of failing at once.
+        connection.busy_handler(Some(wait_for_lock))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         let level = match synchronous {
             Synchronous::Normal => "NORMAL",
@@ -143,10 +147,23 @@ impl SqliteStore {
         connection.execute_batch(SCHEMA)?;
         connection.execute_batch(case_rows::SCHEMA)?;
         add_chain_columns(&connection)?;
+        // The checkpointer's thread copies the WAL back into the file, so that this thread never
+        // stops answering to do it. Should it fail to start, SQLite checkpoints here as usual.
+        let checkpointer_stop = match Checkpointer::start(path, checkpoint::WAL_RESTART_FRAMES) {
+            Ok(stop) => {
+                connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+                Some(stop)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "No checkpointer thread: the writer checkpoints the WAL itself.");
+                None
+            }
+        };
         let (operations, received) = mpsc::channel::<Operation>();
         std::thread::Builder::new()
             .name("riposte-sqlite".into())
             .spawn(move || {
+                let _checkpointer_stop = checkpointer_stop;
                 let mut connection = connection;
                 while let Ok(first) = received.recv() {
                     let mut group = vec![first];
@@ -223,8 +240,8 @@ impl SqliteStore {
 /// that change several rows do so in a savepoint (`Connection::savepoint`), so one that fails
 /// leaves nothing behind and the others still commit.
 fn run_group(connection: &mut Connection, group: Vec<Operation>) {
-    // BEGIN IMMEDIATE takes the write lock up front (another process on the file waits for it up
-    // to the busy timeout). Should it fail, each operation runs on its own, as its own transaction.
+    // BEGIN IMMEDIATE takes the write lock up front (should another process on the file, or the
+    // checkpointer, hold it, this waits for it up to 5 s). Should it fail, each operation runs on its own, as its own transaction.
     let began = connection.execute_batch("BEGIN IMMEDIATE").is_ok();
     let answers: Vec<Answer> = group
         .into_iter()
