@@ -241,7 +241,8 @@ impl SqliteStore {
 /// leaves nothing behind and the others still commit.
 fn run_group(connection: &mut Connection, group: Vec<Operation>) {
     // BEGIN IMMEDIATE takes the write lock up front (should another process on the file, or the
-    // checkpointer, hold it, this waits for it up to 5 s). Should it fail, each operation runs on its own, as its own transaction.
+    // checkpointer, hold it, this waits for it up to 5 s). Should it fail, each operation runs on
+    // its own, as its own transaction.
     let began = connection.execute_batch("BEGIN IMMEDIATE").is_ok();
     let answers: Vec<Answer> = group
         .into_iter()
