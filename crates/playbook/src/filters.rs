@@ -148,7 +148,7 @@ fn refang(value: &str) -> String {
 }
 
 fn hex_digest(bytes: impl AsRef<[u8]>) -> String {
-    bytes.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(bytes.as_ref())
 }
 
 fn compile(pattern: &str) -> Result<Regex, Error> {

@@ -287,7 +287,7 @@ impl PluginHost {
         let mut hasher = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
         key.update(std::hash::Hasher::finish(&hasher).to_le_bytes());
-        let digest: String = key.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let digest = data_encoding::HEXLOWER.encode(&key.finalize());
         let cached = self.config.cache_dir.join(format!("{digest}.cwasm"));
         if cached.exists() {
             // SAFETY: `cache_dir` is written only by this function, with output of

@@ -33,10 +33,7 @@ pub enum Cancelled {
 
 /// SHA-256 (hex) of an event as a run record stores it (its JSON text).
 pub fn event_digest(event: &serde_json::Value) -> String {
-    sha2::Sha256::digest(event.to_string().as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(event.to_string().as_bytes()))
 }
 
 impl Runner {

@@ -24,8 +24,8 @@ impl Redactor {
             ];
             needles.push(secret.to_owned());
             needles.extend(engines.iter().map(|e| e.encode(secret)));
-            needles.push(hex(secret.as_bytes(), false));
-            needles.push(hex(secret.as_bytes(), true));
+            needles.push(data_encoding::HEXLOWER.encode(secret.as_bytes()));
+            needles.push(data_encoding::HEXUPPER.encode(secret.as_bytes()));
             needles.push(url_encode(secret));
         }
         // Longest first, so a value is replaced whole before any part of it could be.
@@ -65,26 +65,18 @@ impl Redactor {
     }
 }
 
-fn hex(bytes: &[u8], upper: bool) -> String {
-    bytes
-        .iter()
-        .map(|b| {
-            if upper {
-                format!("{b:02X}")
-            } else {
-                format!("{b:02x}")
-            }
-        })
-        .collect()
-}
-
 fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
+                encoded.push(char::from(byte));
             }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+            _ => {
+                encoded.push('%');
+                data_encoding::HEXUPPER.encode_append(&[byte], &mut encoded);
+            }
+        }
+    }
+    encoded
 }

@@ -72,8 +72,10 @@ impl AuthProfile {
                 .map(|id| id.trim().to_owned()),
             AuthProfile::HmacSha256 { .. } => {
                 let digest = <Sha256 as sha2::Digest>::digest(body);
-                let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-                Some(format!("sha256:{hex}"))
+                Some(format!(
+                    "sha256:{}",
+                    data_encoding::HEXLOWER.encode(&digest)
+                ))
             }
             AuthProfile::Bearer { .. }
             | AuthProfile::Basic { .. }

@@ -56,8 +56,5 @@ pub fn new_token() -> String {
 
 /// The hash a token is configured by (hex SHA-256).
 pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    data_encoding::HEXLOWER.encode(&Sha256::digest(token.as_bytes()))
 }

@@ -88,11 +88,7 @@ pub fn record_hash(run_id: &str, seq: u64, prev: &str, event: &str) -> String {
         hasher.update(part.as_bytes());
         hasher.update(b"\n");
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    data_encoding::HEXLOWER.encode(&hasher.finalize())
 }
 
 /// Checks a run's records in the order they were read; returns how many there are.

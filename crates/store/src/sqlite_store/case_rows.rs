@@ -91,7 +91,7 @@ pub(super) fn write(connection: &mut Connection, write: &CaseWrite) -> Result<bo
     let summary =
         serde_json::to_string(&write.summary).map_err(|error| Error::corrupt("case", error))?;
     let case = write.case as i64;
-    let transaction = connection.savepoint()?;
+    let transaction = super::Savepoint::open(connection)?;
     let head: (i64, String) = transaction
         .prepare_cached(
             "SELECT seq, hash FROM case_events WHERE case_id = ?1 ORDER BY seq DESC LIMIT 1",
