@@ -2,44 +2,13 @@
 //! with a delivery id and one run with a dedupe key (the common SIEM case), into a store that
 //! already holds `PREFILL` runs, so costs that grow with the store show.
 
-use std::time::Duration;
+mod common;
 
+use common::delivery;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use store::{DedupeKey, Delivery, NewRun, SqliteStore, Store, Synchronous};
+use store::{SqliteStore, Store, Synchronous};
 
 const PREFILL: usize = 20_000;
-
-fn delivery(n: usize) -> Delivery {
-    let event = serde_json::json!({
-        "rule": "ssh-brute-force",
-        "ip": format!("185.220.{}.{}", n / 256 % 256, n % 256),
-        "severity": "high",
-    });
-    Delivery {
-        trigger: "siem".into(),
-        delivery_id: Some(format!("delivery-{n}")),
-        delivery_ttl: Duration::from_secs(24 * 3600),
-        runs: vec![NewRun {
-            run_id: uuid::Uuid::now_v7().to_string(),
-            playbook: "malicious-ip".into(),
-            accepted: runner::RunEvent::RunAccepted {
-                trigger: "siem".into(),
-                actor: "webhook:siem".into(),
-                delivery_id: Some(format!("delivery-{n}")),
-                playbook: Some("malicious-ip".into()),
-                event_sha256: Some(runner::event_digest(&event)),
-                at: store::now_millis(),
-            },
-            event,
-            dedupe: Some(DedupeKey {
-                key: format!("ssh-brute-force:{n}"),
-                window_ms: 3_600_000,
-            }),
-        }],
-        ignored: Vec::new(),
-        received_at: store::now_millis(),
-    }
-}
 
 fn accept(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -4,13 +4,16 @@
 //! The plugin calls and the HTTP they make are not in it: this is the store's share of a run, and
 //! the SQLite thread's work that `bench/load` shows as a quarter of a worker's CPU.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::delivery;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use runner::{Runner, Secrets, StepCall, StepError, StepExecutor};
-use store::{DedupeKey, Delivery, NewRun, OpenedRun, SqliteStore, Store, Synchronous};
+use store::{OpenedRun, SqliteStore, Store, Synchronous};
 
 /// The shape of `bench/load`'s playbook: three plugin calls and a built-in step.
 const FOUR_STEPS: &str = r##"
@@ -48,34 +51,6 @@ impl StepExecutor for Answering {
             "status": 201,
             "body": {"id": "T-1", "ok": true, "ts": "1700000000.000100"},
         }))
-    }
-}
-
-fn delivery(n: usize) -> Delivery {
-    let event = serde_json::json!({"n": n, "ip": format!("203.0.{}.{}", n / 256 % 256, n % 256)});
-    Delivery {
-        trigger: "load".into(),
-        delivery_id: Some(format!("delivery-{n}")),
-        delivery_ttl: Duration::from_secs(24 * 3600),
-        runs: vec![NewRun {
-            run_id: runner::new_run_id(),
-            playbook: "load".into(),
-            accepted: runner::RunEvent::RunAccepted {
-                trigger: "load".into(),
-                actor: "webhook:load".into(),
-                delivery_id: Some(format!("delivery-{n}")),
-                playbook: Some("load".into()),
-                event_sha256: Some(runner::event_digest(&event)),
-                at: store::now_millis(),
-            },
-            event,
-            dedupe: Some(DedupeKey {
-                key: format!("{n}"),
-                window_ms: 3_600_000,
-            }),
-        }],
-        ignored: Vec::new(),
-        received_at: store::now_millis(),
     }
 }
 
