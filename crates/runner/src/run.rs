@@ -1,6 +1,6 @@
 //! The engine: drives one run of a checked playbook to completion, or to a pause for approval.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -305,6 +305,10 @@ struct Drive<'a> {
     saving: tokio::sync::Mutex<()>,
     /// Failure handlers already started in this drive: each runs at most once.
     handlers_started: Mutex<HashSet<String>>,
+    /// Step outputs as templates see them, converted once: every step's context holds the
+    /// outputs of all steps, so converting them anew made a run's contexts cost the square of
+    /// its steps. A step's entry goes when it succeeds again ([`Drive::emit`]).
+    outputs: Mutex<HashMap<String, minijinja::Value>>,
     redactor: Redactor,
     /// `secrets` as templates see them: opaque references, never the values.
     secrets: minijinja::Value,
@@ -353,6 +357,7 @@ impl<'a> Drive<'a> {
             unsaved: Mutex::new(unsaved),
             saving: tokio::sync::Mutex::new(()),
             handlers_started: Mutex::new(HashSet::new()),
+            outputs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -375,6 +380,9 @@ impl<'a> Drive<'a> {
     async fn emit(&self, event: RunEvent) -> Result<(), Error> {
         let poisoned = || Error::Journal("the run state lock is poisoned".into());
         self.state.lock().map_err(|_| poisoned())?.apply(&event);
+        if let RunEvent::StepSucceeded { step, .. } = &event {
+            self.outputs.lock().map_err(|_| poisoned())?.remove(step);
+        }
         self.unsaved.lock().map_err(|_| poisoned())?.push(event);
         Ok(())
     }
@@ -525,15 +533,30 @@ impl<'a> Drive<'a> {
 
     /// The template context: trigger, vars, run, incident, the results of steps so far, and extras.
     fn context(&self, extra: &[(&str, minijinja::Value)]) -> Result<minijinja::Value, Error> {
+        let mut outputs = self
+            .outputs
+            .lock()
+            .map_err(|_| Error::Journal("the step outputs lock is poisoned".into()))?;
         let steps = self.read(|state| {
             self.playbook
                 .steps
                 .iter()
                 .map(|step| {
                     let record = state.step(step.id.as_str());
+                    let output = match record.and_then(|r| r.output.as_ref()) {
+                        Some(output) => match outputs.get(step.id.as_str()) {
+                            Some(converted) => converted.clone(),
+                            None => {
+                                let converted = minijinja::Value::from_serialize(output);
+                                outputs.insert(step.id.to_string(), converted.clone());
+                                converted
+                            }
+                        },
+                        None => minijinja::Value::from(()),
+                    };
                     let result = minijinja::context! {
                         status => record.map_or(StepStatus::Pending, |r| r.status).as_str(),
-                        output => minijinja::Value::from_serialize(record.and_then(|r| r.output.as_ref())),
+                        output => output,
                         attempts => record.map_or(0, |r| r.attempts),
                         error => record.and_then(|r| r.error.as_ref()).map(|e| minijinja::context! {
                             kind => e.kind.as_str(),
