@@ -133,7 +133,7 @@ impl Slack {
             .map_err(|_| "the signing secret is unusable")?;
         mac.update(format!("v0:{timestamp}:").as_bytes());
         mac.update(body);
-        let expected = hex(&mac.finalize().into_bytes());
+        let expected = data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes());
         match bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
             true => Ok(()),
             false => Err("X-Slack-Signature does not match"),
@@ -248,10 +248,6 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    data_encoding::HEXLOWER.encode(bytes)
 }
 
 #[cfg(test)]

@@ -4,21 +4,14 @@
 
 mod common;
 
-use common::delivery;
+use common::{delivery, sqlite_store};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use store::{SqliteStore, Store, Synchronous};
+use store::Store;
 
 const PREFILL: usize = 20_000;
 
 fn accept(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(&dir.path().join("bench.db"), Synchronous::Normal)
-        .expect("a SQLite store");
+    let (runtime, _dir, store) = sqlite_store();
     runtime.block_on(async {
         for n in 0..PREFILL {
             store.accept(&delivery(n)).await.expect("prefill");

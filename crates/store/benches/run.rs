@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::delivery;
+use common::{delivery, sqlite_store};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use runner::{Runner, Secrets, StepCall, StepError, StepExecutor};
-use store::{OpenedRun, SqliteStore, Store, Synchronous};
+use store::{OpenedRun, Store};
 
 /// The shape of `bench/load`'s playbook: three plugin calls and a built-in step.
 const FOUR_STEPS: &str = r##"
@@ -55,16 +55,8 @@ impl StepExecutor for Answering {
 }
 
 fn run(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = Arc::new(
-        SqliteStore::open(&dir.path().join("bench.db"), Synchronous::Normal)
-            .expect("a SQLite store"),
-    );
+    let (runtime, _dir, store) = sqlite_store();
+    let store = Arc::new(store);
     let runner = Runner::new(Arc::new(Answering), store.clone());
     let playbook = playbook::compile(FOUR_STEPS).expect("a valid playbook");
     let secrets = Secrets::new(

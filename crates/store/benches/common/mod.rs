@@ -1,8 +1,22 @@
-//! What the store's benches share: the delivery of one alert as a SIEM sends it.
+//! What the store's benches share: an empty SQLite store with a runtime to drive it, and the
+//! delivery of one alert as a SIEM sends it.
 
 use std::time::Duration;
 
-use store::{DedupeKey, Delivery, NewRun};
+use store::{DedupeKey, Delivery, NewRun, SqliteStore, Synchronous};
+
+/// A one-thread runtime and a new SQLite store in a temporary directory (kept while the store is).
+pub(crate) fn sqlite_store() -> (tokio::runtime::Runtime, tempfile::TempDir, SqliteStore) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(&dir.path().join("bench.db"), Synchronous::Normal)
+        .expect("a SQLite store");
+    (runtime, dir, store)
+}
 
 /// Alert `n`: a delivery id and one run with a dedupe key (the common SIEM case).
 pub(crate) fn delivery(n: usize) -> Delivery {
