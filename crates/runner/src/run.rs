@@ -1,6 +1,6 @@
 //! The engine: drives one run of a checked playbook to completion, or to a pause for approval.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +13,9 @@ use tracing::{info, instrument, warn};
 
 use crate::builtin;
 use crate::error::Error;
-use crate::event::{Decision, Millis, RunEvent, RunState, RunStatus, StepError, StepStatus};
+use crate::event::{
+    Decision, Millis, RunEvent, RunState, RunStatus, StepError, StepRecord, StepStatus,
+};
 use crate::executor::{Grant, StepCall, StepExecutor};
 use crate::journal::Journal;
 use crate::observer::{Observer, Unobserved};
@@ -305,10 +307,11 @@ struct Drive<'a> {
     saving: tokio::sync::Mutex<()>,
     /// Failure handlers already started in this drive: each runs at most once.
     handlers_started: Mutex<HashSet<String>>,
-    /// Step outputs as templates see them, converted once: every step's context holds the
-    /// outputs of all steps, so converting them anew made a run's contexts cost the square of
-    /// its steps. A step's entry goes when it succeeds again ([`Drive::emit`]).
-    outputs: Mutex<HashMap<String, minijinja::Value>>,
+    /// Each step as templates see it (`steps.<id>`: status, output, attempts, error), made once:
+    /// every context holds all steps, so building them anew made a run's contexts cost the square
+    /// of its steps. A step's entry goes with any event about it, all entries with an event
+    /// about the whole run ([`Drive::emit`]).
+    step_values: Mutex<Vec<Option<minijinja::Value>>>,
     redactor: Redactor,
     /// `secrets` as templates see them: opaque references, never the values.
     secrets: minijinja::Value,
@@ -357,7 +360,7 @@ impl<'a> Drive<'a> {
             unsaved: Mutex::new(unsaved),
             saving: tokio::sync::Mutex::new(()),
             handlers_started: Mutex::new(HashSet::new()),
-            outputs: Mutex::new(HashMap::new()),
+            step_values: Mutex::new(vec![None; playbook.steps.len()]),
         }
     }
 
@@ -380,8 +383,18 @@ impl<'a> Drive<'a> {
     async fn emit(&self, event: RunEvent) -> Result<(), Error> {
         let poisoned = || Error::Journal("the run state lock is poisoned".into());
         self.state.lock().map_err(|_| poisoned())?.apply(&event);
-        if let RunEvent::StepSucceeded { step, .. } = &event {
-            self.outputs.lock().map_err(|_| poisoned())?.remove(step);
+        // After the state changed, so a context built meanwhile from the old state is dropped.
+        {
+            let mut step_values = self.step_values.lock().map_err(|_| poisoned())?;
+            match event.step() {
+                Some(id) => {
+                    let index = self.playbook.steps.iter().position(|s| s.id.as_str() == id);
+                    if let Some(kept) = index.and_then(|i| step_values.get_mut(i)) {
+                        *kept = None;
+                    }
+                }
+                None => step_values.fill(None),
+            }
         }
         self.unsaved.lock().map_err(|_| poisoned())?.push(event);
         Ok(())
@@ -533,37 +546,19 @@ impl<'a> Drive<'a> {
 
     /// The template context: trigger, vars, run, incident, the results of steps so far, and extras.
     fn context(&self, extra: &[(&str, minijinja::Value)]) -> Result<minijinja::Value, Error> {
-        let mut outputs = self
-            .outputs
+        let mut step_values = self
+            .step_values
             .lock()
-            .map_err(|_| Error::Journal("the step outputs lock is poisoned".into()))?;
+            .map_err(|_| Error::Journal("the step values lock is poisoned".into()))?;
         let steps = self.read(|state| {
             self.playbook
                 .steps
                 .iter()
-                .map(|step| {
-                    let record = state.step(step.id.as_str());
-                    let output = match record.and_then(|r| r.output.as_ref()) {
-                        Some(output) => match outputs.get(step.id.as_str()) {
-                            Some(converted) => converted.clone(),
-                            None => {
-                                let converted = minijinja::Value::from_serialize(output);
-                                outputs.insert(step.id.to_string(), converted.clone());
-                                converted
-                            }
-                        },
-                        None => minijinja::Value::from(()),
-                    };
-                    let result = minijinja::context! {
-                        status => record.map_or(StepStatus::Pending, |r| r.status).as_str(),
-                        output => output,
-                        attempts => record.map_or(0, |r| r.attempts),
-                        error => record.and_then(|r| r.error.as_ref()).map(|e| minijinja::context! {
-                            kind => e.kind.as_str(),
-                            message => e.message.as_str(),
-                        }),
-                    };
-                    (step.id.as_str(), result)
+                .zip(step_values.iter_mut())
+                .map(|(step, kept)| {
+                    let id = step.id.as_str();
+                    let value = kept.get_or_insert_with(|| step_value(state.step(id)));
+                    (id, value.clone())
                 })
                 .collect::<BTreeMap<&str, minijinja::Value>>()
         })?;
@@ -1174,6 +1169,21 @@ impl<'p> Act<'p> {
             Act::Do(step) => (&step.uses, step.timeout, &step.retry),
             Act::Undo(_, undo) => (&undo.uses, undo.timeout, &undo.retry),
         }
+    }
+}
+
+/// A step as templates see it: its status, output, attempts and error (`steps.<id>`).
+fn step_value(record: Option<&StepRecord>) -> minijinja::Value {
+    minijinja::context! {
+        status => record.map_or(StepStatus::Pending, |r| r.status).as_str(),
+        output => record
+            .and_then(|r| r.output.as_ref())
+            .map_or(minijinja::Value::from(()), minijinja::Value::from_serialize),
+        attempts => record.map_or(0, |r| r.attempts),
+        error => record.and_then(|r| r.error.as_ref()).map(|e| minijinja::context! {
+            kind => e.kind.as_str(),
+            message => e.message.as_str(),
+        }),
     }
 }
 

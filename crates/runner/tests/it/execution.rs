@@ -369,6 +369,59 @@ steps:
 }
 
 #[tokio::test(start_paused = true)]
+async fn templates_read_each_step_as_it_is_when_they_are_rendered() {
+    // A drive keeps each step's template value between contexts (`Drive::context`). Every
+    // attempt of `flaky` and `optional` renders a context while both are still running; what
+    // reads them later must see how they ended, not what was kept.
+    let yaml = r#"
+name: views
+trigger: { webhook: t, public: true }
+steps:
+  - id: flaky
+    uses: test/act
+    with: { ip: "{{ trigger.ip }}" }
+    retry: { max_attempts: 3, backoff: { initial: 1s, jitter: false } }
+  - id: optional
+    uses: test/act
+    with: { ip: "{{ trigger.ip }}" }
+    on_failure: continue
+  - id: after
+    uses: test/act
+    needs: [flaky]
+    with:
+      status: "{{ steps.flaky.status }}"
+      attempts: "{{ steps.flaky.attempts }}"
+      n: "{{ steps.flaky.output.n }}"
+outputs:
+  after: "{{ steps.after.status }}"
+  optional: "{{ steps.optional.status }}: {{ steps.optional.error.message }}"
+"#;
+    let executor = Scripted::new()
+        .on(
+            "flaky",
+            vec![
+                fail(ErrorKind::Upstream, "busy"),
+                fail(ErrorKind::Upstream, "busy"),
+                ok(json!({"n": 7})),
+            ],
+        )
+        .on("optional", vec![fail(ErrorKind::NotFound, "gone")]);
+    let harness = Harness::new(executor);
+    let state = harness
+        .start(&playbook(yaml), json!({"ip": "192.0.2.1"}))
+        .await;
+    assert_eq!(state.status, RunStatus::Succeeded);
+    assert_eq!(
+        harness.executor.calls_of("after")[0].call.input,
+        json!({"status": "succeeded", "attempts": 3, "n": 7})
+    );
+    assert_eq!(
+        state.outputs,
+        Some(json!({"after": "succeeded", "optional": "failed: gone"}))
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failing_step_fails_the_run_and_nothing_new_starts() {
     let yaml = r#"
 name: fail
