@@ -31,19 +31,28 @@ pub struct Runner {
     watchdog: Watchdog,
 }
 
-/// Secret values a run may use, by name. Never printed.
+/// Secret values a run may use, by name, with the redactor that hides them. Never printed.
+/// Cheap to clone: a worker takes a playbook's secrets for every run it advances, and building
+/// the redactor (each secret in its encodings) once per run was work done again and again.
 #[derive(Clone, Default)]
-pub struct Secrets(BTreeMap<String, String>);
+pub struct Secrets(Arc<SecretValues>);
+
+#[derive(Default)]
+struct SecretValues {
+    values: BTreeMap<String, String>,
+    redactor: Redactor,
+}
 
 impl Secrets {
     pub fn new(values: BTreeMap<String, String>) -> Self {
-        Secrets(values)
+        let redactor = Redactor::new(values.values().map(String::as_str));
+        Secrets(Arc::new(SecretValues { values, redactor }))
     }
 }
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.keys()).finish()
+        f.debug_list().entries(self.0.values.keys()).finish()
     }
 }
 
@@ -312,7 +321,7 @@ struct Drive<'a> {
     /// of its steps. A step's entry goes with any event about it, all entries with an event
     /// about the whole run ([`Drive::emit`]).
     step_values: Mutex<Vec<Option<minijinja::Value>>>,
-    redactor: Redactor,
+    redactor: &'a Redactor,
     /// `secrets` as templates see them: opaque references, never the values.
     secrets: minijinja::Value,
     /// What stands for each secret in rendered inputs, until the call.
@@ -328,7 +337,7 @@ impl<'a> Drive<'a> {
         runner: &'a Runner,
         playbook: &'a Playbook,
         state: RunState,
-        secrets: &Secrets,
+        secrets: &'a Secrets,
         unsaved: Vec<RunEvent>,
         values: RunValues,
     ) -> Self {
@@ -338,6 +347,7 @@ impl<'a> Drive<'a> {
             .filter_map(|name| {
                 secrets
                     .0
+                    .values
                     .get(name)
                     .map(|value| (name.as_str(), value.as_str()))
             })
@@ -347,7 +357,7 @@ impl<'a> Drive<'a> {
         Drive {
             runner,
             playbook,
-            redactor: Redactor::new(secrets.0.values().map(String::as_str)),
+            redactor: &secrets.0.redactor,
             secrets: secret_markers.context(granted.keys().copied()),
             secret_markers,
             secret_values: granted
