@@ -212,6 +212,35 @@ egress:
     async fn events(&self, run_id: &str) -> Vec<RunEvent> {
         self.store().await.events(run_id).await.expect("events")
     }
+
+    /// Whether no process holds the run: a process is done with a run once it lets go of the
+    /// run's lock.
+    async fn run_released(&self, run_id: &str) -> bool {
+        let store = self.store().await;
+        let free = store
+            .lock_run(run_id, "undo-test", Duration::from_secs(5))
+            .await
+            .expect("lock");
+        if free {
+            store.unlock_run(run_id, "undo-test").await.expect("unlock");
+        }
+        free
+    }
+
+    /// Whether the unban is over: gone from CrowdSec, its outcome in the journal, and the process
+    /// that lifted it done with the run (it writes the case after the journal). CrowdSec shows the
+    /// unban as soon as the plugin's call returns, before the worker writes anything down: waiting
+    /// for the unban alone lost that race once in CI.
+    async fn unban_finished(&self, run_id: &str) -> bool {
+        self.decisions().await.is_empty()
+            && self.events(run_id).await.iter().any(|event| {
+                matches!(
+                    event,
+                    RunEvent::UndoSucceeded { .. } | RunEvent::UndoFailed { .. }
+                )
+            })
+            && self.run_released(run_id).await
+    }
 }
 
 impl Drop for Containment {
@@ -305,7 +334,7 @@ async fn the_example_ban_is_lifted_when_it_expires() {
     );
     containment
         .wait_until("the unban", Duration::from_secs(20), async || {
-            containment.decisions().await.is_empty()
+            containment.unban_finished(&run_id).await
         })
         .await;
     assert_undone_once(&containment, &run_id).await;
@@ -334,24 +363,11 @@ async fn a_ban_is_lifted_when_it_expires_even_if_its_process_was_killed() {
         .await;
     // The process is done with the run once it lets go of the run's lock (a process killed
     // holding it keeps the run from others until its lease, a minute, runs out).
-    let store = containment.store().await;
     containment
         .wait_until(
             "the run's lock to be free",
             Duration::from_secs(30),
-            async || {
-                let free = store
-                    .lock_run(&run_id, "undo-test", Duration::from_secs(5))
-                    .await
-                    .expect("lock");
-                if free {
-                    store
-                        .unlock_run(&run_id, "undo-test")
-                        .await
-                        .expect("unlock");
-                }
-                free
-            },
+            async || containment.run_released(&run_id).await,
         )
         .await;
     // Killed between the ban and its expiry: nothing lifts it while no process runs.
@@ -377,7 +393,7 @@ async fn a_ban_is_lifted_when_it_expires_even_if_its_process_was_killed() {
         .wait_until(
             "the unban by the new worker",
             Duration::from_secs(30),
-            async || containment.decisions().await.is_empty(),
+            async || containment.unban_finished(&run_id).await,
         )
         .await;
     assert_undone_once(&containment, &run_id).await;
