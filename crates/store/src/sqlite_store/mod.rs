@@ -286,10 +286,10 @@ fn keep_statements_prepared(connection: &Connection) -> Result<(), Error> {
 }
 
 /// Each operation's [`Savepoint`] copies every page it changes into a statement journal, so that
-/// a failing operation can be undone. Past 64 KiB in one transaction SQLite writes that journal to
-/// a temporary file: under a burst of webhooks, nine in ten of the writer's writes (a third of an
-/// API process's CPU, ~56 KB per accepted alert) went there, for a rollback that almost never
-/// happens. In memory it costs a copy; a transaction holds at most [`MAX_GROUP`] operations, which
+/// a failing operation can be undone. Once that journal passes 64 KiB, SQLite moves it to a
+/// temporary file and writes there until the transaction ends: under a burst of webhooks, nine in
+/// ten of the writer's writes (a third of an API process's CPU, ~56 KB per accepted alert) went
+/// there, for a rollback that almost never happens. In memory it costs a copy; a transaction holds at most [`MAX_GROUP`] operations, which
 /// bounds it. (This also keeps SQLite's other temporary files in memory: the store's queries read
 /// by index and with limits, so none builds a large one.)
 fn keep_statement_journals_in_memory(connection: &Connection) -> Result<(), Error> {
@@ -1338,7 +1338,7 @@ mod tests {
         run_cached(&connection, "BEGIN IMMEDIATE").expect("begin");
         for operation in 0..8_i64 {
             let savepoint = Savepoint::open(&connection).expect("savepoint");
-            // Four rows fill a page: every 20th row is on another page.
+            // Four rows fill a page, so the 20 rows `id % 20 = operation` lie on 20 pages.
             savepoint
                 .execute(
                     "UPDATE rows SET body = printf('%.1000c', ?1) WHERE id % 20 = ?2",
