@@ -7,9 +7,9 @@
 //! exited and kept their memory.)
 //!
 //! Group commit: the thread takes every operation waiting for it (up to [`MAX_GROUP`]) into one
-//! transaction (an operation that writes several rows does so in a [`Savepoint`] of its own, kept
-//! in memory, so that a failing one changes nothing), and answers them only once that transaction
-//! has committed. Under load, dozens of accepted webhooks and journal writes share one commit
+//! transaction, and answers them only once that transaction has committed. Should one of them
+//! fail, the group runs again with each operation in a savepoint of its own, kept in memory, so
+//! that the failing one changes nothing ([`run_group`]). Under load, dozens of accepted webhooks and journal writes share one commit
 //! instead of paying one each; alone, an operation commits at once. An answer still means "stored":
 //! a killed process loses nothing answered. WAL journal mode lets the file be read (backups,
 //! `sqlite3`) while the server writes; a thread of its own copies the WAL back into the file
@@ -55,12 +55,61 @@ pub struct SqliteStore {
     operations: mpsc::Sender<Operation>,
 }
 
-/// Work for the connection's thread: it runs, and gives back how to answer once its group's
-/// transaction has ended (with the commit's error, if it failed).
-type Operation = Box<dyn FnOnce(&mut Connection) -> Answer + Send>;
+/// Work for the connection's thread, kept until its group has committed.
+type Operation = Box<dyn Pending>;
 
-/// Sends an operation's result, or the commit's error instead.
-type Answer = Box<dyn FnOnce(Option<&Error>) + Send>;
+/// An operation waiting for its group's commit. It may run twice: once with the rest of its group
+/// and, should any operation of the group fail, again alone ([`run_group`]), so what it does must
+/// depend only on the database and what it was given.
+trait Pending: Send {
+    /// Runs it and keeps its result; `false` if it failed (what it wrote is then still there).
+    fn run(&mut self, connection: &mut Connection) -> bool;
+
+    /// Replaces its result with `error`: it could not run, or its writes could not be kept.
+    fn fail(&mut self, error: Error);
+
+    /// Sends its result, or the commit's error instead.
+    fn answer(self: Box<Self>, commit_failed: Option<&Error>);
+}
+
+/// An operation, its result once it has run, and where its answer goes.
+struct Waiting<T, F> {
+    operation: F,
+    result: Option<Result<T, Error>>,
+    reply: tokio::sync::oneshot::Sender<Result<T, Error>>,
+}
+
+impl<T, F> Pending for Waiting<T, F>
+where
+    T: Send,
+    F: FnMut(&mut Connection) -> Result<T, Error> + Send,
+{
+    fn run(&mut self, connection: &mut Connection) -> bool {
+        // A panic here would end the thread; keep it to this operation.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (self.operation)(connection)
+        }))
+        .unwrap_or_else(|_| Err(Error::Config("a SQLite operation panicked".into())));
+        let succeeded = result.is_ok();
+        self.result = Some(result);
+        succeeded
+    }
+
+    fn fail(&mut self, error: Error) {
+        self.result = Some(Err(error));
+    }
+
+    fn answer(self: Box<Self>, commit_failed: Option<&Error>) {
+        let result = match (commit_failed, self.result) {
+            (Some(error), _) => Err(Error::Config(format!(
+                "the SQLite transaction did not commit: {error}"
+            ))),
+            (None, Some(result)) => result,
+            (None, None) => Err(Error::Config("a SQLite operation did not run".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
 
 /// Most operations in one transaction: bounds how long the first of them waits for its answer.
 const MAX_GROUP: usize = 256;
@@ -191,27 +240,25 @@ impl SqliteStore {
         Ok(SqliteStore { operations })
     }
 
-    /// Reads, changes and writes one limit's state in one savepoint.
+    /// Reads, changes and writes one limit's state in one operation.
     async fn change_limit<T: Send + 'static>(
         &self,
         key: String,
-        change: impl FnOnce(&mut LimitState) -> T + Send + 'static,
+        mut change: impl FnMut(&mut LimitState) -> T + Send + 'static,
     ) -> Result<T, Error> {
         self.with(move |connection| {
-            let transaction = Savepoint::open(connection)?;
-            let json: Option<String> = transaction
+            let json: Option<String> = connection
                 .prepare_cached("SELECT state FROM limits WHERE key = ?1")?
                 .query_row(params![key], |row| row.get(0))
                 .optional()?;
             let mut state = LimitState::parse(json.as_deref());
             let answer = change(&mut state);
-            transaction
+            connection
                 .prepare_cached(
                     "INSERT INTO limits (key, state) VALUES (?1, ?2)
                      ON CONFLICT (key) DO UPDATE SET state = excluded.state",
                 )?
                 .execute(params![key, state.to_json()])?;
-            transaction.commit()?;
             Ok(answer)
         })
         .await
@@ -222,44 +269,45 @@ impl SqliteStore {
     async fn with<T, F>(&self, operation: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+        F: FnMut(&mut Connection) -> Result<T, Error> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let gone = || Error::Config("the SQLite connection's thread has stopped".into());
         self.operations
-            .send(Box::new(move |connection| {
-                // A panic here would end the thread; keep it to this operation.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    operation(connection)
-                }))
-                .unwrap_or_else(|_| Err(Error::Config("a SQLite operation panicked".into())));
-                Box::new(move |commit_failed: Option<&Error>| {
-                    let result = match commit_failed {
-                        Some(error) => Err(Error::Config(format!(
-                            "the SQLite transaction did not commit: {error}"
-                        ))),
-                        None => result,
-                    };
-                    let _ = reply.send(result);
-                })
+            .send(Box::new(Waiting {
+                operation,
+                result: None,
+                reply,
             }))
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
 
-/// Runs `group` in one transaction and answers each operation once it has committed. Operations
-/// that change several rows do so in a savepoint (`Connection::savepoint`), so one that fails
-/// leaves nothing behind and the others still commit.
-fn run_group(connection: &mut Connection, group: Vec<Operation>) {
+/// Runs `group` in one transaction and answers each operation once it has committed.
+///
+/// First every operation runs as it comes, with nothing between them. Should one fail, the
+/// transaction is rolled back and the group runs again with each operation in a savepoint of its
+/// own ([`run_alone`]), so the one that fails leaves nothing behind and the others still commit.
+/// Failures are rare; a savepoint for every operation cost an API process 7% of its CPU under a
+/// burst of webhooks, SQLite copying every page an operation changes into the savepoint's journal.
+fn run_group(connection: &mut Connection, mut group: Vec<Operation>) {
     // BEGIN IMMEDIATE takes the write lock up front (should another process on the file, or the
     // checkpointer, hold it, this waits for it up to 5 s). Should it fail, each operation runs on
     // its own, as its own transaction.
-    let began = run_cached(connection, "BEGIN IMMEDIATE").is_ok();
-    let answers: Vec<Answer> = group
-        .into_iter()
-        .map(|operation| operation(connection))
-        .collect();
+    let mut began = run_cached(connection, "BEGIN IMMEDIATE").is_ok();
+    let all_succeeded = began && group.iter_mut().all(|operation| operation.run(connection));
+    if !all_succeeded {
+        if began {
+            // Should this fail, SQLite has already rolled the transaction back (a full disk, an
+            // I/O error), or the savepoints below fail and say so to each operation.
+            let _ = run_cached(connection, "ROLLBACK");
+            began = run_cached(connection, "BEGIN IMMEDIATE").is_ok();
+        }
+        for operation in &mut group {
+            run_alone(connection, operation.as_mut());
+        }
+    }
     let committed = if began {
         run_cached(connection, "COMMIT").map_err(|error| {
             let _ = run_cached(connection, "ROLLBACK");
@@ -269,9 +317,33 @@ fn run_group(connection: &mut Connection, group: Vec<Operation>) {
         Ok(())
     };
     let failure = committed.err();
-    for answer in answers {
-        answer(failure.as_ref());
+    for operation in group {
+        operation.answer(failure.as_ref());
     }
+}
+
+/// Runs one operation in a savepoint: its writes stay if it succeeds and are undone if it fails.
+/// Outside a transaction, the savepoint is the operation's own transaction.
+fn run_alone(connection: &mut Connection, operation: &mut dyn Pending) {
+    if let Err(error) = run_cached(connection, "SAVEPOINT operation") {
+        operation.fail(error.into());
+        return;
+    }
+    if operation.run(connection) {
+        if let Err(error) = run_cached(connection, "RELEASE operation") {
+            operation.fail(error.into());
+            undo_savepoint(connection);
+        }
+    } else {
+        undo_savepoint(connection);
+    }
+}
+
+/// Undoes what was written since the savepoint `operation`, and closes it (ROLLBACK TO leaves it
+/// open).
+fn undo_savepoint(connection: &Connection) {
+    let _ = run_cached(connection, "ROLLBACK TO operation");
+    let _ = run_cached(connection, "RELEASE operation");
 }
 
 /// Every statement this thread runs stays prepared: rusqlite keeps 16 by default, and the store's
@@ -285,11 +357,13 @@ fn keep_statements_prepared(connection: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
-/// Each operation's [`Savepoint`] copies every page it changes into a statement journal, so that
-/// a failing operation can be undone. Once that journal passes 64 KiB, SQLite moves it to a
-/// temporary file and writes there until the transaction ends: under a burst of webhooks, nine in
-/// ten of the writer's writes (a third of an API process's CPU, ~56 KB per accepted alert) went
-/// there, for a rollback that almost never happens. In memory it costs a copy; a transaction holds at most [`MAX_GROUP`] operations, which
+/// A savepoint copies every page it changes into a statement journal, so that what it did can be
+/// undone. Once that journal passes 64 KiB, SQLite moves it to a temporary file and writes there
+/// until the transaction ends: when every operation had a savepoint, nine in ten of the writer's
+/// writes under a burst of webhooks (a third of an API process's CPU, ~56 KB per accepted alert)
+/// went there, for a rollback that almost never happens. Savepoints are now taken only when an
+/// operation of a group has failed ([`run_group`]) or must undo part of what it did; in memory
+/// their journal costs a copy, and a transaction holds at most [`MAX_GROUP`] operations, which
 /// bounds it. (This also keeps SQLite's other temporary files in memory: the store's queries read
 /// by index and with limits, so none builds a large one.)
 fn keep_statement_journals_in_memory(connection: &Connection) -> Result<(), Error> {
@@ -305,7 +379,9 @@ fn run_cached(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// What rusqlite's `Savepoint` does, with cached statements ([`run_cached`]): its changes stay
-/// if [`Savepoint::commit`] is called, and are undone if it is dropped first.
+/// if [`Savepoint::commit`] is called, and are undone if it is dropped first. For an operation
+/// that succeeds yet must undo part of what it wrote (a case write that finds it lost a race);
+/// [`run_group`] already undoes whatever a failing operation wrote.
 struct Savepoint<'c> {
     connection: &'c Connection,
     released: bool,
@@ -313,7 +389,7 @@ struct Savepoint<'c> {
 
 impl<'c> Savepoint<'c> {
     fn open(connection: &'c Connection) -> rusqlite::Result<Savepoint<'c>> {
-        run_cached(connection, "SAVEPOINT operation")?;
+        run_cached(connection, "SAVEPOINT part")?;
         Ok(Savepoint {
             connection,
             released: false,
@@ -321,7 +397,7 @@ impl<'c> Savepoint<'c> {
     }
 
     fn commit(mut self) -> rusqlite::Result<()> {
-        run_cached(self.connection, "RELEASE operation")?;
+        run_cached(self.connection, "RELEASE part")?;
         self.released = true;
         Ok(())
     }
@@ -339,8 +415,8 @@ impl Drop for Savepoint<'_> {
     fn drop(&mut self) {
         if !self.released {
             // Undo, then close the savepoint (ROLLBACK TO leaves it open).
-            let _ = run_cached(self.connection, "ROLLBACK TO operation");
-            let _ = run_cached(self.connection, "RELEASE operation");
+            let _ = run_cached(self.connection, "ROLLBACK TO part");
+            let _ = run_cached(self.connection, "RELEASE part");
         }
     }
 }
@@ -408,8 +484,7 @@ impl runner::Journal for SqliteStore {
         self.with(move |connection| {
             // One transaction reads the chain's head, links the new records to it, and seals
             // the run in the trail if they end it.
-            let transaction = Savepoint::open(connection)?;
-            let head: Option<(i64, String)> = transaction
+            let head: Option<(i64, String)> = connection
                 .prepare_cached(
                     "SELECT seq, hash FROM run_events WHERE run_id = ?1
                      ORDER BY seq DESC LIMIT 1",
@@ -417,15 +492,14 @@ impl runner::Journal for SqliteStore {
                 .query_row(params![run_id], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?;
             let (last, prev) = head.unwrap_or((0, GENESIS.to_owned()));
-            let linked = audit::link(&run_id, (last as u64, &prev), json);
-            insert_records(&transaction, &run_id, &linked)?;
+            let linked = audit::link(&run_id, (last as u64, &prev), json.clone());
+            insert_records(connection, &run_id, &linked)?;
             if let Some(seal) = audit::seal(&run_id, &events, &linked) {
-                append_trail(&transaction, &seal)?;
+                append_trail(connection, &seal)?;
             }
             if let Some(changes) = ApprovalChanges::of(&events) {
-                record_approvals(&transaction, &run_id, &changes)?;
+                record_approvals(connection, &run_id, &changes)?;
             }
-            transaction.commit()?;
             Ok(())
         })
         .await
@@ -587,9 +661,8 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<String>, Error>>()?;
         let delivery = delivery.clone();
         self.with(move |connection| {
-            let transaction = Savepoint::open(connection)?;
             let now = now_millis();
-            transaction
+            connection
                 .prepare_cached("DELETE FROM idempotency WHERE expires_at <= ?1")?
                 .execute(params![now as i64])?;
             let delivery_key = delivery
@@ -597,7 +670,7 @@ impl Store for SqliteStore {
                 .as_ref()
                 .map(|id| format!("delivery:{}:{id}", delivery.trigger));
             if let Some(key) = &delivery_key {
-                let earlier: Option<String> = transaction
+                let earlier: Option<String> = connection
                     .prepare_cached("SELECT value FROM idempotency WHERE key = ?1")?
                     .query_row(params![key], |row| row.get(0))
                     .optional()?;
@@ -606,10 +679,10 @@ impl Store for SqliteStore {
                 }
             }
             let mut admissions = Vec::with_capacity(delivery.runs.len());
-            for (run, accepted) in delivery.runs.iter().zip(accepted) {
+            for (run, accepted) in delivery.runs.iter().zip(&accepted) {
                 if let Some(dedupe) = &run.dedupe {
                     let key = format!("dedupe:{}:{}", run.playbook, dedupe.key);
-                    let earlier: Option<String> = transaction
+                    let earlier: Option<String> = connection
                         .prepare_cached("SELECT value FROM idempotency WHERE key = ?1")?
                         .query_row(params![key], |row| row.get(0))
                         .optional()?;
@@ -621,14 +694,14 @@ impl Store for SqliteStore {
                         });
                         continue;
                     }
-                    transaction
+                    connection
                         .prepare_cached(
                             "INSERT INTO idempotency (key, value, expires_at)
                  VALUES  (?1, ?2, ?3)",
                         )?
                         .execute(params![key, run.run_id, (now + dedupe.window_ms) as i64])?;
                 }
-                transaction
+                connection
                     .prepare_cached(
                         "INSERT INTO runs (run_id, playbook, trigger_name, event, accepted_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -640,11 +713,11 @@ impl Store for SqliteStore {
                         run.event.to_string(),
                         delivery.received_at as i64
                     ])?;
-                transaction
+                connection
                     .prepare_cached("INSERT INTO jobs (run_id) VALUES (?1)")?
                     .execute(params![run.run_id])?;
-                let first = audit::link(&run.run_id, (0, GENESIS), vec![accepted]);
-                insert_records(&transaction, &run.run_id, &first)?;
+                let first = audit::link(&run.run_id, (0, GENESIS), vec![accepted.clone()]);
+                insert_records(connection, &run.run_id, &first)?;
                 admissions.push(Admission {
                     playbook: run.playbook.clone(),
                     run_id: run.run_id.clone(),
@@ -654,7 +727,7 @@ impl Store for SqliteStore {
             if !delivery.ignored.is_empty() {
                 let playbooks = serde_json::to_string(&delivery.ignored)
                     .map_err(|error| Error::corrupt("ignored", error))?;
-                transaction
+                connection
                     .prepare_cached(
                         "INSERT INTO ignored (trigger_name, playbooks, received_at)
                  VALUES  (?1, ?2, ?3)",
@@ -664,7 +737,7 @@ impl Store for SqliteStore {
                         playbooks,
                         delivery.received_at as i64
                     ])?;
-                transaction
+                connection
                     .prepare_cached(
                         "DELETE FROM ignored WHERE id <= (SELECT MAX(id) FROM ignored) - ?1",
                     )?
@@ -673,7 +746,7 @@ impl Store for SqliteStore {
             if let Some(key) = &delivery_key {
                 let answer = serde_json::to_string(&admissions)
                     .map_err(|error| Error::corrupt("admissions", error))?;
-                transaction
+                connection
                     .prepare_cached(
                         "INSERT INTO idempotency (key, value, expires_at)
                  VALUES  (?1, ?2, ?3)",
@@ -684,7 +757,6 @@ impl Store for SqliteStore {
                         (now + millis(delivery.delivery_ttl)) as i64
                     ])?;
             }
-            transaction.commit()?;
             Ok(admissions)
         })
         .await
@@ -819,9 +891,7 @@ impl Store for SqliteStore {
     async fn trail_append(&self, entry: &TrailEntry) -> Result<(), Error> {
         let entry = entry.clone();
         self.with(move |connection| {
-            let transaction = Savepoint::open(connection)?;
-            append_trail(&transaction, &entry)?;
-            transaction.commit()?;
+            append_trail(connection, &entry)?;
             Ok(())
         })
         .await
@@ -943,15 +1013,13 @@ impl Store for SqliteStore {
         let (worker, job_ids) = (worker.to_owned(), job_ids.to_vec());
         self.with(move |connection| {
             let until = (now_millis() + millis(lease)) as i64;
-            let transaction = Savepoint::open(connection)?;
             for id in &job_ids {
-                transaction
+                connection
                     .prepare_cached(
                         "UPDATE jobs SET lease_until = ?1 WHERE id = ?2 AND leased_by = ?3",
                     )?
                     .execute(params![until, id, worker])?;
             }
-            transaction.commit()?;
             Ok(())
         })
         .await
@@ -960,13 +1028,11 @@ impl Store for SqliteStore {
     async fn ack(&self, job_ids: &[String]) -> Result<(), Error> {
         let job_ids = job_ids.to_vec();
         self.with(move |connection| {
-            let transaction = Savepoint::open(connection)?;
             for id in &job_ids {
-                transaction
+                connection
                     .prepare_cached("DELETE FROM jobs WHERE id = ?1")?
                     .execute(params![id])?;
             }
-            transaction.commit()?;
             Ok(())
         })
         .await
@@ -975,17 +1041,15 @@ impl Store for SqliteStore {
     async fn release(&self, worker: &str, job_ids: &[String]) -> Result<(), Error> {
         let (worker, job_ids) = (worker.to_owned(), job_ids.to_vec());
         self.with(move |connection| {
-            let transaction = Savepoint::open(connection)?;
             for id in &job_ids {
                 // Handing back is not a failed delivery: undo its count.
-                transaction
+                connection
                     .prepare_cached(
                         "UPDATE jobs SET leased_by = NULL, lease_until = 0,
                      deliveries = MAX(deliveries - 1, 0) WHERE id = ?1 AND leased_by = ?2",
                     )?
                     .execute(params![id, worker])?;
             }
-            transaction.commit()?;
             Ok(())
         })
         .await
@@ -1016,19 +1080,17 @@ impl Store for SqliteStore {
 
     async fn promote_due(&self, now: Millis) -> Result<usize, Error> {
         self.with(move |connection| {
-            let transaction = Savepoint::open(connection)?;
             let due: Vec<String> = {
-                let mut statement = transaction
+                let mut statement = connection
                     .prepare_cached("DELETE FROM timers WHERE due <= ?1 RETURNING run_id")?;
                 let rows = statement.query_map(params![now as i64], |row| row.get(0))?;
                 rows.collect::<Result<_, _>>()?
             };
             for run_id in &due {
-                transaction
+                connection
                     .prepare_cached("INSERT INTO jobs (run_id) VALUES (?1)")?
                     .execute(params![run_id])?;
             }
-            transaction.commit()?;
             Ok(due.len())
         })
         .await
@@ -1228,6 +1290,9 @@ fn add_chain_columns(connection: &Connection) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use rusqlite::StatementStatus;
 
     use super::*;
@@ -1283,6 +1348,85 @@ mod tests {
         assert_eq!(numbers(&connection), [10, 11, 40]);
     }
 
+    /// An operation for [`run_group`] that inserts `n` into `numbers`, then fails if `fails` (after
+    /// writing, or by panicking); it counts its runs in `runs`.
+    fn numbered(
+        n: i64,
+        fails: Option<&'static str>,
+        runs: &Arc<AtomicUsize>,
+    ) -> (
+        Operation,
+        tokio::sync::oneshot::Receiver<Result<i64, Error>>,
+    ) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let runs = Arc::clone(runs);
+        let operation = move |connection: &mut Connection| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            insert(connection, n);
+            match fails {
+                Some("panic") => panic!("operation {n} panics"),
+                Some(reason) => Err(Error::corrupt("numbers", reason)),
+                None => Ok(n),
+            }
+        };
+        let waiting = Waiting {
+            operation,
+            result: None,
+            reply,
+        };
+        (Box::new(waiting), answer)
+    }
+
+    fn answered(
+        mut answer: tokio::sync::oneshot::Receiver<Result<i64, Error>>,
+    ) -> Result<i64, String> {
+        answer
+            .try_recv()
+            .expect("an answer")
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn a_group_without_failures_runs_each_operation_once_and_keeps_all() {
+        let mut connection = table_of_numbers();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (operations, answers): (Vec<_>, Vec<_>) =
+            (1..=3).map(|n| numbered(n, None, &runs)).unzip();
+        run_group(&mut connection, operations);
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        let answers: Vec<_> = answers.into_iter().map(answered).collect();
+        assert_eq!(answers, [Ok(1), Ok(2), Ok(3)]);
+        assert_eq!(numbers(&connection), [1, 2, 3]);
+        assert!(connection.is_autocommit(), "a transaction was left open");
+    }
+
+    #[test]
+    fn operations_that_fail_in_a_group_leave_nothing_behind_and_the_others_commit() {
+        let mut connection = table_of_numbers();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (operations, answers): (Vec<_>, Vec<_>) = [
+            (1, None),
+            (2, Some("refused")),
+            (3, None),
+            (4, Some("panic")),
+            (5, None),
+        ]
+        .into_iter()
+        .map(|(n, fails)| numbered(n, fails, &runs))
+        .unzip();
+        run_group(&mut connection, operations);
+        let answers: Vec<_> = answers.into_iter().map(answered).collect();
+        assert_eq!(answers[0], Ok(1));
+        assert!(answers[1].as_ref().is_err_and(|e| e.contains("refused")));
+        assert_eq!(answers[2], Ok(3));
+        assert!(answers[3].as_ref().is_err_and(|e| e.contains("panicked")));
+        assert_eq!(answers[4], Ok(5));
+        assert_eq!(numbers(&connection), [1, 3, 5]);
+        // The first two ran until the failure, then all five ran again, each in a savepoint.
+        assert_eq!(runs.load(Ordering::SeqCst), 2 + 5);
+        assert!(connection.is_autocommit(), "a transaction was left open");
+    }
+
     /// How often the claim statement was prepared anew over claims at three different times.
     fn claim_reprepares(connection: &Connection) -> i32 {
         connection.execute_batch(SCHEMA).expect("schema");
@@ -1304,7 +1448,7 @@ mod tests {
     }
 
     /// What this thread writes (Linux's per-thread I/O accounting) while 8 operations run in one
-    /// transaction as `run_group` runs them, each in its savepoint and each changing 20 pages that
+    /// transaction as `run_group` runs them once one has failed, each in its savepoint and each changing 20 pages that
     /// were there before; and by how much the WAL grew meanwhile.
     fn written_by_one_group(path: &Path, in_memory: bool) -> (u64, u64) {
         let connection = Connection::open(path).expect("open");
