@@ -838,6 +838,61 @@ async fn two_processes_writing_one_journal_keep_one_chain() {
     assert_eq!(copied, records);
 }
 
+/// How many times Redis has run `command` since it started (`INFO commandstats`).
+async fn redis_calls(url: &str, command: &str) -> u64 {
+    let client = redis::Client::open(url).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .expect("INFO");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("a count"))
+}
+
+#[tokio::test]
+async fn a_run_opened_on_redis_is_written_without_reading_its_journal_head_again() {
+    let redis = RedisServer::start();
+    // The run is written by one process and opened by another, which has seen none of it.
+    let writer = RedisStore::connect(&redis.url(), "heads")
+        .await
+        .expect("connect");
+    let opener = RedisStore::connect(&redis.url(), "heads")
+        .await
+        .expect("connect");
+    let accepted = run("a", None);
+    writer
+        .accept(&delivery(None, vec![accepted.clone()]))
+        .await
+        .expect("accept");
+    let id = &accepted.run_id;
+    let recovered = |n: u64| RunEvent::RunRecovered {
+        deliveries: n as u32,
+        at: n,
+    };
+    writer.append(id, &recovered(1)).await.expect("append");
+    let opened = opener.open_run(id, "w1", LEASE).await.expect("open");
+    assert!(matches!(opened, OpenedRun::Locked { .. }), "{opened:?}");
+    let reads = redis_calls(&redis.url(), "xrevrange").await;
+    opener.append(id, &recovered(2)).await.expect("append");
+    // One read: the chain script's own check of the head, not another before it.
+    assert_eq!(redis_calls(&redis.url(), "xrevrange").await, reads + 1);
+    let records = opener.audit_records(id).await.expect("records");
+    assert_eq!(store::audit::verify(id, &records), Ok(3));
+    // A head that moved after the open is found by the write itself.
+    writer.append(id, &recovered(3)).await.expect("append");
+    opener.append(id, &recovered(4)).await.expect("append");
+    let records = opener.audit_records(id).await.expect("records");
+    assert_eq!(store::audit::verify(id, &records), Ok(5));
+}
+
 /// Problems `verify_store` reports, as (chain, position, words of the reason).
 async fn problems(store: &dyn Store) -> Vec<(String, usize, String)> {
     store::audit::verify_store(store)
