@@ -9,11 +9,11 @@
 //! Group commit: the thread takes every operation waiting for it (up to [`MAX_GROUP`]) into one
 //! transaction, and answers them only once that transaction has committed. Should one of them
 //! fail, the group runs again with each operation in a savepoint of its own, kept in memory, so
-//! that the failing one changes nothing ([`run_group`]). Under load, dozens of accepted webhooks and journal writes share one commit
-//! instead of paying one each; alone, an operation commits at once. An answer still means "stored":
-//! a killed process loses nothing answered. WAL journal mode lets the file be read (backups,
-//! `sqlite3`) while the server writes; a thread of its own copies the WAL back into the file
-//! ([`checkpoint`]), so that no commit waits for it.
+//! that the failing one changes nothing ([`run_group`]). Under load, dozens of accepted webhooks
+//! and journal writes share one commit instead of paying one each; alone, an operation commits at
+//! once. An answer still means "stored": a killed process loses nothing answered. WAL journal mode
+//! lets the file be read (backups, `sqlite3`) while the server writes; a thread of its own copies
+//! the WAL back into the file ([`checkpoint`]), so that no commit waits for it.
 
 mod case_rows;
 mod checkpoint;
@@ -1448,8 +1448,8 @@ mod tests {
     }
 
     /// What this thread writes (Linux's per-thread I/O accounting) while 8 operations run in one
-    /// transaction as `run_group` runs them once one has failed, each in its savepoint and each changing 20 pages that
-    /// were there before; and by how much the WAL grew meanwhile.
+    /// transaction as `run_group` runs them once one has failed, each in its savepoint and each
+    /// changing 20 pages that were there before; and by how much the WAL grew meanwhile.
     fn written_by_one_group(path: &Path, in_memory: bool) -> (u64, u64) {
         let connection = Connection::open(path).expect("open");
         connection
