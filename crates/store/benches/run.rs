@@ -105,11 +105,7 @@ fn run(c: &mut Criterion) {
                     .expect("advance");
                 assert_eq!(state.status, runner::RunStatus::Succeeded);
                 store
-                    .unlock_run(&claim.run_id, "bench")
-                    .await
-                    .expect("unlock");
-                store
-                    .ack(std::slice::from_ref(&claim.job_id))
+                    .ack("bench", std::slice::from_ref(claim))
                     .await
                     .expect("ack");
             })

@@ -356,8 +356,10 @@ pub trait Store: runner::Journal + Send + Sync + 'static {
     /// Renews the leases `worker` holds on these jobs.
     async fn extend(&self, worker: &str, job_ids: &[String], lease: Duration) -> Result<(), Error>;
 
-    /// The jobs are done: they are removed for good.
-    async fn ack(&self, job_ids: &[String]) -> Result<(), Error>;
+    /// The jobs are done: they are removed for good, and the locks `worker` still holds on their
+    /// runs are released with them (a worker leaves a run's lock to its job's ack: one operation
+    /// per advance fewer).
+    async fn ack(&self, worker: &str, jobs: &[Claim]) -> Result<(), Error>;
 
     /// Hands jobs back at once (graceful shutdown), so any worker can take them.
     async fn release(&self, worker: &str, job_ids: &[String]) -> Result<(), Error>;

@@ -52,6 +52,16 @@ pub struct Worker {
     pub slack: Option<Arc<crate::slack::Slack>>,
 }
 
+/// Who releases a run's lock once its advance is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unlock {
+    /// The advance, at its end.
+    Now,
+    /// The ack of the job that advanced it (`Store::ack`), which the queue sends for the jobs done
+    /// since its last call together: one store operation per advance fewer.
+    WithAck,
+}
+
 /// How often the watchdog looks for stalled runs.
 const WATCHDOG_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -161,7 +171,7 @@ impl Worker {
     }
 
     async fn advance(&self, claim: &Claim) -> Result<(), Error> {
-        self.advance_as(&self.id, claim).await
+        self.advance_as(&self.id, claim, Unlock::WithAck).await
     }
 
     /// Advances a sub-playbook's run for the step that called it (see [`crate::calls`]), as a
@@ -173,11 +183,12 @@ impl Worker {
             run_id: run_id.to_owned(),
             deliveries: 1,
         };
-        self.advance_as(&format!("{}-call", self.id), &claim).await
+        self.advance_as(&format!("{}-call", self.id), &claim, Unlock::Now)
+            .await
     }
 
     /// Advances `claim`'s run holding its lock as `holder`.
-    async fn advance_as(&self, holder: &str, claim: &Claim) -> Result<(), Error> {
+    async fn advance_as(&self, holder: &str, claim: &Claim, unlock: Unlock) -> Result<(), Error> {
         let run_id = claim.run_id.as_str();
         let (record, events) = match self
             .store
@@ -226,7 +237,10 @@ impl Worker {
             outcome = self.advance_locked(run_id, &record, &events, claim.deliveries) => outcome,
             lost = renew => Err(lost),
         };
-        self.store.unlock_run(run_id, holder).await?;
+        // A failed job is not acked: its lock is released here.
+        if unlock == Unlock::Now || outcome.is_err() {
+            self.store.unlock_run(run_id, holder).await?;
+        }
         outcome
     }
 

@@ -6,7 +6,8 @@
 //! Delivery contract (at-least-once, a job is never dropped):
 //! * a claimed job stays leased while its handler runs: the worker heartbeat extends the
 //!   leases of every job this worker holds;
-//! * handler `Ok` → `ack`; handler `Err` (infrastructure failure only) → the job is neither
+//! * handler `Ok` → `ack`, which also releases the run's lock the handler left to it; handler
+//!   `Err` (infrastructure failure only) → the job is neither
 //!   acked nor released and we stop extending it, so the queue hands it out again once the
 //!   lease runs out (the lease doubles as retry back-off; no hot loop while e.g. the DB is down);
 //! * graceful stop: apalis waits for running handlers (their results are acked), and jobs
@@ -15,7 +16,8 @@
 //! Queue errors are logged, never returned: apalis treats any backend error as fatal and
 //! drops the worker future, cancelling every running handler mid-flight. A failed ack or
 //! extend only means a later redelivery, which the lease already covers.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
@@ -46,9 +48,9 @@ pub(crate) struct QueueConfig {
     pub(crate) max_in_flight: usize,
 }
 
-/// Job ids each worker (by name) has claimed and not yet settled; shared by all clones,
-/// because `Persisted` clones the persistence for every operation.
-type InFlight = Arc<Mutex<HashMap<String, HashSet<String>>>>;
+/// The jobs each worker (by name) has claimed and not yet settled, by job id; shared by all
+/// clones, because `Persisted` clones the persistence for every operation.
+type InFlight = Arc<Mutex<HashMap<String, HashMap<String, Claim>>>>;
 
 pub(crate) struct QueuePersistence {
     queue: Arc<dyn Store>,
@@ -68,7 +70,7 @@ impl Clone for QueuePersistence {
 
 impl QueuePersistence {
     /// The in-flight map; a panic elsewhere while holding it leaves it usable (it is a plain set).
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashSet<String>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<String, Claim>>> {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -77,13 +79,15 @@ impl QueuePersistence {
     fn held(&self, worker: &WorkerContext) -> Vec<String> {
         let map = self.lock();
         map.get(worker.name())
-            .map(|s| s.iter().cloned().collect())
+            .map(|jobs| jobs.keys().cloned().collect())
             .unwrap_or_default()
     }
-    fn settle(&self, worker: &WorkerContext, job_id: &str) {
-        if let Some(set) = self.lock().get_mut(worker.name()) {
-            set.remove(job_id);
-        }
+
+    /// No longer in flight: the job as it was claimed, if it was.
+    fn settle(&self, worker: &WorkerContext, job_id: &str) -> Option<Claim> {
+        self.lock()
+            .get_mut(worker.name())
+            .and_then(|jobs| jobs.remove(job_id))
     }
 }
 
@@ -103,7 +107,7 @@ impl Persistence for QueuePersistence {
         // have left jobs behind; hand them back instead of extending them forever.
         let stale = self.lock().remove(worker.name()).unwrap_or_default();
         if !stale.is_empty() {
-            let stale: Vec<String> = stale.into_iter().collect();
+            let stale: Vec<String> = stale.into_keys().collect();
             if let Err(e) = self.queue.release(worker.name(), &stale).await {
                 tracing::warn!(error = %e, "releasing stale jobs failed; their leases will expire");
             }
@@ -142,12 +146,18 @@ impl Persistence for QueuePersistence {
             }
         };
         let mut map = self.lock();
-        let set = map.entry(worker.name().to_owned()).or_default();
+        let held = map.entry(worker.name().to_owned()).or_default();
         Ok(claims
             .into_iter()
             // A lease we lost (missed heartbeats) may come back to us while its first handler
             // still runs: that run keeps it; a second one would also be a duplicate task id.
-            .filter(|c| set.insert(c.job_id.clone()))
+            .filter(|c| match held.entry(c.job_id.clone()) {
+                Entry::Occupied(_) => false,
+                Entry::Vacant(slot) => {
+                    slot.insert(c.clone());
+                    true
+                }
+            })
             .map(|c| {
                 let attempt = c.deliveries.saturating_sub(1) as usize; // apalis adds 1 on start
                 TaskBuilder::new(c.clone())
@@ -164,7 +174,9 @@ impl Persistence for QueuePersistence {
         worker: &WorkerContext,
     ) -> Result<u64, store::Error> {
         let ids: Vec<String> = tasks.into_iter().map(|t| t.args.job_id).collect();
-        ids.iter().for_each(|id| self.settle(worker, id));
+        for id in &ids {
+            self.settle(worker, id);
+        }
         if let Err(e) = self.queue.release(worker.name(), &ids).await {
             tracing::warn!(error = %e, jobs = ids.len(), "release failed; leases will expire");
         }
@@ -176,26 +188,33 @@ impl Persistence for QueuePersistence {
         events: Vec<TaskEvent<()>>,
         worker: &WorkerContext,
     ) -> Result<(), store::Error> {
-        let mut done_ids = Vec::new();
+        let mut done = Vec::new();
         for event in events {
-            let TaskEvent::Complete(done) = event else {
+            let TaskEvent::Complete(completed) = event else {
                 continue;
             };
-            let id = job_id(&done.task_id);
+            let id = job_id(&completed.task_id);
             // Settled either way: an errored job must not be extended, or it never comes back.
-            self.settle(worker, &id);
-            match done.result {
-                Ok(()) => done_ids.push(id),
+            let claim = self.settle(worker, &id);
+            match completed.result {
+                // A job this worker no longer had on its books (it restarted meanwhile) is still
+                // acked; the lock on its run, unknown here, lapses with its lease.
+                Ok(()) => done.push(claim.unwrap_or(Claim {
+                    job_id: id,
+                    run_id: String::new(),
+                    deliveries: 0,
+                })),
                 Err(e) => {
                     tracing::warn!(job = %id, error = %e, "handler failed; redelivery after lease")
                 }
             }
         }
-        // The jobs that completed since the last call, acked together.
-        if !done_ids.is_empty()
-            && let Err(e) = self.queue.ack(&done_ids).await
+        // The jobs that completed since the last call, acked together, and their runs' locks
+        // released with them.
+        if !done.is_empty()
+            && let Err(e) = self.queue.ack(worker.name(), &done).await
         {
-            tracing::warn!(error = %e, jobs = done_ids.len(), "ack failed; jobs will be redelivered");
+            tracing::warn!(error = %e, jobs = done.len(), "ack failed; jobs will be redelivered");
         }
         Ok(())
     }

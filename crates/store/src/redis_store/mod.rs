@@ -961,15 +961,17 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn ack(&self, job_ids: &[String]) -> Result<(), Error> {
-        if job_ids.is_empty() {
+    async fn ack(&self, worker: &str, jobs: &[Claim]) -> Result<(), Error> {
+        if jobs.is_empty() {
             return Ok(());
         }
         let mut connection = self.connection.clone();
         let mut invocation = self.scripts.ack.key(self.key("jobs"));
-        invocation.arg(GROUP);
-        for id in job_ids {
-            invocation.arg(id);
+        invocation.arg(GROUP).arg(worker);
+        for job in jobs {
+            invocation
+                .key(format!("{}:lock", self.run_key(&job.run_id)))
+                .arg(&job.job_id);
         }
         let _: () = invocation.invoke_async(&mut connection).await?;
         Ok(())
@@ -1324,12 +1326,14 @@ end
 return {0, 0, ''}
 "#;
 
-/// KEYS: jobs. ARGV: group, ids…. One script rather than MULTI/XACK/XDEL/EXEC: half the commands
-/// on the path every run takes.
+/// KEYS: jobs, then each job's run lock. ARGV: group, worker, then each job's id. One script
+/// rather than MULTI/XACK/XDEL/EXEC: half the commands on the path every run takes; each run's
+/// lock is released as [`UNLOCK`] does, if `worker` still holds it.
 const ACK: &str = r#"
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
   redis.call('XDEL', KEYS[1], ARGV[i])
+  if redis.call('GET', KEYS[i - 1]) == ARGV[2] then redis.call('DEL', KEYS[i - 1]) end
 end
 "#;
 

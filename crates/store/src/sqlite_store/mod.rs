@@ -467,6 +467,17 @@ fn take_run_lock(
     Ok(changed == 1)
 }
 
+/// Releases the run's lock if `worker` holds it.
+fn unlock(connection: &Connection, run_id: &str, worker: &str) -> Result<(), Error> {
+    connection
+        .prepare_cached(
+            "UPDATE runs SET locked_by = NULL, lock_until = NULL
+             WHERE run_id = ?1 AND locked_by = ?2",
+        )?
+        .execute(params![run_id, worker])?;
+    Ok(())
+}
+
 #[async_trait]
 impl runner::Journal for SqliteStore {
     async fn append(&self, run_id: &str, event: &RunEvent) -> Result<(), runner::Error> {
@@ -1025,13 +1036,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ack(&self, job_ids: &[String]) -> Result<(), Error> {
-        let job_ids = job_ids.to_vec();
+    async fn ack(&self, worker: &str, jobs: &[Claim]) -> Result<(), Error> {
+        let (worker, jobs) = (worker.to_owned(), jobs.to_vec());
         self.with(move |connection| {
-            for id in &job_ids {
+            for job in &jobs {
                 connection
                     .prepare_cached("DELETE FROM jobs WHERE id = ?1")?
-                    .execute(params![id])?;
+                    .execute(params![job.job_id])?;
+                unlock(connection, &job.run_id, &worker)?;
             }
             Ok(())
         })
@@ -1104,16 +1116,8 @@ impl Store for SqliteStore {
 
     async fn unlock_run(&self, run_id: &str, worker: &str) -> Result<(), Error> {
         let (run_id, worker) = (run_id.to_owned(), worker.to_owned());
-        self.with(move |connection| {
-            connection
-                .prepare_cached(
-                    "UPDATE runs SET locked_by = NULL, lock_until = NULL
-                 WHERE run_id = ?1 AND locked_by = ?2",
-                )?
-                .execute(params![run_id, worker])?;
-            Ok(())
-        })
-        .await
+        self.with(move |connection| unlock(connection, &run_id, &worker))
+            .await
     }
 
     async fn take_slot(

@@ -136,8 +136,7 @@ async fn accepted_runs_are_recorded_queued_claimed_once_and_acked() {
             backend.name
         );
         // Jobs done together are acked together.
-        let done: Vec<String> = claims.iter().map(|c| c.job_id.clone()).collect();
-        store.ack(&done).await.expect("ack");
+        store.ack("w1", &claims).await.expect("ack");
         assert_eq!(
             store.queue_depth().await.expect("depth"),
             0,
@@ -145,6 +144,56 @@ async fn accepted_runs_are_recorded_queued_claimed_once_and_acked() {
             backend.name
         );
         assert!(store.run("nope").await.expect("run").is_none());
+    }
+}
+
+#[tokio::test]
+async fn acking_jobs_releases_their_workers_locks_on_their_runs_and_no_other() {
+    for backend in backends().await {
+        let store = &backend.store;
+        let (mine, theirs) = (run("a", None), run("b", None));
+        store
+            .accept(&delivery(None, vec![mine.clone(), theirs.clone()]))
+            .await
+            .expect("accept");
+        let claims = store.claim("w1", 10, LEASE).await.expect("claim");
+        assert_eq!(claims.len(), 2, "{}", backend.name);
+        assert!(
+            store
+                .lock_run(&mine.run_id, "w1", LEASE)
+                .await
+                .expect("lock")
+        );
+        // Another worker took the second run over (the first stalled past its lease).
+        assert!(
+            store
+                .lock_run(&theirs.run_id, "w2", LEASE)
+                .await
+                .expect("lock")
+        );
+        store.ack("w1", &claims).await.expect("ack");
+        assert_eq!(
+            store.queue_depth().await.expect("depth"),
+            0,
+            "{}",
+            backend.name
+        );
+        assert!(
+            store
+                .lock_run(&mine.run_id, "w3", LEASE)
+                .await
+                .expect("lock"),
+            "{}: the ack left w1's lock",
+            backend.name
+        );
+        assert!(
+            !store
+                .lock_run(&theirs.run_id, "w3", LEASE)
+                .await
+                .expect("lock"),
+            "{}: the ack released w2's lock",
+            backend.name
+        );
     }
 }
 
@@ -350,7 +399,10 @@ async fn concurrent_workers_never_get_the_same_job() {
                         break seen;
                     }
                     for claim in claims {
-                        store.ack(&[claim.job_id]).await.expect("ack");
+                        store
+                            .ack(&format!("w{worker}"), std::slice::from_ref(&claim))
+                            .await
+                            .expect("ack");
                         seen.push(claim.run_id);
                     }
                 }
