@@ -7,9 +7,9 @@
 //! * a claimed job stays leased while its handler runs: the worker heartbeat extends the
 //!   leases of every job this worker holds;
 //! * handler `Ok` → `ack`, which also releases the run's lock the handler left to it; handler
-//!   `Err` (infrastructure failure only) → the job is neither
-//!   acked nor released and we stop extending it, so the queue hands it out again once the
-//!   lease runs out (the lease doubles as retry back-off; no hot loop while e.g. the DB is down);
+//!   `Err` (infrastructure failure only) → the job is neither acked nor released and we stop
+//!   extending it, so the queue hands it out again once the lease runs out (the lease doubles as
+//!   retry back-off; no hot loop while e.g. the DB is down);
 //! * graceful stop: apalis waits for running handlers (their results are acked), and jobs
 //!   claimed but never started are released at once.
 //!
@@ -69,7 +69,7 @@ impl Clone for QueuePersistence {
 }
 
 impl QueuePersistence {
-    /// The in-flight map; a panic elsewhere while holding it leaves it usable (it is a plain set).
+    /// The in-flight map; a panic elsewhere while holding it leaves it usable (it is plain data).
     fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<String, Claim>>> {
         self.in_flight
             .lock()
