@@ -21,8 +21,9 @@ use playbook::Playbook;
 use runner::{RunStatus, Runner};
 use store::{Claim, OpenedRun, Store};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tower::limit::ConcurrencyLimitLayer;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::catalog::Playbooks;
 use crate::config::WorkerConfig;
@@ -152,20 +153,30 @@ impl Worker {
 
     /// Advances one job's run. `Ok` acks the job; `Err` (the store failed, or a bug panicked)
     /// leaves it leased, so it comes back after its lease, on this worker or another.
+    ///
+    /// apalis polls every handler's future inside its one worker task, so a run advanced there
+    /// would share one thread with all the others. Each advance is a task of its own instead, and
+    /// runs go forward on every thread of the runtime; should apalis drop the handler, the task is
+    /// aborted with it.
     #[tracing::instrument(skip_all, fields(run_id = %claim.run_id, deliveries = claim.deliveries))]
     async fn handle(self: Arc<Self>, claim: Claim) -> Result<(), BoxDynError> {
-        let advanced = std::panic::AssertUnwindSafe(self.advance(&claim))
-            .catch_unwind()
-            .await;
-        match advanced {
+        let advancing = tokio::spawn(
+            async move { self.advance(&claim).await }.instrument(tracing::Span::current()),
+        );
+        match AbortOnDropHandle::new(advancing).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 warn!(%error, "Could not advance the run; its job comes back after its lease.");
                 Err(error.into())
             }
-            Err(_) => {
-                warn!("Advancing the run panicked; its job comes back after its lease.");
-                Err("advancing the run panicked".into())
+            Err(ended) => {
+                let how = if ended.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
+                warn!("Advancing the run {how}; its job comes back after its lease.");
+                Err(format!("advancing the run {how}").into())
             }
         }
     }

@@ -62,6 +62,9 @@ struct Options<'a> {
     listening: bool,
     /// With the real plugins.
     plugins: bool,
+    /// Answers the plugin steps in their place (the plugins are still installed, so that the
+    /// playbooks load).
+    executor: Option<Arc<dyn runner::StepExecutor>>,
 }
 
 impl Default for Options<'_> {
@@ -74,6 +77,7 @@ impl Default for Options<'_> {
             lease: "5s",
             listening: false,
             plugins: false,
+            executor: None,
         }
     }
 }
@@ -183,6 +187,20 @@ impl Server {
         Server::open(backend, playbooks, options).await
     }
 
+    /// A server in process whose plugin steps `executor` answers.
+    pub(crate) async fn in_process_with_executor(
+        backend: Backend,
+        playbooks: &[(&str, String)],
+        executor: Arc<dyn runner::StepExecutor>,
+    ) -> Server {
+        let options = Options {
+            plugins: true,
+            executor: Some(executor),
+            ..Options::default()
+        };
+        Server::open(backend, playbooks, options).await
+    }
+
     async fn open(backend: Backend, playbooks: &[(&str, String)], options: Options<'_>) -> Server {
         let Options {
             workers,
@@ -192,6 +210,7 @@ impl Server {
             lease,
             listening,
             plugins,
+            executor,
         } = options;
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("playbooks")).expect("playbooks dir");
@@ -275,7 +294,11 @@ api:
         let file = dir.path().join("riposte.yaml");
         std::fs::write(&file, config).expect("config");
         let config = Config::from_parts(Some(&file), &env).expect("valid configuration");
-        let parts = Parts::open(config.clone()).await.expect("server parts");
+        let mut parts = Parts::open(config.clone()).await.expect("server parts");
+        if let Some(executor) = executor {
+            let journal: Arc<dyn runner::Journal> = parts.store.clone();
+            parts.runner = Arc::new(runner::Runner::new(executor, journal));
+        }
         let store = Arc::clone(&parts.store);
         let control = parts.control();
         let shutdown = CancellationToken::new();

@@ -1,10 +1,12 @@
 //! Deliveries that become runs: real plugins, deduplication, approvals that hold no worker.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runner::{RunEvent, RunStatus};
+use async_trait::async_trait;
+use runner::{RunEvent, RunStatus, StepCall, StepError, StepExecutor};
 use test_support::apis::{ABUSEIPDB_KEY, SLACK_TOKEN, abuseipdb, slack};
 use test_support::{Recorder, serve};
 
@@ -511,5 +513,81 @@ async fn a_server_stopped_right_after_it_started_stops() {
         tokio::time::timeout(Duration::from_secs(10), server.stop())
             .await
             .unwrap_or_else(|_| panic!("{backend:?}: the server did not stop"));
+    }
+}
+
+/// Notes the task each plugin call runs in, by run, and answers at once.
+#[derive(Default)]
+struct TaskNotes {
+    tasks: Mutex<Vec<(String, tokio::task::Id)>>,
+}
+
+#[async_trait]
+impl StepExecutor for TaskNotes {
+    async fn execute(&self, call: StepCall) -> Result<serde_json::Value, StepError> {
+        let task = tokio::task::try_id().expect("a plugin call runs in a task");
+        self.tasks
+            .lock()
+            .expect("notes")
+            .push((call.run_id.clone(), task));
+        Ok(serde_json::json!({ "score": 0 }))
+    }
+}
+
+/// apalis polls every job's handler inside its one worker task; were runs advanced there, a
+/// worker would use one thread of the runtime however many it has. Each run advances in a task of
+/// its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_run_advances_in_a_task_of_its_own() {
+    let playbook = r#"
+name: enrich
+trigger: { webhook: enrich, auth: siem }
+steps:
+  - id: enrich
+    uses: enrich-ioc/check-ip
+    timeout: 2s
+    with: { ip: "{{ trigger.ip }}" }
+  - id: again
+    uses: enrich-ioc/check-ip
+    timeout: 2s
+    needs: [enrich]
+    with: { ip: "{{ trigger.ip }}" }
+"#;
+    for backend in BACKENDS {
+        let notes = Arc::new(TaskNotes::default());
+        let server = Server::in_process_with_executor(
+            backend,
+            &[("enrich.yaml", playbook.to_owned())],
+            notes.clone(),
+        )
+        .await;
+        let mut runs = Vec::new();
+        for ip in ["203.0.113.7", "203.0.113.8", "203.0.113.9"] {
+            let (status, answer) = server
+                .post_signed("enrich", &format!(r#"{{"ip": "{ip}"}}"#), &[])
+                .await;
+            assert_eq!(status, 202, "{backend:?}: {answer}");
+            runs.push(run_id(&answer));
+        }
+        for run in &runs {
+            assert_succeeded(&server.finished(run, Duration::from_secs(10)).await);
+        }
+        let notes = notes.tasks.lock().expect("notes").clone();
+        assert_eq!(notes.len(), 6, "{backend:?}: two calls per run");
+        for run in &runs {
+            let tasks: Vec<_> = notes.iter().filter(|(r, _)| r == run).collect();
+            assert_eq!(tasks.len(), 2, "{backend:?}: {run}");
+            assert_eq!(
+                tasks[0].1, tasks[1].1,
+                "{backend:?}: a run's steps share its task"
+            );
+        }
+        let distinct: HashSet<tokio::task::Id> = notes.iter().map(|(_, task)| *task).collect();
+        assert_eq!(
+            distinct.len(),
+            runs.len(),
+            "{backend:?}: each run advanced in a task of its own: {notes:?}"
+        );
+        server.stop().await;
     }
 }

@@ -272,17 +272,26 @@ enum Moved {
 
 /// How many times a write re-links its records to a chain that moved under it before it fails.
 /// Every worker process seals its runs to the one global trail, so with several processes the
-/// trail moves often; each try links to the head the last one found (no extra read), and waits
-/// a random moment first so the processes fall out of step.
+/// trail moves often; each try links to the head the last one found (no extra read).
 const CHAIN_TRIES: u32 = 200;
 
-/// A random wait of up to `try_number` ms (at most 10), before a write tries again.
+/// Tries a write makes at once after the trail moved under it, before it waits between tries. A
+/// process that advances runs on every thread has its next seal ready as soon as one lands, so
+/// a loser that waited from its first loss lost again and again (60 s stalls with two worker
+/// processes); among many processes at once, the random waits are what lets each land.
+const TRIES_AT_ONCE: u32 = 16;
+
+/// A random wait of up to `try_number` ms (at most 10), before a write tries again; none for the
+/// first [`TRIES_AT_ONCE`].
 async fn back_off(try_number: u32) {
+    if try_number < TRIES_AT_ONCE {
+        return;
+    }
     use std::hash::{BuildHasher, Hasher};
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    let bound = u64::from(try_number.clamp(1, 10)) * 1_000;
+    let bound = u64::from((try_number - TRIES_AT_ONCE).clamp(1, 10)) * 1_000;
     tokio::time::sleep(Duration::from_micros(random % bound)).await;
 }
 
@@ -367,9 +376,10 @@ impl RedisStore {
             }
             back_off(try_number).await;
         }
-        Err(Error::Config(format!(
-            "the journal of run {run_id} kept changing under this process; is another process writing to it?"
-        )))
+        // Only the trail's moves come this far: a run's own moves try again above.
+        Err(Error::Config(
+            "the audit trail kept changing under this process; too many writers at once".into(),
+        ))
     }
 
     /// Keeps a run's journal head (`seq`, hash) for its next write, which then reads nothing.
