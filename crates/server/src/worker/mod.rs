@@ -21,9 +21,8 @@ use playbook::Playbook;
 use runner::{RunStatus, Runner};
 use store::{Claim, OpenedRun, Store};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 use tower::limit::ConcurrencyLimitLayer;
-use tracing::{Instrument, info, warn};
+use tracing::{info, warn};
 
 use crate::catalog::Playbooks;
 use crate::config::WorkerConfig;
@@ -85,37 +84,58 @@ impl Worker {
         let timers = tokio::spawn(Arc::clone(&self).promote_timers(shutdown.clone()));
         let watchdog = tokio::spawn(Arc::clone(&self).watch_for_stalls(shutdown.clone()));
         let schedules = tokio::spawn(Arc::clone(&self).fire_schedules(shutdown.clone()));
-        let backend = QueueBackend::new(
-            Arc::clone(&self.store),
-            QueueConfig {
-                lease: self.config.lease,
-                heartbeat: self.config.lease / 3,
-                poll_interval: self.config.poll_interval,
-                max_in_flight: self.config.concurrency,
-            },
-        );
-        let context = WorkerContext::new(&self.id);
-        let worker = Arc::clone(&self);
-        let handler = move |claim: Claim| Arc::clone(&worker).handle(claim).boxed();
-        let apalis_worker = WorkerBuilder::new(&context)
-            .backend(backend)
-            .layer(ConcurrencyLimitLayer::new(self.config.concurrency))
-            .build(handler);
-        let running = tokio::spawn(apalis_worker.run());
+        let threads = tokio::runtime::Handle::current().metrics().num_workers();
+        let mut shards = Vec::new();
+        for (index, concurrency) in shard_sizes(self.config.concurrency, threads)
+            .into_iter()
+            .enumerate()
+        {
+            let holder: Arc<str> = format!("{}-{index}", self.id).into();
+            let backend = QueueBackend::new(
+                Arc::clone(&self.store),
+                QueueConfig {
+                    lease: self.config.lease,
+                    heartbeat: self.config.lease / 3,
+                    poll_interval: self.config.poll_interval,
+                    max_in_flight: concurrency,
+                },
+            );
+            let context = WorkerContext::new(&holder);
+            let worker = Arc::clone(&self);
+            let handler = move |claim: Claim| {
+                Arc::clone(&worker)
+                    .handle(Arc::clone(&holder), claim)
+                    .boxed()
+            };
+            let apalis_worker = WorkerBuilder::new(&context)
+                .backend(backend)
+                .layer(ConcurrencyLimitLayer::new(concurrency))
+                .build(handler);
+            shards.push((context, tokio::spawn(apalis_worker.run())));
+        }
         shutdown.cancelled().await;
         // Stopping is refused until apalis has started the worker (a signal right after start):
         // ask again until it takes or the worker is gone.
-        while context.stop().is_err() && !running.is_finished() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        for (context, running) in &shards {
+            while context.stop().is_err() && !running.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
-        let stopped = running
-            .await
-            .map_err(|error| Error::Worker(error.to_string()))?;
+        let mut stopped = Ok(());
+        for (_, running) in shards {
+            let ended = match running.await {
+                Ok(result) => result.map_err(|error| Error::Worker(error.to_string())),
+                Err(error) => Err(Error::Worker(error.to_string())),
+            };
+            if ended.is_err() {
+                stopped = ended;
+            }
+        }
         timers.abort();
         schedules.abort();
         watchdog.abort();
         info!(worker = %self.id, "Worker stopped.");
-        stopped.map_err(|error| Error::Worker(error.to_string()))
+        stopped
     }
 
     /// Turns due timers (approval deadlines, runs to look at again) into jobs.
@@ -151,38 +171,26 @@ impl Worker {
         }
     }
 
-    /// Advances one job's run. `Ok` acks the job; `Err` (the store failed, or a bug panicked)
-    /// leaves it leased, so it comes back after its lease, on this worker or another.
-    ///
-    /// apalis polls every handler's future inside its one worker task, so a run advanced there
-    /// would share one thread with all the others. Each advance is a task of its own instead, and
-    /// runs go forward on every thread of the runtime; should apalis drop the handler, the task is
-    /// aborted with it.
+    /// Advances one job's run for `holder` (its shard). `Ok` acks the job; `Err` (the store
+    /// failed, or a bug panicked) leaves it leased, so it comes back after its lease, on this
+    /// worker or another.
     #[tracing::instrument(skip_all, fields(run_id = %claim.run_id, deliveries = claim.deliveries))]
-    async fn handle(self: Arc<Self>, claim: Claim) -> Result<(), BoxDynError> {
-        let advancing = tokio::spawn(
-            async move { self.advance(&claim).await }.instrument(tracing::Span::current()),
-        );
-        match AbortOnDropHandle::new(advancing).await {
+    async fn handle(self: Arc<Self>, holder: Arc<str>, claim: Claim) -> Result<(), BoxDynError> {
+        let advanced =
+            std::panic::AssertUnwindSafe(self.advance_as(&holder, &claim, Unlock::WithAck))
+                .catch_unwind()
+                .await;
+        match advanced {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 warn!(%error, "Could not advance the run; its job comes back after its lease.");
                 Err(error.into())
             }
-            Err(ended) => {
-                let how = if ended.is_panic() {
-                    "panicked"
-                } else {
-                    "was cancelled"
-                };
-                warn!("Advancing the run {how}; its job comes back after its lease.");
-                Err(format!("advancing the run {how}").into())
+            Err(_) => {
+                warn!("Advancing the run panicked; its job comes back after its lease.");
+                Err("advancing the run panicked".into())
             }
         }
-    }
-
-    async fn advance(&self, claim: &Claim) -> Result<(), Error> {
-        self.advance_as(&self.id, claim, Unlock::WithAck).await
     }
 
     /// Advances a sub-playbook's run for the step that called it (see [`crate::calls`]), as a
@@ -401,5 +409,33 @@ impl Worker {
         };
         self.record_on_case(run_id, playbook.map(|playbook| &**playbook))
             .await
+    }
+}
+
+/// How many runs each shard of a worker holds: one shard per runtime thread (at most one per run
+/// in hand), the concurrency shared out as evenly as it goes.
+///
+/// apalis polls every handler of a worker inside its one task, so a worker's runs go forward on
+/// one thread at a time; a task per run instead spends more on waking each run's task than the
+/// one wake-up of a shard that serves many. A shard per thread keeps both.
+fn shard_sizes(concurrency: usize, threads: usize) -> Vec<usize> {
+    let shards = threads.clamp(1, concurrency.max(1));
+    (0..shards)
+        .map(|index| concurrency / shards + usize::from(index < concurrency % shards))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_sizes;
+
+    #[test]
+    fn the_concurrency_is_shared_out_among_at_most_one_shard_per_thread() {
+        assert_eq!(shard_sizes(64, 2), [32, 32]);
+        assert_eq!(shard_sizes(5, 2), [3, 2]);
+        assert_eq!(shard_sizes(8, 3), [3, 3, 2]);
+        // Never a shard without a run to hold.
+        assert_eq!(shard_sizes(1, 4), [1]);
+        assert_eq!(shard_sizes(3, 1), [3]);
     }
 }

@@ -42,7 +42,7 @@ pub(crate) struct QueueConfig {
     pub(crate) heartbeat: Duration,
     /// How long an idle worker waits before asking the queue again.
     pub(crate) poll_interval: Duration,
-    /// Most jobs one worker holds at once. Set it to the worker's concurrency: a claim never
+    /// Most jobs one shard holds at once. Set it to the shard's concurrency: a claim never
     /// asks for more than the free slots, because apalis does not heartbeat while it holds
     /// claimed-but-undispatched tasks (`persistence/mod.rs`, `poll_ready` only beats in `Ready`).
     pub(crate) max_in_flight: usize,

@@ -516,77 +516,99 @@ async fn a_server_stopped_right_after_it_started_stops() {
     }
 }
 
-/// Notes the task each plugin call runs in, by run, and answers at once.
-#[derive(Default)]
-struct TaskNotes {
-    tasks: Mutex<Vec<(String, tokio::task::Id)>>,
+/// Notes the task each plugin call runs in, by run, and holds every call until calls of
+/// `together` runs have arrived (or 3 s passed: then the call fails).
+struct HeldTogether {
+    together: usize,
+    calls: Mutex<Vec<(String, tokio::task::Id)>>,
+    arrived: tokio::sync::Notify,
 }
 
-#[async_trait]
-impl StepExecutor for TaskNotes {
-    async fn execute(&self, call: StepCall) -> Result<serde_json::Value, StepError> {
-        let task = tokio::task::try_id().expect("a plugin call runs in a task");
-        self.tasks
-            .lock()
-            .expect("notes")
-            .push((call.run_id.clone(), task));
-        Ok(serde_json::json!({ "score": 0 }))
+impl HeldTogether {
+    fn runs_seen(&self) -> usize {
+        let calls = self.calls.lock().expect("calls");
+        calls
+            .iter()
+            .map(|(run, _)| run)
+            .collect::<HashSet<_>>()
+            .len()
     }
 }
 
-/// apalis polls every job's handler inside its one worker task; were runs advanced there, a
-/// worker would use one thread of the runtime however many it has. Each run advances in a task of
-/// its own.
+#[async_trait]
+impl StepExecutor for HeldTogether {
+    async fn execute(&self, call: StepCall) -> Result<serde_json::Value, StepError> {
+        let task = tokio::task::try_id().expect("a plugin call runs in a task");
+        self.calls
+            .lock()
+            .expect("calls")
+            .push((call.run_id.clone(), task));
+        self.arrived.notify_waiters();
+        let all_here = async {
+            loop {
+                let arrived = self.arrived.notified();
+                if self.runs_seen() >= self.together {
+                    return;
+                }
+                arrived.await;
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(3), all_here).await {
+            Ok(()) => Ok(serde_json::json!({ "score": 0 })),
+            Err(_) => Err(StepError::new(
+                playbook::ErrorKind::Timeout,
+                "fewer runs than expected were in hand at once",
+            )),
+        }
+    }
+}
+
+/// apalis polls every job's handler inside its one worker task, so a worker's runs would go
+/// forward on one thread at a time. A worker takes its jobs in one shard per runtime thread, each
+/// its own apalis worker and task, the concurrency shared among them (here 8 on two threads: 4
+/// each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_run_advances_in_a_task_of_its_own() {
+async fn a_worker_advances_its_runs_in_one_task_per_runtime_thread() {
     let playbook = r#"
 name: enrich
 trigger: { webhook: enrich, auth: siem }
 steps:
   - id: enrich
     uses: enrich-ioc/check-ip
-    timeout: 2s
-    with: { ip: "{{ trigger.ip }}" }
-  - id: again
-    uses: enrich-ioc/check-ip
-    timeout: 2s
-    needs: [enrich]
+    timeout: 4s
     with: { ip: "{{ trigger.ip }}" }
 "#;
     for backend in BACKENDS {
-        let notes = Arc::new(TaskNotes::default());
+        // Five runs held together do not fit in one shard of four.
+        let held = Arc::new(HeldTogether {
+            together: 5,
+            calls: Mutex::default(),
+            arrived: tokio::sync::Notify::new(),
+        });
         let server = Server::in_process_with_executor(
             backend,
             &[("enrich.yaml", playbook.to_owned())],
-            notes.clone(),
+            held.clone(),
         )
         .await;
         let mut runs = Vec::new();
-        for ip in ["203.0.113.7", "203.0.113.8", "203.0.113.9"] {
+        for last in 1..=6 {
             let (status, answer) = server
-                .post_signed("enrich", &format!(r#"{{"ip": "{ip}"}}"#), &[])
+                .post_signed("enrich", &format!(r#"{{"ip": "203.0.113.{last}"}}"#), &[])
                 .await;
             assert_eq!(status, 202, "{backend:?}: {answer}");
             runs.push(run_id(&answer));
         }
         for run in &runs {
-            assert_succeeded(&server.finished(run, Duration::from_secs(10)).await);
+            assert_succeeded(&server.finished(run, Duration::from_secs(20)).await);
         }
-        let notes = notes.tasks.lock().expect("notes").clone();
-        assert_eq!(notes.len(), 6, "{backend:?}: two calls per run");
-        for run in &runs {
-            let tasks: Vec<_> = notes.iter().filter(|(r, _)| r == run).collect();
-            assert_eq!(tasks.len(), 2, "{backend:?}: {run}");
-            assert_eq!(
-                tasks[0].1, tasks[1].1,
-                "{backend:?}: a run's steps share its task"
-            );
-        }
-        let distinct: HashSet<tokio::task::Id> = notes.iter().map(|(_, task)| *task).collect();
+        let calls = held.calls.lock().expect("calls").clone();
+        assert_eq!(calls.len(), runs.len(), "{backend:?}: one call per run");
+        let tasks: HashSet<tokio::task::Id> = calls.iter().map(|(_, task)| *task).collect();
         assert_eq!(
-            distinct.len(),
-            runs.len(),
-            "{backend:?}: each run advanced in a task of its own: {notes:?}"
+            tasks.len(),
+            2,
+            "{backend:?}: the runs went forward in one task per runtime thread: {calls:?}"
         );
         server.stop().await;
     }
