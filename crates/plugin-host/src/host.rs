@@ -42,7 +42,8 @@ pub struct HostConfig {
     pub fuel: Option<u64>,
     /// Largest output an action may return.
     pub max_output_bytes: usize,
-    /// How many invocations may run at once (the size of the instance pool).
+    /// How many invocations may run at once (the size of the instance pool); more wait their
+    /// turn, within their deadline.
     pub max_concurrent_invocations: u32,
     pub egress: EgressPolicy,
     /// Addresses destructive actions refuse to touch.
@@ -81,6 +82,8 @@ pub struct PluginHost {
     egress_policy: Arc<EgressPolicy>,
     http_clients: Arc<ClientCache>,
     kv: Arc<KvStore>,
+    /// One permit per instance slot of the pool: a call beyond them would fail to instantiate.
+    invocations: tokio::sync::Semaphore,
     ticker: EpochTicker,
 }
 
@@ -105,6 +108,7 @@ impl PluginHost {
             egress_policy: Arc::new(config.egress.clone()),
             http_clients: Arc::default(),
             kv: Arc::new(KvStore::new(config.max_kv_bytes_per_plugin)),
+            invocations: tokio::sync::Semaphore::new(config.max_concurrent_invocations as usize),
             config: Arc::new(config),
             ticker,
         })
@@ -231,18 +235,25 @@ impl PluginHost {
             attempt: call.attempt,
             idempotency_key: call.idempotency_key.clone(),
         };
+        // Waiting for a slot counts against the step's deadline.
+        let started = Instant::now();
+        let _slot = tokio::time::timeout(call.timeout, self.invocations.acquire())
+            .await
+            .map_err(|_| timeout_error(call.timeout))?
+            .map_err(|_| StepError::new(ErrorKind::Internal, "the plugin host is shutting down"))?;
+        let timeout = call.timeout.saturating_sub(started.elapsed());
         let logs = Arc::new(LogBudget::default());
         let mut store = self.store(
             &loaded.manifest,
             &call.grant,
             &call.run_id,
             &call.step_id,
-            call.timeout,
+            timeout,
             Arc::clone(&logs),
         );
         // The epoch deadline stops guest code; this outer deadline also covers a guest waiting in a
         // host call (an HTTP request), which an epoch cannot interrupt.
-        let outer = call.timeout + Duration::from_secs(1);
+        let outer = timeout + Duration::from_secs(1);
         let result = tokio::time::timeout(outer, async {
             let instance = loaded.pre.instantiate_async(&mut store).await?;
             instance

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use playbook::ErrorKind;
 use serde_json::json;
 
-use crate::{call, granted, host_with, invoke};
+use crate::{call, granted, host_config, host_from, host_with, invoke, serve};
 
 /// After each hostile call, a well-behaved call on the same host must still work.
 async fn still_healthy(host: &plugin_host::PluginHost) {
@@ -345,5 +345,42 @@ impl std::io::Write for LogBuffer {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_hosts_instance_slots_wait_for_one() {
+    // Two calls at once, and a pool of 16 instance slots more than that: of 24 calls that each
+    // wait for a slow answer, some would find no slot to instantiate in, unless they wait.
+    let mut config = host_config(true);
+    config.max_concurrent_invocations = 2;
+    let host = std::sync::Arc::new(host_from(config, &["testbed"]).await);
+    let slow = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            "slow"
+        }),
+    );
+    let (address, _) = serve(slow).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..24 {
+        let host = std::sync::Arc::clone(&host);
+        let fetch = granted(
+            call(
+                "testbed",
+                "fetch",
+                json!({ "url": format!("http://{address}/slow") }),
+            ),
+            &[&address.to_string()],
+            &[],
+        );
+        calls.spawn(async move { invoke(&host, fetch).await });
+    }
+    while let Some(answer) = calls.join_next().await {
+        let output = answer
+            .expect("the call's task")
+            .expect("every call finds a slot");
+        assert_eq!(output["status"], 200, "{output}");
     }
 }

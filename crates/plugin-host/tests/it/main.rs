@@ -20,6 +20,11 @@ pub(crate) fn wasm(name: &str) -> PathBuf {
 
 /// A host with the given plugins loaded; loopback is reachable only if `allow_loopback`.
 pub(crate) async fn host_with(plugins: &[&str], allow_loopback: bool) -> PluginHost {
+    host_from(host_config(allow_loopback), plugins).await
+}
+
+/// The tests' host configuration; loopback is reachable only if `allow_loopback`.
+pub(crate) fn host_config(allow_loopback: bool) -> HostConfig {
     // One compilation cache for all tests: compiling a component is the slow part of loading it.
     let mut config = HostConfig::new(Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"));
     config.max_memory_bytes = 32 * 1024 * 1024;
@@ -33,6 +38,11 @@ pub(crate) async fn host_with(plugins: &[&str], allow_loopback: bool) -> PluginH
         response_timeout: Duration::from_secs(5),
         ..EgressPolicy::default()
     };
+    config
+}
+
+/// A host of `config` with the given plugins loaded.
+pub(crate) async fn host_from(config: HostConfig, plugins: &[&str]) -> PluginHost {
     let mut host = PluginHost::new(config).expect("host starts");
     for plugin in plugins {
         host.load(&wasm(plugin)).await.expect("plugin loads");
