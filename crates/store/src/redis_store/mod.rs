@@ -343,6 +343,8 @@ impl RedisStore {
             true => Some(self.trail_turn.lock().await),
             false => None,
         };
+        // Which chain moved under the last try, for the error once the tries run out.
+        let mut trail_moved = false;
         for try_number in 0..CHAIN_TRIES {
             let cached = self
                 .heads
@@ -370,16 +372,23 @@ impl RedisStore {
                 }
                 Moved::Run(head) => {
                     self.remember_head(run_id, head);
+                    trail_moved = false;
                     continue;
                 }
-                Moved::Trail(head) => self.remember_trail_head(head),
+                Moved::Trail(head) => {
+                    self.remember_trail_head(head);
+                    trail_moved = true;
+                }
             }
             back_off(try_number).await;
         }
-        // Only the trail's moves come this far: a run's own moves try again above.
-        Err(Error::Config(
-            "the audit trail kept changing under this process; too many writers at once".into(),
-        ))
+        Err(Error::Config(if trail_moved {
+            "the audit trail kept changing under this process; too many writers at once".into()
+        } else {
+            format!(
+                "the journal of run {run_id} kept changing under this process; is another process writing to it?"
+            )
+        }))
     }
 
     /// Keeps a run's journal head (`seq`, hash) for its next write, which then reads nothing.
