@@ -260,7 +260,7 @@ pub async fn serve(
 ) -> Result<(), Error> {
     // `workers.concurrency: 0` makes an API-only process (scale the two independently).
     let worker = (parts.config.workers.concurrency > 0)
-        .then(|| tokio::spawn(parts.worker().run(shutdown.clone())));
+        .then(|| tokio::spawn(parts.worker().run_beside_the_api(shutdown.clone())));
     let router = http::app(parts.app_state()?);
     http::serve(
         listener,

@@ -138,6 +138,45 @@ impl Worker {
         stopped
     }
 
+    /// [`Worker::run`] in a process that also serves the API: on a runtime of its own, as many
+    /// threads as the API's, which yield to the API's when both want the CPU ([`YIELDING_NICE`]).
+    /// A burst of webhooks is then answered first, and the worker drains the backlog it leaves on
+    /// the CPU that is left: an accept answered late is a SIEM retrying or giving up, a run started
+    /// late is only later. With CPU to spare, the worker gets all of it.
+    pub async fn run_beside_the_api(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let threads = tokio::runtime::Handle::current().metrics().num_workers();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("riposte-worker")
+            .on_thread_start(yield_to_the_api)
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                what: "cannot start the worker's runtime".into(),
+                source,
+            })?;
+        let (done, worked) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("riposte-worker".into())
+            .spawn(move || {
+                yield_to_the_api();
+                let _ = done.send(runtime.block_on(self.run(shutdown)));
+                // Every run in hand has finished; what may still be spawned (a DNS lookup, a
+                // pooled connection) is dropped rather than waited for.
+                runtime.shutdown_background();
+            })
+            .map_err(|source| Error::Io {
+                what: "cannot start the worker's thread".into(),
+                source,
+            })?;
+        worked
+            .await
+            .map_err(|_| Error::Worker("the worker's runtime stopped".into()))?
+    }
+
     /// Turns due timers (approval deadlines, runs to look at again) into jobs.
     async fn promote_timers(self: Arc<Self>, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
@@ -409,6 +448,26 @@ impl Worker {
         };
         self.record_on_case(run_id, playbook.map(|playbook| &**playbook))
             .await
+    }
+}
+
+/// How far a worker's threads are niced below the API's in a process that serves both: at 10, the
+/// kernel gives a thread about a tenth of the CPU a thread at the API's level gets when both are
+/// ready to run.
+const YIELDING_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority by [`YIELDING_NICE`] (Linux keeps a nice value per
+/// thread). A refusal (a sandbox that forbids it) is logged: the worker then competes as equals.
+fn yield_to_the_api() {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let thread = Some(rustix::thread::gettid());
+        let lowered = getpriority_process(thread)
+            .and_then(|nice| setpriority_process(thread, (nice + YIELDING_NICE).min(19)));
+        if let Err(error) = lowered {
+            warn!(%error, "Could not lower the priority of a worker thread.");
+        }
     }
 }
 

@@ -118,6 +118,22 @@ impl Server {
         Server::start_with_env(backend, playbooks, workers, &[]).await
     }
 
+    /// The same, serving on loopback with its workers in the process (`riposte serve`), with a
+    /// test's `executor` answering the plugin steps.
+    pub(crate) async fn serving_with_executor(
+        backend: Backend,
+        playbooks: &[(&str, String)],
+        executor: Arc<dyn runner::StepExecutor>,
+    ) -> Server {
+        let options = Options {
+            listening: true,
+            plugins: true,
+            executor: Some(executor),
+            ..Options::default()
+        };
+        Server::open(backend, playbooks, options).await
+    }
+
     /// The same with more (or other) environment variables.
     pub(crate) async fn start_with_env(
         backend: Backend,

@@ -10,7 +10,7 @@ use runner::{RunEvent, RunStatus, StepCall, StepError, StepExecutor};
 use test_support::apis::{ABUSEIPDB_KEY, SLACK_TOKEN, abuseipdb, slack};
 use test_support::{Recorder, serve};
 
-use crate::{BACKENDS, Server, assert_succeeded, run_id};
+use crate::{BACKENDS, Backend, Server, assert_succeeded, run_id};
 
 /// Enrich the source IP on AbuseIPDB, then tell Slack: the playbook of the end-to-end tests.
 fn enrich_and_notify(abuse_port: u16, slack_port: u16, extra_trigger: &str) -> String {
@@ -612,4 +612,71 @@ steps:
         );
         server.stop().await;
     }
+}
+
+/// The nice value of the calling thread (Linux keeps one per thread).
+fn this_threads_nice() -> i32 {
+    rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("getpriority")
+}
+
+/// Notes the nice value of the thread each plugin call runs on.
+#[derive(Default)]
+struct NiceOfCalls(Mutex<Vec<i32>>);
+
+#[async_trait]
+impl StepExecutor for NiceOfCalls {
+    async fn execute(&self, _: StepCall) -> Result<serde_json::Value, StepError> {
+        self.0
+            .lock()
+            .expect("nice values")
+            .push(this_threads_nice());
+        Ok(serde_json::json!({ "score": 0 }))
+    }
+}
+
+/// In a process that serves the API, the worker runs on threads of its own that yield to the
+/// API's (nice 10 below them): a burst of webhooks is answered before the backlog is worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beside_the_api_a_worker_runs_on_threads_that_yield_to_it() {
+    let playbook = r#"
+name: enrich
+trigger: { webhook: enrich, auth: siem }
+steps:
+  - id: enrich
+    uses: enrich-ioc/check-ip
+    timeout: 4s
+    with: { ip: "{{ trigger.ip }}" }
+"#;
+    // The API answers on the test's runtime, at the test's own nice value.
+    let api_nice = this_threads_nice();
+    assert!(
+        api_nice < 19,
+        "the test runs at the lowest priority already"
+    );
+    let calls = Arc::new(NiceOfCalls::default());
+    let server = Server::serving_with_executor(
+        Backend::Sqlite,
+        &[("enrich.yaml", playbook.to_owned())],
+        calls.clone(),
+    )
+    .await;
+    let mut runs = Vec::new();
+    for last in 1..=4 {
+        let (status, answer) = server
+            .post_signed("enrich", &format!(r#"{{"ip": "203.0.113.{last}"}}"#), &[])
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        runs.push(run_id(&answer));
+    }
+    for run in &runs {
+        assert_succeeded(&server.finished(run, Duration::from_secs(20)).await);
+    }
+    let seen = calls.0.lock().expect("nice values").clone();
+    assert_eq!(seen, vec![(api_nice + 10).min(19); runs.len()]);
+    assert_eq!(
+        this_threads_nice(),
+        api_nice,
+        "the API's threads keep theirs"
+    );
+    server.stop().await;
 }

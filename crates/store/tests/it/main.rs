@@ -909,6 +909,46 @@ async fn redis_calls(url: &str, command: &str) -> u64 {
         .map_or(0, |calls| calls.parse().expect("a count"))
 }
 
+/// A claim looks for orphans (jobs whose worker went quiet) only when a pass over the pending list
+/// is due: every quarter lease, at most a second apart; looking on every claim cost Redis more
+/// than the claim itself. An orphan is still found once its lease has run out.
+#[tokio::test]
+async fn redis_claims_look_for_orphans_once_a_quarter_lease() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "orphans")
+        .await
+        .expect("connect");
+    let lease = Duration::from_millis(400);
+    let lost = run("a", None);
+    store
+        .accept(&delivery(None, vec![lost.clone()]))
+        .await
+        .expect("accept");
+    assert_eq!(
+        store.claim("quiet", 1, lease).await.expect("claim").len(),
+        1
+    );
+    for _ in 0..20 {
+        assert!(
+            store
+                .claim("busy", 1, lease)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+    }
+    assert_eq!(
+        redis_calls(&redis.url(), "xautoclaim").await,
+        1,
+        "21 claims within a quarter lease look for orphans once"
+    );
+    tokio::time::sleep(lease + lease / 4).await;
+    let again = store.claim("busy", 1, lease).await.expect("claim");
+    assert_eq!(again.len(), 1, "the orphan is found: {again:?}");
+    assert_eq!(again[0].run_id, lost.run_id);
+    assert_eq!(again[0].deliveries, 2);
+}
+
 #[tokio::test]
 async fn a_run_opened_on_redis_is_written_without_reading_its_journal_head_again() {
     let redis = RedisServer::start();
