@@ -518,6 +518,34 @@ async fn a_server_stopped_right_after_it_started_stops() {
 
 /// Notes the task each plugin call runs in, by run, and holds every call until calls of
 /// `together` runs have arrived (or 3 s passed: then the call fails).
+/// One plugin step per run, for tests whose executor answers in the plugin's place.
+const ENRICH_PLAYBOOK: &str = r#"
+name: enrich
+trigger: { webhook: enrich, auth: siem }
+steps:
+  - id: enrich
+    uses: enrich-ioc/check-ip
+    timeout: 4s
+    with: { ip: "{{ trigger.ip }}" }
+"#;
+
+/// Posts `count` alerts to [`ENRICH_PLAYBOOK`]'s trigger and waits until each run has succeeded;
+/// gives back their ids.
+async fn enrich_runs_succeed(server: &Server, count: u8) -> Vec<String> {
+    let mut runs = Vec::new();
+    for last in 1..=count {
+        let (status, answer) = server
+            .post_signed("enrich", &format!(r#"{{"ip": "203.0.113.{last}"}}"#), &[])
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        runs.push(run_id(&answer));
+    }
+    for run in &runs {
+        assert_succeeded(&server.finished(run, Duration::from_secs(20)).await);
+    }
+    runs
+}
+
 struct HeldTogether {
     together: usize,
     calls: Mutex<Vec<(String, tokio::task::Id)>>,
@@ -569,15 +597,6 @@ impl StepExecutor for HeldTogether {
 /// each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_advances_its_runs_in_one_task_per_runtime_thread() {
-    let playbook = r#"
-name: enrich
-trigger: { webhook: enrich, auth: siem }
-steps:
-  - id: enrich
-    uses: enrich-ioc/check-ip
-    timeout: 4s
-    with: { ip: "{{ trigger.ip }}" }
-"#;
     for backend in BACKENDS {
         // Five runs held together do not fit in one shard of four.
         let held = Arc::new(HeldTogether {
@@ -587,21 +606,11 @@ steps:
         });
         let server = Server::in_process_with_executor(
             backend,
-            &[("enrich.yaml", playbook.to_owned())],
+            &[("enrich.yaml", ENRICH_PLAYBOOK.to_owned())],
             held.clone(),
         )
         .await;
-        let mut runs = Vec::new();
-        for last in 1..=6 {
-            let (status, answer) = server
-                .post_signed("enrich", &format!(r#"{{"ip": "203.0.113.{last}"}}"#), &[])
-                .await;
-            assert_eq!(status, 202, "{backend:?}: {answer}");
-            runs.push(run_id(&answer));
-        }
-        for run in &runs {
-            assert_succeeded(&server.finished(run, Duration::from_secs(20)).await);
-        }
+        let runs = enrich_runs_succeed(&server, 6).await;
         let calls = held.calls.lock().expect("calls").clone();
         assert_eq!(calls.len(), runs.len(), "{backend:?}: one call per run");
         let tasks: HashSet<tokio::task::Id> = calls.iter().map(|(_, task)| *task).collect();
@@ -638,15 +647,6 @@ impl StepExecutor for NiceOfCalls {
 /// API's (nice 10 below them): a burst of webhooks is answered before the backlog is worked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beside_the_api_a_worker_runs_on_threads_that_yield_to_it() {
-    let playbook = r#"
-name: enrich
-trigger: { webhook: enrich, auth: siem }
-steps:
-  - id: enrich
-    uses: enrich-ioc/check-ip
-    timeout: 4s
-    with: { ip: "{{ trigger.ip }}" }
-"#;
     // The API answers on the test's runtime, at the test's own nice value.
     let api_nice = this_threads_nice();
     assert!(
@@ -656,21 +656,11 @@ steps:
     let calls = Arc::new(NiceOfCalls::default());
     let server = Server::serving_with_executor(
         Backend::Sqlite,
-        &[("enrich.yaml", playbook.to_owned())],
+        &[("enrich.yaml", ENRICH_PLAYBOOK.to_owned())],
         calls.clone(),
     )
     .await;
-    let mut runs = Vec::new();
-    for last in 1..=4 {
-        let (status, answer) = server
-            .post_signed("enrich", &format!(r#"{{"ip": "203.0.113.{last}"}}"#), &[])
-            .await;
-        assert_eq!(status, 202, "{answer}");
-        runs.push(run_id(&answer));
-    }
-    for run in &runs {
-        assert_succeeded(&server.finished(run, Duration::from_secs(20)).await);
-    }
+    let runs = enrich_runs_succeed(&server, 4).await;
     let seen = calls.0.lock().expect("nice values").clone();
     assert_eq!(seen, vec![(api_nice + 10).min(19); runs.len()]);
     assert_eq!(

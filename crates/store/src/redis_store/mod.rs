@@ -937,11 +937,13 @@ impl Store for RedisStore {
         let mut connection = self.connection.clone();
         let mut claims = Vec::new();
         // Orphans first: entries idle (unrenewed) for longer than a lease lost their worker.
-        let cursor = self
-            .orphan_scan
-            .lock()
-            .ok()
-            .and_then(|mut scan| scan.next_cursor(lease));
+        // The scan is plain data: a panic elsewhere while it was locked leaves it usable.
+        let scan = || {
+            self.orphan_scan
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let cursor = scan().next_cursor(lease);
         let entries = match cursor {
             Some(cursor) => {
                 let orphans: Value = redis::cmd("XAUTOCLAIM")
@@ -955,9 +957,7 @@ impl Store for RedisStore {
                     .query_async(&mut connection)
                     .await?;
                 let (next_cursor, entries) = autoclaimed_entries(orphans)?;
-                if let Ok(mut scan) = self.orphan_scan.lock() {
-                    scan.cursor = next_cursor;
-                }
+                scan().cursor = next_cursor;
                 entries
             }
             None => Vec::new(),
