@@ -18,6 +18,7 @@ mod sandbox;
 mod secrets;
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 
 pub use sandbox::{FUEL_PER_EVALUATION, MAX_BUILT_BYTES, MAX_ITEMS};
 pub use secrets::SecretMarkers;
@@ -31,10 +32,106 @@ use sandbox::{Evaluation, engine};
 pub const MAX_RENDERED_BYTES: usize = 256 * 1024;
 
 /// Template text and where it starts in the playbook file.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Source {
     pub text: String,
     pub position: Position,
+    /// What running it takes, made the first time it runs and kept while the text is the same.
+    compiled: CompiledOnce,
+}
+
+impl Source {
+    pub fn new(text: impl Into<String>, position: Position) -> Source {
+        Source {
+            text: text.into(),
+            position,
+            compiled: CompiledOnce::default(),
+        }
+    }
+
+    /// What running this source as `kind` takes, compiled once: checking, rewriting and
+    /// compiling a template anew for each evaluation was 2% of a worker's CPU. A source runs
+    /// as one kind; asked for another, or changed since, it is compiled anew and not kept.
+    fn compiled(&self, kind: Kind) -> Result<Arc<Compiled>, Error> {
+        let fits = |compiled: &Compiled| compiled.kind == kind && compiled.original == self.text;
+        if let Some(compiled) = self.compiled.0.get().filter(|compiled| fits(compiled)) {
+            return Ok(Arc::clone(compiled));
+        }
+        let compiled = Arc::new(Compiled::new(self, kind)?);
+        let kept = self.compiled.0.get_or_init(|| Arc::clone(&compiled));
+        Ok(if fits(kept) {
+            Arc::clone(kept)
+        } else {
+            compiled
+        })
+    }
+}
+
+impl PartialEq for Source {
+    fn eq(&self, other: &Source) -> bool {
+        self.text == other.text && self.position == other.position
+    }
+}
+
+/// A source's compiled form, shared by its clones (a playbook's steps are cloned into runs).
+#[derive(Clone, Default)]
+struct CompiledOnce(Arc<OnceLock<Arc<Compiled>>>);
+
+impl std::fmt::Debug for CompiledOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "compiled"
+        } else {
+            "not compiled yet"
+        })
+    }
+}
+
+/// A source checked and rewritten for the sandbox ([`prepare`]), and compiled.
+struct Compiled {
+    kind: Kind,
+    /// The text it was made from.
+    original: String,
+    prepared: Prepared,
+    program: Program,
+}
+
+/// What minijinja runs. A text template lives in a copy of the sandbox's environment of its own:
+/// minijinja's `Template` borrows its text, while one the environment owns (`add_template_owned`)
+/// can be kept for as long as the environment is.
+enum Program {
+    Expression(minijinja::Expression<'static, 'static>),
+    Template(minijinja::Environment<'static>),
+}
+
+/// The name of the one template a [`Program::Template`]'s environment holds.
+const TEMPLATE_NAME: &str = "template";
+
+impl Compiled {
+    fn new(source: &Source, kind: Kind) -> Result<Compiled, Error> {
+        let prepared = prepared(source, kind)?;
+        let compile_error = |error| template_error(source, Some(&prepared), &error);
+        let program = match kind {
+            Kind::Expression => Program::Expression(
+                engine()
+                    .compile_expression_owned(prepared.text.clone())
+                    .map_err(compile_error)?,
+            ),
+            Kind::Template => {
+                let mut environment = engine().clone();
+                environment
+                    .add_template_owned(TEMPLATE_NAME, prepared.text.clone())
+                    .map_err(compile_error)?;
+                Program::Template(environment)
+            }
+        };
+        Ok(Compiled {
+            kind,
+            original: source.text.clone(),
+            prepared,
+            program,
+        })
+    }
 }
 
 /// A value in `with:`, `outputs:` and similar places, whose leaves may be templates.
@@ -100,16 +197,12 @@ impl Input {
         if !text.contains("{{") && !text.contains("{%") && !text.contains("{#") {
             return Input::Literal(serde_json::Value::String(text.to_owned()));
         }
-        let source = Source {
-            text: text.to_owned(),
-            position,
-        };
         match lone_expression(text) {
-            Some(expr) => Input::Expression(Source {
-                text: expr.to_owned(),
-                position: Position::new(position.line, position.column + offset_of(text, expr)),
-            }),
-            None => Input::Template(source),
+            Some(expr) => Input::Expression(Source::new(
+                expr,
+                Position::new(position.line, position.column + offset_of(text, expr)),
+            )),
+            None => Input::Template(Source::new(text, position)),
         }
     }
 }
@@ -119,10 +212,7 @@ impl Condition {
         let expr = lone_expression(text).unwrap_or(text.trim());
         let column = position.column + offset_of(text, expr);
         Condition {
-            source: Source {
-                text: expr.to_owned(),
-                position: Position::new(position.line, column),
-            },
+            source: Source::new(expr, Position::new(position.line, column)),
         }
     }
 
@@ -201,12 +291,14 @@ fn prepared(source: &Source, kind: Kind) -> Result<Prepared, Error> {
 }
 
 fn eval_expression(source: &Source, context: &minijinja::Value) -> Result<minijinja::Value, Error> {
-    let prepared = prepared(source, Kind::Expression)?;
+    let compiled = source.compiled(Kind::Expression)?;
+    let Program::Expression(expression) = &compiled.program else {
+        return Err(not_compiled_as(source, Kind::Expression));
+    };
     let _budget = Evaluation::begin();
-    let value = engine()
-        .compile_expression(&prepared.text)
-        .and_then(|expr| expr.eval(context))
-        .map_err(|error| template_error(source, Some(&prepared), &error))?;
+    let value = expression
+        .eval(context)
+        .map_err(|error| template_error(source, Some(&compiled.prepared), &error))?;
     // Strict mode catches undefined values when they are printed or iterated; an expression that
     // *is* undefined (`secrets.unset`) must not silently become `null` or `false`.
     if value.is_undefined() {
@@ -220,19 +312,23 @@ fn eval_expression(source: &Source, context: &minijinja::Value) -> Result<miniji
 }
 
 fn render_text(source: &Source, context: &minijinja::Value) -> Result<String, Error> {
-    let prepared = prepared(source, Kind::Template)?;
+    let compiled = source.compiled(Kind::Template)?;
+    let prepared = &compiled.prepared;
+    let Program::Template(environment) = &compiled.program else {
+        return Err(not_compiled_as(source, Kind::Template));
+    };
     let _budget = Evaluation::begin();
     // The cap is enforced while writing, not after: `{{ [0] * 10**5 }}` prints a sequence item
     // by item and would otherwise grow the output before any check.
     let mut output = CappedWriter::default();
-    engine()
-        .template_from_str(&prepared.text)
+    environment
+        .get_template(TEMPLATE_NAME)
         .and_then(|template| template.render_captured_to(context, &mut output).map(drop))
         .map_err(|error| {
             if output.overflowed {
                 too_large(source, "rendered to")
             } else {
-                template_error(source, Some(&prepared), &error)
+                template_error(source, Some(prepared), &error)
             }
         })?;
     String::from_utf8(output.bytes).map_err(|_| Error::Template {
@@ -240,6 +336,16 @@ fn render_text(source: &Source, context: &minijinja::Value) -> Result<String, Er
         expression: source.text.clone(),
         message: "rendered text is not valid UTF-8".into(),
     })
+}
+
+/// [`Source::compiled`] answers with the kind asked for; should that ever not hold, an error,
+/// not a panic.
+fn not_compiled_as(source: &Source, kind: Kind) -> Error {
+    Error::Template {
+        position: source.position,
+        expression: source.text.clone(),
+        message: format!("not compiled as {kind:?}"),
+    }
 }
 
 fn to_json(value: &minijinja::Value, source: &Source) -> Result<serde_json::Value, Error> {
@@ -542,4 +648,72 @@ fn lone_expression(text: &str) -> Option<&str> {
 fn offset_of(outer: &str, inner: &str) -> u32 {
     let start = (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize);
     outer.get(..start).map(|s| s.chars().count()).unwrap_or(0) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> minijinja::Value {
+        minijinja::Value::from_serialize(serde_json::json!({ "score": 90, "ip": "10.0.0.1" }))
+    }
+
+    #[test]
+    fn a_source_is_compiled_once_and_its_clones_share_it() {
+        let input = Input::from_text("{{ score + 1 }}", Position::START);
+        let Input::Expression(source) = &input else {
+            panic!("a lone expression: {input:?}");
+        };
+        assert!(source.compiled.0.get().is_none());
+        assert_eq!(input.render(&context()).ok(), Some(serde_json::json!(91)));
+        let first = source
+            .compiled(Kind::Expression)
+            .ok()
+            .map(|c| Arc::as_ptr(&c) as usize);
+        let copy = input.clone();
+        assert_eq!(copy.render(&context()).ok(), Some(serde_json::json!(91)));
+        let Input::Expression(copied) = &copy else {
+            panic!("a clone of an expression: {copy:?}");
+        };
+        let second = copied
+            .compiled(Kind::Expression)
+            .ok()
+            .map(|c| Arc::as_ptr(&c) as usize);
+        assert!(first.is_some());
+        assert_eq!(first, second, "the clone ran what the original compiled");
+    }
+
+    #[test]
+    fn a_source_whose_text_changed_is_compiled_anew() {
+        let mut condition = Condition::from_text("score > 50", Position::START);
+        assert_eq!(condition.evaluate(&context()).ok(), Some(true));
+        condition.source.text = "score > 95".into();
+        assert_eq!(condition.evaluate(&context()).ok(), Some(false));
+
+        let mut template = Input::from_text("ip {{ ip }}", Position::START);
+        assert_eq!(
+            template.render(&context()).ok(),
+            Some(serde_json::json!("ip 10.0.0.1"))
+        );
+        if let Input::Template(source) = &mut template {
+            source.text = "score {{ score }}".into();
+        }
+        assert_eq!(
+            template.render(&context()).ok(),
+            Some(serde_json::json!("score 90"))
+        );
+    }
+
+    #[test]
+    fn a_source_run_as_another_kind_is_compiled_as_that_kind() {
+        let source = Source::new("score", Position::START);
+        assert_eq!(
+            render_text(&source, &context()).ok().as_deref(),
+            Some("score")
+        );
+        assert_eq!(
+            eval_expression(&source, &context()).ok(),
+            Some(minijinja::Value::from(90))
+        );
+    }
 }

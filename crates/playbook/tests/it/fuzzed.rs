@@ -50,10 +50,7 @@ fn a_stray_closing_pair_of_braces_in_a_bare_expression_is_a_syntax_error() {
 }
 
 fn source_of(text: &str) -> Source {
-    Source {
-        text: text.to_owned(),
-        position: Position::START,
-    }
+    Source::new(text, Position::START)
 }
 
 /// minijinja repeats a sequence lazily, walking it `n` times however short it is: `[] * 10**13`

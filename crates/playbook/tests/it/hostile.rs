@@ -438,17 +438,15 @@ fn nesting_is_checked_where_it_starts_to_be_too_deep() {
 #[test]
 fn inputs_built_by_hand_are_checked_too() {
     // `Input` is public, so a caller can build one without `compile`: rendering checks again.
-    let source = playbook::template::Source {
-        text: format!("{}1", "-".repeat(10_000)),
-        position: Position::new(3, 4),
-    };
+    let source =
+        playbook::template::Source::new(format!("{}1", "-".repeat(10_000)), Position::new(3, 4));
     let context = minijinja::Value::from_serialize(serde_json::json!({}));
     for input in [
         playbook::Input::Expression(source.clone()),
-        playbook::Input::Template(playbook::template::Source {
-            text: format!("{{{{ {} }}}}", source.text),
-            ..source.clone()
-        }),
+        playbook::Input::Template(playbook::template::Source::new(
+            format!("{{{{ {} }}}}", source.text),
+            source.position,
+        )),
     ] {
         match input.render(&context) {
             Err(Error::Template {

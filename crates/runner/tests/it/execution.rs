@@ -661,10 +661,10 @@ steps:
         );
         compiled.steps[0].with = playbook::Input::Map(vec![(
             "x".into(),
-            playbook::Input::Expression(playbook::template::Source {
-                text: format!("secrets.api_key | {transform}"),
-                position: playbook::Position::new(8, 10),
-            }),
+            playbook::Input::Expression(playbook::template::Source::new(
+                format!("secrets.api_key | {transform}"),
+                playbook::Position::new(8, 10),
+            )),
         )]);
         let harness = Harness::new(Scripted::new());
         let state = harness
