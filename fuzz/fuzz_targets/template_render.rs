@@ -36,10 +36,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let event: serde_json::Value = serde_json::from_slice(event).unwrap_or_default();
-    let source = Source {
-        text: template.to_owned(),
-        position: AT,
-    };
+    let source = Source::new(template, AT);
     let markers = SecretMarkers::new(NONCE);
     let context = context(&event, &markers);
     let mode = match mode {
