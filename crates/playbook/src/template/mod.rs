@@ -41,6 +41,7 @@ pub struct Source {
 }
 
 impl Source {
+    /// Template text starting at `position` in the playbook file.
     pub fn new(text: impl Into<String>, position: Position) -> Source {
         Source {
             text: text.into(),
@@ -53,7 +54,8 @@ impl Source {
     /// compiling a template anew for each evaluation was 2% of a worker's CPU. A source runs
     /// as one kind; asked for another, or changed since, it is compiled anew and not kept.
     fn compiled(&self, kind: Kind) -> Result<Arc<Compiled>, Error> {
-        let fits = |compiled: &Compiled| compiled.kind == kind && compiled.original == self.text;
+        let fits =
+            |compiled: &Compiled| compiled.program.kind() == kind && compiled.original == self.text;
         if let Some(compiled) = self.compiled.0.get().filter(|compiled| fits(compiled)) {
             return Ok(Arc::clone(compiled));
         }
@@ -73,7 +75,7 @@ impl PartialEq for Source {
     }
 }
 
-/// A source's compiled form, shared by its clones (a playbook's steps are cloned into runs).
+/// A source's compiled form, shared by its clones.
 #[derive(Clone, Default)]
 struct CompiledOnce(Arc<OnceLock<Arc<Compiled>>>);
 
@@ -89,7 +91,6 @@ impl std::fmt::Debug for CompiledOnce {
 
 /// A source checked and rewritten for the sandbox ([`prepare`]), and compiled.
 struct Compiled {
-    kind: Kind,
     /// The text it was made from.
     original: String,
     prepared: Prepared,
@@ -102,6 +103,15 @@ struct Compiled {
 enum Program {
     Expression(minijinja::Expression<'static, 'static>),
     Template(minijinja::Environment<'static>),
+}
+
+impl Program {
+    fn kind(&self) -> Kind {
+        match self {
+            Program::Expression(_) => Kind::Expression,
+            Program::Template(_) => Kind::Template,
+        }
+    }
 }
 
 /// The name of the one template a [`Program::Template`]'s environment holds.
@@ -126,7 +136,6 @@ impl Compiled {
             }
         };
         Ok(Compiled {
-            kind,
             original: source.text.clone(),
             prepared,
             program,
