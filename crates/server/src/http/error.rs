@@ -2,7 +2,7 @@
 //! turn a failure into one.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -35,7 +35,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.reason }))).into_response()
+        let body = Json(json!({ "error": self.reason }));
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is left unread, so hyper closes the connection after this
+            // answer. Saying so keeps a client from sending its next request down it (reqwest then
+            // failed that request with `IncompleteMessage` when it lost the race).
+            let close = [(header::CONNECTION, "close")];
+            return (self.status, close, body).into_response();
+        }
+        (self.status, body).into_response()
     }
 }
 

@@ -144,6 +144,15 @@ async fn refusals_come_with_their_status_and_a_reason() {
         );
         let (status, answer) = server.post_signed("signed", &big, &[]).await;
         check((status, answer), 413, "larger than 65536");
+        // The unread rest of the body ends the connection, and the answer says so: a client that
+        // sent its next request down it would see it cut off.
+        let refused = post("open").body(big.clone()).send().await.expect("answer");
+        assert_eq!(refused.status(), 413, "{backend:?}");
+        assert_eq!(
+            refused.headers().get("connection").map(|v| v.as_bytes()),
+            Some(&b"close"[..]),
+            "{backend:?}"
+        );
         // Chunked, with no length announced: cut off while streaming.
         let (status, reason) = chunked_upload(&server.base, "open", 40, 4096).await;
         assert_eq!(status, 413, "{backend:?}: {reason}");
