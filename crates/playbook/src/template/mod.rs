@@ -60,12 +60,9 @@ impl Source {
             return Ok(Arc::clone(compiled));
         }
         let compiled = Arc::new(Compiled::new(self, kind)?);
-        let kept = self.compiled.0.get_or_init(|| Arc::clone(&compiled));
-        Ok(if fits(kept) {
-            Arc::clone(kept)
-        } else {
-            compiled
-        })
+        // Kept only if nothing is yet: a source run as two kinds keeps the first.
+        let _ = self.compiled.0.set(Arc::clone(&compiled));
+        Ok(compiled)
     }
 }
 
