@@ -169,21 +169,30 @@ pub(crate) fn seal(
     events: &[RunEvent],
     linked: &[AuditRecord],
 ) -> Option<TrailEntry> {
-    let last = linked.last()?;
-    let status = events.iter().rev().find_map(|event| match event {
+    Some(sealed(run_id, seal_status(events)?, linked.last()?))
+}
+
+/// The status a batch of a run's events seals it with, if the batch ends the run or one of its
+/// undos.
+pub(crate) fn seal_status(events: &[RunEvent]) -> Option<&'static str> {
+    events.iter().rev().find_map(|event| match event {
         RunEvent::RunFinished { status, .. } => Some(status.as_str()),
         RunEvent::RunCancelled { .. } => Some("cancelled"),
         RunEvent::UndoSucceeded { .. } => Some("undone"),
         RunEvent::UndoFailed { .. } => Some("undo_failed"),
         _ => None,
-    })?;
-    Some(TrailEntry::RunSealed {
+    })
+}
+
+/// The seal of a run whose journal now ends with `last`.
+pub(crate) fn sealed(run_id: &str, status: &str, last: &AuditRecord) -> TrailEntry {
+    TrailEntry::RunSealed {
         run_id: run_id.to_owned(),
         status: status.to_owned(),
         records: last.seq,
         head: last.hash.clone(),
         at: crate::now_millis(),
-    })
+    }
 }
 
 /// What [`verify_store`] found.

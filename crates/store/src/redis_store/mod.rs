@@ -19,10 +19,14 @@
 //! | `p:trail` | stream | the global trail (`audit::TrailEntry`), chained like a journal |
 //! | `p:activity` | stream, capped | every journal record across runs, `r` = run id, other fields as the run's stream |
 //!
+//! Journal records and trail entries are written by one task per process, several runs' writes
+//! in one script call: see [`chains`].
+//!
 //! Cases and the steps waiting for approval have keys of their own: see [`case_keys`]. A console
 //! session is `p:session:<SHA-256 of its id>`, a string that expires with it.
 
 mod case_keys;
+mod chains;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -42,6 +46,7 @@ use crate::{
     Claim, Delivery, IGNORED_KEPT, Ignored, OpenedRun, PendingApproval, RunQuery, RunRecord,
     Session, Store, TrailPage, millis, repeat_of,
 };
+use chains::{Chains, Heads, RunRecords, Trailing, Write};
 
 const GROUP: &str = "workers";
 
@@ -54,13 +59,10 @@ pub struct RedisStore {
     scripts: std::sync::Arc<Scripts>,
     /// Where this process is in its look for jobs whose worker went quiet.
     orphan_scan: std::sync::Arc<std::sync::Mutex<OrphanScan>>,
-    /// Each run's last journal record (`seq`, hash) as this process last wrote it.
-    heads: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, String)>>>,
-    /// The global trail's last record as this process last saw it.
-    trail_head: std::sync::Arc<std::sync::Mutex<Option<(u64, String)>>>,
-    /// One append to the trail at a time from this process: concurrent runs ending together
-    /// would otherwise all link to the same head, and all but one retry.
-    trail_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Each run's journal head as this process last wrote or read it.
+    heads: Heads,
+    /// Every journal write and trail entry of this process, grouped into script calls.
+    chains: std::sync::Arc<Chains>,
     /// How many records the activity stream keeps (0: all of them).
     activity_max_len: u64,
 }
@@ -80,7 +82,6 @@ impl std::fmt::Debug for RedisStore {
 
 struct Scripts {
     accept: Script,
-    chain: Script,
     ack: Script,
     extend: Script,
     release: Script,
@@ -108,7 +109,6 @@ impl Scripts {
     fn new() -> Self {
         Scripts {
             accept: Script::new(ACCEPT),
-            chain: Script::new(CHAIN),
             ack: Script::new(ACK),
             extend: Script::new(EXTEND),
             release: Script::new(RELEASE),
@@ -151,14 +151,20 @@ impl RedisStore {
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(10)));
         let connection = ConnectionManager::new_with_config(client, config).await?;
+        let heads = Heads::default();
         let store = RedisStore {
+            chains: std::sync::Arc::new(Chains::new(
+                connection.clone(),
+                heads.clone(),
+                format!("{prefix}:activity"),
+                format!("{prefix}:trail"),
+                ACTIVITY_MAX_LEN,
+            )),
             connection,
             prefix: prefix.to_owned(),
             scripts: std::sync::Arc::new(Scripts::new()),
             orphan_scan: Default::default(),
-            heads: std::sync::Arc::default(),
-            trail_head: std::sync::Arc::default(),
-            trail_turn: std::sync::Arc::default(),
+            heads,
             activity_max_len: ACTIVITY_MAX_LEN,
         };
         store.create_group().await?;
@@ -169,6 +175,13 @@ impl RedisStore {
     /// approximate (whole stream nodes at a time), so slightly more may stay.
     pub fn with_activity_max_len(mut self, records: u64) -> Self {
         self.activity_max_len = records;
+        self.chains = std::sync::Arc::new(Chains::new(
+            self.connection.clone(),
+            self.heads.clone(),
+            self.key("activity"),
+            self.key("trail"),
+            records,
+        ));
         self
     }
 
@@ -248,50 +261,27 @@ impl runner::Journal for RedisStore {
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| runner::Error::Journal(error.to_string()))?;
-        self.append_chained(run_id, events, json)
-            .await
-            .map_err(runner::Error::from)?;
-        if events.iter().any(RunEvent::seals)
-            && let Ok(mut heads) = self.heads.lock()
-        {
-            heads.remove(run_id);
+        let approvals = match ApprovalChanges::of(events) {
+            Some(changes) => self.approval_ops(run_id, &changes)?,
+            None => String::new(),
+        };
+        let seal = audit::seal_status(events);
+        self.chains
+            .append(Write {
+                run: Some(RunRecords {
+                    run_id: run_id.to_owned(),
+                    stream: format!("{}:events", self.run_key(run_id)),
+                    events: json,
+                    approvals,
+                }),
+                trailing: seal.map_or(Trailing::Nothing, Trailing::Seal),
+            })
+            .await?;
+        if seal.is_some() {
+            self.heads.forget(run_id);
         }
         Ok(())
     }
-}
-
-/// Which chain's head had moved when the chain script refused an append.
-enum Moved {
-    Nothing,
-    /// The run's chain moved: its head now.
-    Run((u64, String)),
-    /// The global trail moved (another process sealed a run): its head now.
-    Trail((u64, String)),
-}
-
-/// How many times a write re-links its records to a chain that moved under it before it fails.
-/// Every worker process seals its runs to the one global trail, so with several processes the
-/// trail moves often; each try links to the head the last one found (no extra read).
-const CHAIN_TRIES: u32 = 200;
-
-/// Tries a write makes at once after the trail moved under it, before it waits between tries. A
-/// process that advances runs on every thread has its next seal ready as soon as one lands, so
-/// a loser that waited from its first loss lost again and again (60 s stalls with two worker
-/// processes); among many processes at once, the random waits are what lets each land.
-const TRIES_AT_ONCE: u32 = 16;
-
-/// A random wait of up to `try_number` ms (at most 10), before a write tries again; none for the
-/// first [`TRIES_AT_ONCE`].
-async fn back_off(try_number: u32) {
-    if try_number < TRIES_AT_ONCE {
-        return;
-    }
-    use std::hash::{BuildHasher, Hasher};
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let bound = u64::from((try_number - TRIES_AT_ONCE).clamp(1, 10)) * 1_000;
-    tokio::time::sleep(Duration::from_micros(random % bound)).await;
 }
 
 impl RedisStore {
@@ -322,108 +312,6 @@ impl RedisStore {
         }
     }
 
-    /// Appends records linked to the run's chain head, and the run's seal to the trail if they
-    /// end it, in one script. Heads are cached per process (one worker advances a run at a
-    /// time) and checked by the script: if another process appended meanwhile, the head is read
-    /// again and the records re-linked.
-    async fn append_chained(
-        &self,
-        run_id: &str,
-        events: &[RunEvent],
-        json: Vec<String>,
-    ) -> Result<(), Error> {
-        let stream = format!("{}:events", self.run_key(run_id));
-        let seals = events.iter().any(RunEvent::seals);
-        let approvals = match ApprovalChanges::of(events) {
-            Some(changes) => self.approval_ops(run_id, &changes)?,
-            None => String::new(),
-        };
-        let _turn = match seals {
-            true => Some(self.trail_turn.lock().await),
-            false => None,
-        };
-        // Which chain moved under the last try, for the error once the tries run out.
-        let mut trail_moved = false;
-        for try_number in 0..CHAIN_TRIES {
-            let cached = self
-                .heads
-                .lock()
-                .ok()
-                .and_then(|heads| heads.get(run_id).cloned());
-            let (last, prev) = match cached {
-                Some(head) => head,
-                None => self.read_head(&stream).await?,
-            };
-            let linked = audit::link(run_id, (last, &prev), json.clone());
-            let mut chains = vec![(stream.clone(), (last, prev), linked.clone())];
-            if let Some(seal) = audit::seal(run_id, events, &linked) {
-                chains.push(self.trail_link(&seal).await?);
-            }
-            match self.chain(Some(run_id), &approvals, &chains).await? {
-                Moved::Nothing => {
-                    if let Some(last) = linked.last() {
-                        self.remember_head(run_id, (last.seq, last.hash.clone()));
-                    }
-                    if let Some(last) = chains.get(1).and_then(|(_, _, trail)| trail.last()) {
-                        self.remember_trail_head((last.seq, last.hash.clone()));
-                    }
-                    return Ok(());
-                }
-                Moved::Run(head) => {
-                    self.remember_head(run_id, head);
-                    trail_moved = false;
-                    continue;
-                }
-                Moved::Trail(head) => {
-                    self.remember_trail_head(head);
-                    trail_moved = true;
-                }
-            }
-            back_off(try_number).await;
-        }
-        Err(Error::Config(if trail_moved {
-            "the audit trail kept changing under this process; too many writers at once".into()
-        } else {
-            format!(
-                "the journal of run {run_id} kept changing under this process; is another process writing to it?"
-            )
-        }))
-    }
-
-    /// Keeps a run's journal head (`seq`, hash) for its next write, which then reads nothing.
-    fn remember_head(&self, run_id: &str, head: (u64, String)) {
-        if let Ok(mut heads) = self.heads.lock() {
-            if heads.len() > MAX_CACHED_HEADS {
-                heads.clear();
-            }
-            heads.insert(run_id.to_owned(), head);
-        }
-    }
-
-    /// The trail's key, head and `entry` linked to it.
-    async fn trail_link(
-        &self,
-        entry: &TrailEntry,
-    ) -> Result<(String, (u64, String), Vec<AuditRecord>), Error> {
-        let key = self.key("trail");
-        let cached = self.trail_head.lock().ok().and_then(|head| head.clone());
-        let (last, prev) = match cached {
-            Some(head) => head,
-            None => self.read_head(&key).await?,
-        };
-        let json = serde_json::to_string(entry).map_err(|error| Error::corrupt("trail", error))?;
-        let linked = audit::link(audit::TRAIL, (last, &prev), vec![json]);
-        Ok((key, (last, prev), linked))
-    }
-
-    /// Remembers the trail's head (`seq`, hash): the record this process just linked, or the
-    /// head the chain script found when the trail had moved under it.
-    fn remember_trail_head(&self, found: (u64, String)) {
-        if let Ok(mut head) = self.trail_head.lock() {
-            *head = Some(found);
-        }
-    }
-
     /// What the chain script does to the steps waiting for approval (JSON, see [`CHAIN`]).
     fn approval_ops(&self, run_id: &str, changes: &ApprovalChanges) -> Result<String, Error> {
         #[derive(Serialize)]
@@ -448,55 +336,6 @@ impl RedisStore {
             ended: changes.ended,
         })
         .map_err(|error| Error::corrupt("approvals", error))
-    }
-
-    /// Runs the chain script over one or two chains: all appended, or none. With `run`, the
-    /// first chain is that run's journal, and its records are copied to the activity stream;
-    /// `approvals` (JSON, or empty) updates the steps waiting for approval with them.
-    async fn chain(
-        &self,
-        run: Option<&str>,
-        approvals: &str,
-        chains: &[(String, (u64, String), Vec<AuditRecord>)],
-    ) -> Result<Moved, Error> {
-        let mut invocation = self.scripts.chain.prepare_invoke();
-        invocation
-            .key(self.key("activity"))
-            .arg(self.activity_max_len)
-            .arg(run.unwrap_or_default())
-            .arg(approvals);
-        for (key, (last, prev), records) in chains {
-            invocation
-                .key(key)
-                .arg(prev)
-                .arg(last + 1)
-                .arg(records.len());
-            for record in records {
-                invocation.arg(&record.event).arg(&record.hash);
-            }
-        }
-        let mut connection = self.connection.clone();
-        let (moved, seq, head): (u8, u64, String) =
-            invocation.invoke_async(&mut connection).await?;
-        Ok(match moved {
-            0 => Moved::Nothing,
-            1 => Moved::Run((seq, head)),
-            _ => Moved::Trail((seq, head)),
-        })
-    }
-
-    /// A chain's last record: its `seq` and hash (0 and the genesis hash for an empty one).
-    async fn read_head(&self, stream: &str) -> Result<(u64, String), Error> {
-        let mut connection = self.connection.clone();
-        let reply: redis::streams::StreamRangeReply =
-            connection.xrevrange_count(stream, "+", "-", 1).await?;
-        Ok(match reply.ids.first() {
-            Some(entry) => (
-                entry.get("n").unwrap_or(0),
-                entry.get("h").unwrap_or_else(|| GENESIS.to_owned()),
-            ),
-            None => (0, GENESIS.to_owned()),
-        })
     }
 }
 
@@ -596,9 +435,6 @@ impl OrphanScan {
         due.then(|| self.cursor.clone())
     }
 }
-
-/// Chain heads kept per process before the cache starts over.
-const MAX_CACHED_HEADS: usize = 100_000;
 
 #[async_trait]
 impl Store for RedisStore {
@@ -757,7 +593,7 @@ impl Store for RedisStore {
                 } else {
                     hash
                 };
-                self.remember_head(run_id, (last, hash));
+                self.heads.remember(run_id, (last, hash));
                 opened
             }
         })
@@ -847,24 +683,13 @@ impl Store for RedisStore {
     }
 
     async fn trail_append(&self, entry: &TrailEntry) -> Result<(), Error> {
-        let _turn = self.trail_turn.lock().await;
-        for try_number in 0..CHAIN_TRIES {
-            let link = self.trail_link(entry).await?;
-            let chains = [link];
-            match self.chain(None, "", &chains).await? {
-                Moved::Nothing => {
-                    if let Some(last) = chains[0].2.last() {
-                        self.remember_trail_head((last.seq, last.hash.clone()));
-                    }
-                    return Ok(());
-                }
-                Moved::Run(head) | Moved::Trail(head) => self.remember_trail_head(head),
-            }
-            back_off(try_number).await;
-        }
-        Err(Error::Config(
-            "the audit trail kept changing under this process; too many writers at once".into(),
-        ))
+        let json = serde_json::to_string(entry).map_err(|error| Error::corrupt("trail", error))?;
+        self.chains
+            .append(Write {
+                run: None,
+                trailing: Trailing::Entry(json),
+            })
+            .await
     }
 
     async fn trail_page(&self, after: Option<&str>, limit: usize) -> Result<TrailPage, Error> {
@@ -1328,69 +1153,6 @@ if delivery_key then
   redis.call('SET', p .. ':idem:' .. delivery_key, answer, 'PX', d.delivery_ttl_ms)
 end
 return {0, answer}
-"#;
-
-/// KEYS: the activity stream, then one or two chains (a run's journal, the trail). ARGV: the
-/// activity stream's maximum length (0: unbounded), the run id whose journal is the first chain
-/// (empty: none), what the records change in the steps waiting for approval (JSON
-/// `{waiting, steps, run, requested: [[step, deadline]], decided: [step], ended}`, or empty),
-/// then per chain: prev, first seq, count, then count × (record, hash). Appends to every chain
-/// whose last record is `prev` at `first seq - 1`, or to none: returns {0, 0, ''} if it appended,
-/// else {the position of the first chain whose head had moved, its last seq, its last hash}.
-const CHAIN: &str = r#"
-local activity, max_len, run, approvals = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local function copy(fields)
-  if max_len ~= '0' then
-    redis.call('XADD', activity, 'MAXLEN', '~', max_len, '*', unpack(fields))
-  else
-    redis.call('XADD', activity, '*', unpack(fields))
-  end
-end
-local plan, a = {}, 4
-for k = 2, #KEYS do
-  local prev, first, count = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local last = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
-  local head, n = '0000000000000000000000000000000000000000000000000000000000000000', 0
-  if last[1] then
-    local fields = last[1][2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'h' then head = fields[i + 1] end
-      if fields[i] == 'n' then n = tonumber(fields[i + 1]) end
-    end
-  end
-  if head ~= prev or n + 1 ~= first then return {k - 1, n, head} end
-  plan[k] = {a + 3, count, prev, first}
-  a = a + 3 + 2 * count
-end
-for k = 2, #KEYS do
-  local i, count, prev, seq = plan[k][1], plan[k][2], plan[k][3], plan[k][4]
-  for c = 0, count - 1 do
-    local record, hash = ARGV[i + 2 * c], ARGV[i + 2 * c + 1]
-    redis.call('XADD', KEYS[k], '*', 'e', record, 'n', seq + c, 'p', prev, 'h', hash)
-    if k == 2 and run ~= '' then
-      copy({'r', run, 'e', record, 'n', seq + c, 'p', prev, 'h', hash})
-    end
-    prev = hash
-  end
-end
-if approvals ~= '' then
-  local o = cjson.decode(approvals)
-  for _, r in ipairs(o.requested) do
-    redis.call('ZADD', o.waiting, r[2], o.run .. '\n' .. r[1])
-    redis.call('SADD', o.steps, r[1])
-  end
-  for _, step in ipairs(o.decided) do
-    redis.call('ZREM', o.waiting, o.run .. '\n' .. step)
-    redis.call('SREM', o.steps, step)
-  end
-  if o.ended then
-    for _, step in ipairs(redis.call('SMEMBERS', o.steps)) do
-      redis.call('ZREM', o.waiting, o.run .. '\n' .. step)
-    end
-    redis.call('DEL', o.steps)
-  end
-end
-return {0, 0, ''}
 "#;
 
 /// KEYS: jobs, then each job's run lock. ARGV: group, worker, then each job's id. One script

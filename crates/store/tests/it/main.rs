@@ -1618,3 +1618,66 @@ async fn worker_processes_sealing_runs_at_once_all_land_on_one_trail() {
     let all = PROCESSES * RUNS_EACH;
     assert_eq!((report.trail_records, report.sealed), (all, all));
 }
+
+#[tokio::test]
+async fn redis_writes_the_journals_of_runs_advancing_together_in_shared_script_calls() {
+    // A worker advances many runs at once: their journal writes of one moment go to Redis in one
+    // script call (group commit), and each still lands on its own chain, sealed on the trail.
+    const RUNS: usize = 40;
+    const WRITES_EACH: usize = 4;
+    let redis = RedisServer::start();
+    let store = Arc::new(
+        RedisStore::connect(&redis.url(), "group")
+            .await
+            .expect("connect"),
+    );
+    let runs: Vec<NewRun> = (0..RUNS).map(|_| run("group", None)).collect();
+    store
+        .accept(&delivery(None, runs.clone()))
+        .await
+        .expect("accept");
+    let calls_before = redis_calls(&redis.url(), "evalsha").await;
+    let mut writers = Vec::new();
+    for run in &runs {
+        let store = Arc::clone(&store);
+        let run_id = run.run_id.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 1..WRITES_EACH {
+                let recovered = RunEvent::RunRecovered {
+                    deliveries: n as u32,
+                    at: n as u64,
+                };
+                store.append(&run_id, &recovered).await?;
+            }
+            let finished = RunEvent::RunFinished {
+                status: RunStatus::Succeeded,
+                outputs: serde_json::json!({}),
+                error: None,
+                at: 9,
+            };
+            store.append(&run_id, &finished).await
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer").expect("every write lands");
+    }
+    let calls = redis_calls(&redis.url(), "evalsha").await - calls_before;
+    let writes = (RUNS * WRITES_EACH) as u64;
+    assert!(
+        calls <= writes / 4,
+        "{writes} writes of {RUNS} runs took {calls} script calls"
+    );
+    let report = store::audit::verify_store(store.as_ref())
+        .await
+        .expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!((report.trail_records, report.sealed), (RUNS, RUNS));
+    for run in &runs {
+        let records = store.audit_records(&run.run_id).await.expect("records");
+        // The accepted record, then this test's writes.
+        assert_eq!(
+            store::audit::verify(&run.run_id, &records),
+            Ok(1 + WRITES_EACH)
+        );
+    }
+}
