@@ -14,6 +14,7 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
+use super::batch::{Queue, gather};
 use crate::audit::{self, AuditRecord, GENESIS};
 use crate::error::Error;
 
@@ -74,10 +75,9 @@ impl Heads {
     }
 }
 
-/// The queue to the writer task, started on first use (and again should its runtime have
-/// stopped: a process that serves the API and works runs two).
+/// The queue to the writer task.
 pub(super) struct Chains {
-    queue: Mutex<Option<mpsc::UnboundedSender<Queued>>>,
+    queue: Queue<Pending>,
     connection: ConnectionManager,
     heads: Heads,
     activity: String,
@@ -99,7 +99,7 @@ impl Chains {
         activity_max_len: u64,
     ) -> Self {
         Chains {
-            queue: Mutex::new(None),
+            queue: Queue::default(),
             connection,
             heads,
             activity,
@@ -111,39 +111,25 @@ impl Chains {
     /// Appends `write`, with whatever else is queued at the time.
     pub(super) async fn append(&self, write: Write) -> Result<(), Error> {
         let (done, landed) = oneshot::channel();
-        self.enqueue(Queued { write, done })?;
+        self.enqueue(Pending::new(Queued { write, done }))?;
         landed
             .await
             .map_err(|_| Error::Config("the journal writer stopped before answering".into()))?
     }
 
-    fn enqueue(&self, queued: Queued) -> Result<(), Error> {
-        let mut queue = self
-            .queue
-            .lock()
-            .map_err(|_| Error::Config("the journal writer's queue lock is poisoned".into()))?;
-        let queued = match queue.as_ref() {
-            Some(sender) => match sender.send(queued) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(queued)) => queued,
-            },
-            None => queued,
-        };
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let writer = Writer {
-            connection: self.connection.clone(),
-            script: Script::new(CHAIN),
-            heads: self.heads.clone(),
-            trail_head: None,
-            activity: self.activity.clone(),
-            trail: self.trail.clone(),
-            activity_max_len: self.activity_max_len,
-        };
-        tokio::spawn(writer.run(receiver));
-        // Just made, its receiver alive: the send cannot fail.
-        let _ = sender.send(queued);
-        *queue = Some(sender);
-        Ok(())
+    fn enqueue(&self, write: Pending) -> Result<(), Error> {
+        self.queue.send(write, |receiver| {
+            let writer = Writer {
+                connection: self.connection.clone(),
+                script: Script::new(CHAIN),
+                heads: self.heads.clone(),
+                trail_head: None,
+                activity: self.activity.clone(),
+                trail: self.trail.clone(),
+                activity_max_len: self.activity_max_len,
+            };
+            tokio::spawn(writer.run(receiver));
+        })
     }
 }
 
@@ -185,21 +171,9 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Queued>) {
-        let mut pending: Vec<Pending> = Vec::new();
-        loop {
-            if pending.is_empty() {
-                match queue.recv().await {
-                    Some(queued) => pending.push(Pending::new(queued)),
-                    None => return,
-                }
-            }
-            while pending.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(queued) => pending.push(Pending::new(queued)),
-                    Err(_) => break,
-                }
-            }
+    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Pending>) {
+        let mut pending = Vec::new();
+        while gather(&mut queue, &mut pending, MAX_BATCH).await {
             pending = self.write(pending).await;
             let waited_on_trail = pending
                 .iter()

@@ -25,6 +25,7 @@
 //! Cases and the steps waiting for approval have keys of their own: see [`case_keys`]. A console
 //! session is `p:session:<SHA-256 of its id>`, a string that expires with it.
 
+mod batch;
 mod case_keys;
 mod chains;
 
