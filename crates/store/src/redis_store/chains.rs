@@ -78,16 +78,8 @@ impl Heads {
 /// The queue to the writer task.
 pub(super) struct Chains {
     queue: Queue<Pending>,
-    connection: ConnectionManager,
-    heads: Heads,
-    activity: String,
-    trail: String,
-    activity_max_len: u64,
-}
-
-struct Queued {
-    write: Write,
-    done: oneshot::Sender<Result<(), Error>>,
+    /// What each writer task starts from.
+    writer: Writer,
 }
 
 impl Chains {
@@ -100,36 +92,33 @@ impl Chains {
     ) -> Self {
         Chains {
             queue: Queue::default(),
-            connection,
-            heads,
-            activity,
-            trail,
-            activity_max_len,
+            writer: Writer {
+                connection,
+                script: Script::new(CHAIN),
+                heads,
+                trail_head: None,
+                activity,
+                trail,
+                activity_max_len,
+            },
         }
     }
 
     /// Appends `write`, with whatever else is queued at the time.
     pub(super) async fn append(&self, write: Write) -> Result<(), Error> {
         let (done, landed) = oneshot::channel();
-        self.enqueue(Pending::new(Queued { write, done }))?;
+        let pending = Pending {
+            write,
+            done,
+            tries: 0,
+            trail_moved: false,
+        };
+        self.queue.send(pending, |receiver| {
+            tokio::spawn(self.writer.clone().run(receiver));
+        })?;
         landed
             .await
             .map_err(|_| Error::Config("the journal writer stopped before answering".into()))?
-    }
-
-    fn enqueue(&self, write: Pending) -> Result<(), Error> {
-        self.queue.send(write, |receiver| {
-            let writer = Writer {
-                connection: self.connection.clone(),
-                script: Script::new(CHAIN),
-                heads: self.heads.clone(),
-                trail_head: None,
-                activity: self.activity.clone(),
-                trail: self.trail.clone(),
-                activity_max_len: self.activity_max_len,
-            };
-            tokio::spawn(writer.run(receiver));
-        })
     }
 }
 
@@ -147,7 +136,8 @@ const TRIES_AT_ONCE: u32 = 16;
 
 /// A write in the writer's hands, with the tries it has had.
 struct Pending {
-    queued: Queued,
+    write: Write,
+    done: oneshot::Sender<Result<(), Error>>,
     tries: u32,
     /// Why its last try failed, for the error once the tries run out.
     trail_moved: bool,
@@ -159,6 +149,7 @@ struct Linked {
     trailing: Option<AuditRecord>,
 }
 
+#[derive(Clone)]
 struct Writer {
     connection: ConnectionManager,
     script: Script,
@@ -193,7 +184,6 @@ impl Writer {
         let mut runs = HashSet::new();
         let (batch, later): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(|write| {
             write
-                .queued
                 .write
                 .run
                 .as_ref()
@@ -211,7 +201,7 @@ impl Writer {
         let trail_from = self.trail_head.clone().unwrap_or((0, GENESIS.to_owned()));
         invocation.arg(&trail_from.1).arg(trail_from.0 + 1);
         for (write, linked) in batch.iter().zip(&linked) {
-            let run = write.queued.write.run.as_ref();
+            let run = write.write.run.as_ref();
             invocation.key(run.map_or(&self.trail, |run| &run.stream));
             invocation
                 .arg(run.map_or("", |run| run.run_id.as_str()))
@@ -252,7 +242,7 @@ impl Writer {
         {
             match moved {
                 LANDED => {
-                    if let (Some(run), Some((_, records))) = (&write.queued.write.run, &linked.run)
+                    if let (Some(run), Some((_, records))) = (&write.write.run, &linked.run)
                         && let Some(last) = records.last()
                     {
                         self.heads
@@ -261,11 +251,11 @@ impl Writer {
                     if let Some(record) = &linked.trailing {
                         self.trail_head = Some((record.seq, record.hash.clone()));
                     }
-                    let _ = write.queued.done.send(Ok(()));
+                    let _ = write.done.send(Ok(()));
                     continue;
                 }
                 RUN_MOVED => {
-                    if let Some(run) = &write.queued.write.run {
+                    if let Some(run) = &write.write.run {
                         self.heads.remember(&run.run_id, (seq, head));
                     }
                     write.trail_moved = false;
@@ -282,7 +272,7 @@ impl Writer {
                 again.push(write);
             } else {
                 let error = write.gave_up();
-                let _ = write.queued.done.send(Err(error));
+                let _ = write.done.send(Err(error));
             }
         }
         again
@@ -293,7 +283,7 @@ impl Writer {
         let mut linked = Vec::with_capacity(batch.len());
         let mut trail_head = None;
         for write in batch {
-            let write = &write.queued.write;
+            let write = &write.write;
             let run = match &write.run {
                 Some(run) => {
                     let head = match self.heads.get(&run.run_id) {
@@ -372,16 +362,8 @@ pub(super) async fn read_head(
 }
 
 impl Pending {
-    fn new(queued: Queued) -> Self {
-        Pending {
-            queued,
-            tries: 0,
-            trail_moved: false,
-        }
-    }
-
     fn gave_up(&self) -> Error {
-        Error::Config(match (&self.queued.write.run, self.trail_moved) {
+        Error::Config(match (&self.write.run, self.trail_moved) {
             (Some(run), false) => format!(
                 "the journal of run {} kept changing under this process; is another process writing to it?",
                 run.run_id
@@ -401,7 +383,7 @@ fn fail_all(batch: Vec<Pending>, error: Error, later: Vec<Pending>) -> Vec<Pendi
             Error::Corrupt { what, reason } => Error::corrupt(what, reason),
             other => Error::Config(other.to_string()),
         };
-        let _ = write.queued.done.send(Err(error));
+        let _ = write.done.send(Err(error));
     }
     later
 }
