@@ -281,49 +281,37 @@ impl Writer {
     /// Links each write's records to its run's head and its trail entry after the one before.
     async fn link(&mut self, batch: &[Pending]) -> Result<Vec<Linked>, Error> {
         let mut linked = Vec::with_capacity(batch.len());
+        // The head the next trail entry links to: the last one linked in this batch.
         let mut trail_head = None;
-        for write in batch {
-            let write = &write.write;
+        for Pending { write, .. } in batch {
             let run = match &write.run {
                 Some(run) => {
                     let head = match self.heads.get(&run.run_id) {
                         Some(head) => head,
-                        None => self.read_head(&run.stream).await?,
+                        None => read_head(&mut self.connection.clone(), &run.stream).await?,
                     };
                     let records = audit::link(&run.run_id, (head.0, &head.1), run.events.clone());
                     Some((head, records))
                 }
                 None => None,
             };
-            let entry = match (&write.trailing, &run) {
-                (Trailing::Nothing, _) => None,
-                (Trailing::Entry(json), _) => Some(json.clone()),
-                (Trailing::Seal(status), Some((_, records))) => {
-                    match (&write.run, records.last()) {
-                        (Some(run), Some(last)) => {
-                            let seal = audit::sealed(&run.run_id, status, last);
-                            Some(
-                                serde_json::to_string(&seal)
-                                    .map_err(|error| Error::corrupt("trail", error))?,
-                            )
-                        }
-                        _ => None,
-                    }
+            let last_record = run.as_ref().and_then(|(_, records)| records.last());
+            let entry = match (&write.trailing, &write.run, last_record) {
+                (Trailing::Entry(json), _, _) => Some(json.clone()),
+                (Trailing::Seal(status), Some(sealed), Some(last)) => {
+                    let seal = audit::sealed(&sealed.run_id, status, last);
+                    Some(
+                        serde_json::to_string(&seal)
+                            .map_err(|error| Error::corrupt("trail", error))?,
+                    )
                 }
-                (Trailing::Seal(_), None) => None,
+                _ => None,
             };
             let trailing = match entry {
                 Some(entry) => {
                     let (last, prev) = match trail_head.take() {
                         Some(head) => head,
-                        None => match self.trail_head.clone() {
-                            Some(head) => head,
-                            None => {
-                                let head = self.read_head(&self.trail.clone()).await?;
-                                self.trail_head = Some(head.clone());
-                                head
-                            }
-                        },
+                        None => self.trail_head().await?,
                     };
                     let record = audit::link(audit::TRAIL, (last, &prev), vec![entry]).pop();
                     trail_head = record
@@ -338,14 +326,19 @@ impl Writer {
         Ok(linked)
     }
 
-    /// A chain's last record: its `seq` and hash (0 and the genesis hash for an empty one).
-    async fn read_head(&self, stream: &str) -> Result<(u64, String), Error> {
-        read_head(&mut self.connection.clone(), stream).await
+    /// The trail's head as this process last saw it, read once if it has not seen it yet.
+    async fn trail_head(&mut self) -> Result<(u64, String), Error> {
+        if let Some(head) = &self.trail_head {
+            return Ok(head.clone());
+        }
+        let head = read_head(&mut self.connection.clone(), &self.trail).await?;
+        self.trail_head = Some(head.clone());
+        Ok(head)
     }
 }
 
 /// A chain's last record: its `seq` and hash (0 and the genesis hash for an empty one).
-pub(super) async fn read_head(
+async fn read_head(
     connection: &mut ConnectionManager,
     stream: &str,
 ) -> Result<(u64, String), Error> {
