@@ -83,11 +83,12 @@ pub(super) struct Chains {
 }
 
 impl Chains {
+    /// The chains of the store whose keys start with `prefix`, whose activity stream keeps
+    /// `activity_max_len` records (0: all).
     pub(super) fn new(
         connection: ConnectionManager,
         heads: Heads,
-        activity: String,
-        trail: String,
+        prefix: &str,
         activity_max_len: u64,
     ) -> Self {
         Chains {
@@ -97,8 +98,8 @@ impl Chains {
                 script: Script::new(CHAIN),
                 heads,
                 trail_head: None,
-                activity,
-                trail,
+                activity: format!("{prefix}:activity"),
+                trail: format!("{prefix}:trail"),
                 activity_max_len,
             },
         }

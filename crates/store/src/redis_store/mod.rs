@@ -157,8 +157,7 @@ impl RedisStore {
             chains: std::sync::Arc::new(Chains::new(
                 connection.clone(),
                 heads.clone(),
-                format!("{prefix}:activity"),
-                format!("{prefix}:trail"),
+                prefix,
                 ACTIVITY_MAX_LEN,
             )),
             connection,
@@ -179,8 +178,7 @@ impl RedisStore {
         self.chains = std::sync::Arc::new(Chains::new(
             self.connection.clone(),
             self.heads.clone(),
-            self.key("activity"),
-            self.key("trail"),
+            &self.prefix,
             records,
         ));
         self
