@@ -243,31 +243,48 @@ async fn post_alerts(
 }
 
 /// Posts `count` alerts starting at `first` at `rate` per second on a fixed schedule, however
-/// many are waiting for an answer (open loop). Latency counts from each alert's due time.
+/// many are waiting for an answer (open loop). Latency counts from each alert's due time; the
+/// second part of the answer is how late each was sent (sorted), a share of that latency that is
+/// the load generator's own.
 async fn post_alerts_at(
     client: &reqwest::Client,
     base: &str,
     first: usize,
     count: usize,
     rate: f64,
-) -> Posted {
+) -> (Posted, Vec<Duration>) {
     let started = Instant::now();
-    let posts: Vec<_> = (0..count)
-        .map(|i| {
-            let (client, url) = (client.clone(), format!("{base}/hooks/load"));
-            let due = started + Duration::from_secs_f64(i as f64 / rate);
-            tokio::spawn(async move {
-                tokio::time::sleep_until(due.into()).await;
-                let run = post_alert(client, url, first + i).await;
-                (due.elapsed(), run)
+    let (client, url) = (client.clone(), format!("{base}/hooks/load"));
+    let runtime = tokio::runtime::Handle::current();
+    // tokio's timers fire on whole milliseconds: a sender on them is up to a millisecond late,
+    // and that lateness would count as the server's. A thread of its own sleeps to each due time.
+    let posts = tokio::task::spawn_blocking(move || {
+        (0..count)
+            .map(|i| {
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let (client, url) = (client.clone(), url.clone());
+                runtime.spawn(async move {
+                    let late = due.elapsed();
+                    let run = post_alert(client, url, first + i).await;
+                    (due.elapsed(), late, run)
+                })
             })
-        })
-        .collect();
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("the sender's thread");
     let mut results = Vec::with_capacity(count);
+    let mut late = Vec::with_capacity(count);
     for post in posts {
-        results.push(post.await.unwrap_or((Duration::MAX, None)));
+        let (latency, sent_late, run) = post.await.unwrap_or((Duration::MAX, Duration::MAX, None));
+        results.push((latency, run));
+        late.push(sent_late);
     }
-    posted(started, results)
+    late.sort_unstable();
+    (posted(started, results), late)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -621,26 +638,28 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     let mut both = deployment.spawn("serve", 64);
     deployment.wait_ready().await;
     let redis_cpu_before = redis_cpu(options.redis.as_deref()).await;
-    let (latencies, runs, elapsed) = match options.rate {
+    let ((latencies, runs, elapsed), sender_late) = match options.rate {
         Some(rate) => {
-            post_alerts_at(
+            let (posted, late) = post_alerts_at(
                 &client,
                 &deployment.base(),
                 options.alerts,
                 options.alerts,
                 rate,
             )
-            .await
+            .await;
+            (posted, Some(late))
         }
         None => {
-            post_alerts(
+            let posted = post_alerts(
                 &client,
                 &deployment.base(),
                 options.alerts,
                 options.alerts,
                 options.concurrency,
             )
-            .await
+            .await;
+            (posted, None)
         }
     };
     let label = match options.rate {
@@ -648,6 +667,14 @@ egress: {{ allow_private: [127.0.0.0/8] }}
         None => "steady (API + workers)".to_owned(),
     };
     report_accepts(&label, &latencies, runs.len(), elapsed);
+    if let Some(late) = sender_late {
+        println!(
+            "  sent behind schedule (counted in that latency): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            percentile(&late, 0.50).as_secs_f64() * 1e3,
+            percentile(&late, 0.99).as_secs_f64() * 1e3,
+            percentile(&late, 1.0).as_secs_f64() * 1e3,
+        );
+    }
     let steady = finished(store.as_ref(), &runs).await;
     report_runs("steady (API + workers)", runs.len(), &steady);
     println!("  process memory: {}", memory(&both));
