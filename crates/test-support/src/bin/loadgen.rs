@@ -14,7 +14,8 @@
 //!
 //! With `--rate R` the steady phase offers R alerts/s on a fixed schedule (open loop), and each
 //! accept's latency counts from when it was due to be sent, so a slow answer cannot hide the
-//! wait of the alerts queued behind it (coordinated omission). A closed loop's latency is only
+//! wait of the alerts queued behind it (coordinated omission); it also prints how late the posts
+//! left, the load generator's own share of that latency. A closed loop's latency is only
 //! concurrency / throughput (Little's law).
 //!
 //! Usage: `loadgen --riposte <binary> --plugins <dir> [--alerts N] [--concurrency C]
