@@ -457,8 +457,12 @@ impl Worker {
 const YIELDING_NICE: i32 = 10;
 
 /// Lowers the calling thread's priority by [`YIELDING_NICE`] (Linux keeps a nice value per
-/// thread). A refusal (a sandbox that forbids it) is logged: the worker then competes as equals.
+/// thread), and queues its SQLite operations behind the API's
+/// ([`store::SqliteStore::queue_behind_the_api`]: they gather until a core is free, instead of
+/// waking the store's thread for each). A refusal (a sandbox that forbids it) is logged: the
+/// worker then competes as equals.
 fn yield_to_the_api() {
+    store::SqliteStore::queue_behind_the_api();
     #[cfg(target_os = "linux")]
     {
         use rustix::process::{getpriority_process, setpriority_process};

@@ -644,7 +644,8 @@ impl StepExecutor for NiceOfCalls {
 }
 
 /// In a process that serves the API, the worker runs on threads of its own that yield to the
-/// API's (nice 10 below them): a burst of webhooks is answered before the backlog is worked.
+/// API's (nice 10 below them), and its store operations queue behind the API's: a burst of
+/// webhooks is answered before the backlog is worked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beside_the_api_a_worker_runs_on_threads_that_yield_to_it() {
     // The API answers on the test's runtime, at the test's own nice value.
@@ -668,5 +669,37 @@ async fn beside_the_api_a_worker_runs_on_threads_that_yield_to_it() {
         api_nice,
         "the API's threads keep theirs"
     );
+    // Its store operations queue behind the API's: they wake the SQLite store's background
+    // thread, which nothing else wakes (each run writes its journal four times and more).
+    let wake_ups = background_store_wake_ups();
+    assert!(
+        wake_ups >= runs.len() as u64,
+        "the store's background thread woke {wake_ups} times for {} runs",
+        runs.len()
+    );
     server.stop().await;
+}
+
+/// How often a SQLite store's background thread (`riposte-sql-bg`) in this process has gone back
+/// to sleep after its first wait, the most of any: once per wake-up.
+fn background_store_wake_ups() -> u64 {
+    let Ok(threads) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    threads
+        .filter_map(Result::ok)
+        .filter(|thread| {
+            std::fs::read_to_string(thread.path().join("comm"))
+                .is_ok_and(|name| name.trim_end() == "riposte-sql-bg")
+        })
+        .filter_map(|thread| {
+            let status = std::fs::read_to_string(thread.path().join("status")).ok()?;
+            let line = status
+                .lines()
+                .find(|line| line.starts_with("voluntary_ctxt_switches:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|switches| switches.saturating_sub(1))
+        .max()
+        .unwrap_or(0)
 }

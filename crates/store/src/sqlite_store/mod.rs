@@ -1,12 +1,12 @@
 //! The embedded default: everything in one local SQLite file, so a single node needs no other
 //! service and still loses nothing across a restart.
 //!
-//! One connection, owned by one thread of its own that runs the operations in turn: SQLite
+//! One connection, used by one thread at a time, which runs the operations in turn: SQLite
 //! serialises writers anyway. (Handing each operation to tokio's blocking pool instead grew a
 //! thread per concurrent request, ~200 threads after a burst of 2,000 webhooks, which then never
 //! exited and kept their memory.)
 //!
-//! Group commit: the thread takes every operation waiting for it (up to [`MAX_GROUP`]) into one
+//! Group commit: the thread takes every operation waiting (up to [`MAX_GROUP`]) into one
 //! transaction, and answers them only once that transaction has committed. Should one of them
 //! fail, the group runs again with each operation in a savepoint of its own, kept in memory, so
 //! that the failing one changes nothing ([`run_group`]). Under load, dozens of accepted webhooks
@@ -14,13 +14,21 @@
 //! once. An answer still means "stored": a killed process loses nothing answered. WAL journal mode
 //! lets the file be read (backups, `sqlite3`) while the server writes; a thread of its own copies
 //! the WAL back into the file ([`checkpoint`]), so that no commit waits for it.
+//!
+//! Two threads take turns on that connection ([`lanes`]). One wakes the moment an operation
+//! arrives: an accepted webhook is answered as soon as it is stored. The other takes the
+//! operations of threads marked with [`SqliteStore::queue_behind_the_api`] (a worker's, in a
+//! process that also serves the API), and the kernel runs it only once a core is free: instead of
+//! preempting the worker for each of its operations and committing them one by one, it finds them
+//! gathered. Whichever thread holds the connection takes what waits in both.
 
 mod case_rows;
 mod checkpoint;
+mod lanes;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,6 +38,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use self::checkpoint::{Checkpointer, wait_for_lock};
+use self::lanes::{Lane, Lanes};
 use crate::audit::{self, AuditRecord, GENESIS, TrailEntry};
 use crate::error::Error;
 use crate::limits::{Held, Limit, LimitState, Outcome};
@@ -49,10 +58,20 @@ pub enum Synchronous {
     Full,
 }
 
-/// The embedded store. Cheap to clone; the connection's thread ends with the last clone.
+/// The embedded store. Cheap to clone; the connection's threads end with the last clone.
 #[derive(Clone)]
 pub struct SqliteStore {
-    operations: mpsc::Sender<Operation>,
+    operations: Arc<Sender>,
+}
+
+/// The store's side of the lanes: dropping the last one lets the connection's threads finish
+/// what waits and end.
+struct Sender(Arc<Lanes>);
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// Work for the connection's thread, kept until its group has committed.
@@ -220,24 +239,45 @@ impl SqliteStore {
                 None
             }
         };
-        let (operations, received) = mpsc::channel::<Operation>();
-        std::thread::Builder::new()
-            .name("riposte-sqlite".into())
-            .spawn(move || {
-                let _checkpointer_stop = checkpointer_stop;
-                let mut connection = connection;
-                while let Ok(first) = received.recv() {
-                    let mut group = vec![first];
-                    while group.len() < MAX_GROUP
-                        && let Ok(next) = received.try_recv()
-                    {
-                        group.push(next);
-                    }
-                    run_group(&mut connection, group);
-                }
-            })
-            .map_err(|error| Error::Config(format!("cannot start the SQLite thread: {error}")))?;
-        Ok(SqliteStore { operations })
+        let lanes = Arc::new(Lanes::default());
+        let connection = Arc::new(Mutex::new(connection));
+        let mut checkpointer_stop = checkpointer_stop;
+        for lane in [Lane::Prompt, Lane::Background] {
+            let (lanes, connection) = (Arc::clone(&lanes), Arc::clone(&connection));
+            let checkpointer_stop = checkpointer_stop.take();
+            std::thread::Builder::new()
+                .name(lane.thread_name().into())
+                .spawn(move || {
+                    let _checkpointer_stop = checkpointer_stop;
+                    lane.schedule_this_thread();
+                    lanes.serve(lane, |lanes| {
+                        let mut connection = connection
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        // Taken once the connection is ours: all that queued meanwhile, in
+                        // either lane, shares the commit.
+                        let group = lanes.take(MAX_GROUP);
+                        if !group.is_empty() {
+                            run_group(&mut connection, group);
+                        }
+                    });
+                })
+                .map_err(|error| {
+                    Error::Config(format!("cannot start the SQLite thread: {error}"))
+                })?;
+        }
+        Ok(SqliteStore {
+            operations: Arc::new(Sender(lanes)),
+        })
+    }
+
+    /// Operations the calling thread queues from now on wait for a free core instead of
+    /// preempting it: they go to the connection's second thread, which the kernel runs only when
+    /// a core is free (Linux `SCHED_BATCH`), unless the first takes them along with an operation
+    /// of its own. For a worker's threads in a process that also serves the API: their journal
+    /// writes gather and share commits, and the API's accepts still wake the store at once.
+    pub fn queue_behind_the_api() {
+        lanes::queue_this_thread(Lane::Background);
     }
 
     /// Reads, changes and writes one limit's state in one operation.
@@ -272,15 +312,14 @@ impl SqliteStore {
         F: FnMut(&mut Connection) -> Result<T, Error> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let gone = || Error::Config("the SQLite connection's thread has stopped".into());
-        self.operations
-            .send(Box::new(Waiting {
-                operation,
-                result: None,
-                reply,
-            }))
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.operations.0.push(Box::new(Waiting {
+            operation,
+            result: None,
+            reply,
+        }));
+        answer
+            .await
+            .map_err(|_| Error::Config("the SQLite connection's thread has stopped".into()))?
     }
 }
 
@@ -1521,5 +1560,100 @@ mod tests {
         // The control: without the planner's stability guarantee, SQLite prepares it again.
         let unconfigured = Connection::open_in_memory().expect("open");
         assert!(claim_reprepares(&unconfigured) > 0);
+    }
+
+    /// Where an operation ran: its thread's name and scheduling policy (`/proc/thread-self/stat`,
+    /// field 41: 0 normal, 3 `SCHED_BATCH`).
+    fn where_it_runs(store: &SqliteStore) -> (String, u32) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        runtime
+            .block_on(store.with(|_| {
+                let name = std::thread::current().name().unwrap_or_default().to_owned();
+                let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+                let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+                let policy = after_name
+                    .split_whitespace()
+                    .nth(41 - 3)
+                    .and_then(|field| field.parse().ok())
+                    .unwrap_or(u32::MAX);
+                Ok((name, policy))
+            }))
+            .expect("the operation ran")
+    }
+
+    #[test]
+    fn a_thread_that_queues_behind_the_api_has_its_operations_run_when_a_core_is_free() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = SqliteStore::open(&dir.path().join("lanes.db"), Synchronous::Normal)
+            .expect("the store opens");
+        // The control: an unmarked thread's operation wakes the prompt thread, a normal one.
+        let (name, policy) = where_it_runs(&store);
+        assert_eq!(name, "riposte-sqlite");
+        if cfg!(target_os = "linux") {
+            assert_eq!(policy, 0);
+        }
+        let (name, policy) = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    SqliteStore::queue_behind_the_api();
+                    where_it_runs(&store)
+                })
+                .join()
+                .expect("the marked thread")
+        });
+        assert_eq!(name, "riposte-sql-bg");
+        if cfg!(target_os = "linux") {
+            assert_eq!(policy, 3, "the background thread is not SCHED_BATCH");
+        }
+    }
+
+    #[test]
+    fn operations_queued_in_both_lanes_at_once_are_all_answered_and_kept() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("lanes.db");
+        let store = SqliteStore::open(&path, Synchronous::Normal).expect("the store opens");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        runtime
+            .block_on(store.with(|connection| {
+                connection.execute_batch("CREATE TABLE numbers (n INTEGER NOT NULL)")?;
+                Ok(())
+            }))
+            .expect("the table");
+        let insert_from = |first: i64, behind_the_api: bool| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                if behind_the_api {
+                    SqliteStore::queue_behind_the_api();
+                }
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("a runtime");
+                runtime.block_on(async {
+                    let inserts = (first..first + 100).map(|n| {
+                        store.with(move |connection| {
+                            connection.execute("INSERT INTO numbers (n) VALUES (?1)", [n])?;
+                            Ok(n)
+                        })
+                    });
+                    futures::future::join_all(inserts).await
+                })
+            })
+        };
+        let threads = [
+            insert_from(0, false),
+            insert_from(100, true),
+            insert_from(200, true),
+        ];
+        for thread in threads {
+            let answers = thread.join().expect("an inserting thread");
+            assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        }
+        drop(store);
+        let reopened = Connection::open(&path).expect("reopen");
+        assert_eq!(numbers(&reopened), (0..300).collect::<Vec<i64>>());
     }
 }
