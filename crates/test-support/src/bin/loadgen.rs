@@ -144,6 +144,18 @@ steps:
     )
 }
 
+/// A `riposte` process of a phase, killed when dropped: also when the load generator panics (a
+/// run that never finishes), which left the process behind, working and polling, for the next
+/// measurement to share the cores with.
+struct Started(Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Deployment {
     dir: tempfile::TempDir,
     launcher: Launcher,
@@ -151,8 +163,8 @@ struct Deployment {
 }
 
 impl Deployment {
-    fn spawn(&self, role: &str, workers: usize) -> Child {
-        self.launcher.spawn(role, workers)
+    fn spawn(&self, role: &str, workers: usize) -> Started {
+        Started(self.launcher.spawn(role, workers))
     }
 
     fn base(&self) -> String {
@@ -578,7 +590,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     );
 
     // 1. Ingest into an API-only process.
-    let mut api = deployment.spawn("serve", 0);
+    let api = deployment.spawn("serve", 0);
     deployment.wait_ready().await;
     let (latencies, runs, elapsed) = post_alerts(
         &client,
@@ -589,12 +601,12 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     )
     .await;
     report_accepts("ingest (API only)", &latencies, runs.len(), elapsed);
-    println!("  API process memory: {}", memory(&api));
+    println!("  API process memory: {}", memory(&api.0));
 
     // 2. Worker processes drain the backlog.
     let store = deployment.store().await;
     let redis_cpu_before = redis_cpu(options.redis.as_deref()).await;
-    let mut workers: Vec<Child> = (0..options.workers)
+    let workers: Vec<Started> = (0..options.workers)
         .map(|_| deployment.spawn("worker", 64))
         .collect();
     let drained = finished(store.as_ref(), &runs).await;
@@ -605,7 +617,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     );
     let worker_cpu: f64 = workers
         .iter()
-        .map(|worker| cpu_seconds(&format!("/proc/{}/stat", worker.id())))
+        .map(|worker| cpu_seconds(&format!("/proc/{}/stat", worker.0.id())))
         .sum();
     // Includes starting up (loading plugins, compiling nothing: the cache is warm) and polling
     // the emptied queue until every run's end is read back: a little over the runs' own cost.
@@ -622,21 +634,17 @@ egress: {{ allow_private: [127.0.0.0/8] }}
         );
     }
     for worker in &workers {
-        println!("  worker process memory: {}", memory(worker));
+        println!("  worker process memory: {}", memory(&worker.0));
     }
     println!(
         "  load generator and loopback services so far: CPU {}",
         cpu("/proc/self/stat")
     );
-    for worker in &mut workers {
-        let _ = worker.kill();
-        let _ = worker.wait();
-    }
-    let _ = api.kill();
-    let _ = api.wait();
+    drop(workers);
+    drop(api);
 
     // 3. Steady state: one process accepts and runs at once.
-    let mut both = deployment.spawn("serve", 64);
+    let both = deployment.spawn("serve", 64);
     deployment.wait_ready().await;
     let redis_cpu_before = redis_cpu(options.redis.as_deref()).await;
     let ((latencies, runs, elapsed), sender_late) = match options.rate {
@@ -678,7 +686,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     }
     let steady = finished(store.as_ref(), &runs).await;
     report_runs("steady (API + workers)", runs.len(), &steady);
-    println!("  process memory: {}", memory(&both));
+    println!("  process memory: {}", memory(&both.0));
     report_audit_cost(&client, &deployment.base(), runs.len()).await;
     if let (Some(before), Some(after)) =
         (redis_cpu_before, redis_cpu(options.redis.as_deref()).await)
@@ -688,6 +696,5 @@ egress: {{ allow_private: [127.0.0.0/8] }}
             (after - before) * 1e3 / runs.len().max(1) as f64
         );
     }
-    let _ = both.kill();
-    let _ = both.wait();
+    drop(both);
 }
