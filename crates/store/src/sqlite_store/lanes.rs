@@ -155,10 +155,10 @@ impl Lanes {
 
     /// Serves `lane` on the calling thread with `run`, which takes the connection and runs what
     /// waits, until the store is closed and the lane is empty.
-    pub(super) fn serve(&self, lane: Lane, mut run: impl FnMut(&Lanes)) {
+    pub(super) fn serve(&self, lane: Lane, mut run: impl FnMut()) {
         let _abandoned_on_panic = Serving(self);
         while self.wait_for(lane) {
-            run(self);
+            run();
         }
     }
 }

@@ -6,14 +6,14 @@
 //! thread per concurrent request, ~200 threads after a burst of 2,000 webhooks, which then never
 //! exited and kept their memory.)
 //!
-//! Group commit: the thread takes every operation waiting (up to [`MAX_GROUP`]) into one
-//! transaction, and answers them only once that transaction has committed. Should one of them
-//! fail, the group runs again with each operation in a savepoint of its own, kept in memory, so
-//! that the failing one changes nothing ([`run_group`]). Under load, dozens of accepted webhooks
-//! and journal writes share one commit instead of paying one each; alone, an operation commits at
-//! once. An answer still means "stored": a killed process loses nothing answered. WAL journal mode
-//! lets the file be read (backups, `sqlite3`) while the server writes; a thread of its own copies
-//! the WAL back into the file ([`checkpoint`]), so that no commit waits for it.
+//! Group commit: the thread holding it takes every operation waiting (up to [`MAX_GROUP`]) into one
+//! transaction, and answers them only once that transaction has committed. Should one of them fail,
+//! the group runs again with each operation in a savepoint of its own, kept in memory, so that the
+//! failing one changes nothing ([`run_group`]). Under load, dozens of accepted webhooks and journal
+//! writes share one commit instead of paying one each; alone, an operation commits at once. An
+//! answer still means "stored": a killed process loses nothing answered. WAL journal mode lets the
+//! file be read (backups, `sqlite3`) while the server writes; a thread of its own copies the WAL
+//! back into the file ([`checkpoint`]), so that no commit waits for it.
 //!
 //! Two threads take turns on that connection ([`lanes`]). One wakes the moment an operation
 //! arrives: an accepted webhook is answered as soon as it is stored. The other takes the
@@ -74,7 +74,7 @@ impl Drop for Sender {
     }
 }
 
-/// Work for the connection's thread, kept until its group has committed.
+/// Work for the connection's threads, kept until its group has committed.
 type Operation = Box<dyn Pending>;
 
 /// An operation waiting for its group's commit. It may run twice: once with the rest of its group
@@ -250,7 +250,7 @@ impl SqliteStore {
                 .spawn(move || {
                     let _checkpointer_stop = checkpointer_stop;
                     lane.schedule_this_thread();
-                    lanes.serve(lane, |lanes| {
+                    lanes.serve(lane, || {
                         let mut connection = connection
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
