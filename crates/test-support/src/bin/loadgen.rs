@@ -307,15 +307,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
         .unwrap_or_default()
 }
 
+/// "p50 …, p99 …, max … ms" of `sorted`, in milliseconds with `decimals` places.
+fn spread(sorted: &[Duration], decimals: usize) -> String {
+    let [p50, p99, max] = [0.50, 0.99, 1.0].map(|p| percentile(sorted, p).as_secs_f64() * 1e3);
+    format!("p50 {p50:.decimals$} ms, p99 {p99:.decimals$} ms, max {max:.decimals$} ms")
+}
+
 fn report_accepts(label: &str, latencies: &[Duration], accepted: usize, elapsed: Duration) {
     println!(
-        "{label}: {accepted}/{} accepted in {:.2} s = {:.0} alerts/s; accept latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "{label}: {accepted}/{} accepted in {:.2} s = {:.0} alerts/s; accept latency {}",
         latencies.len(),
         elapsed.as_secs_f64(),
         accepted as f64 / elapsed.as_secs_f64(),
-        percentile(latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(latencies, 0.99).as_secs_f64() * 1e3,
-        percentile(latencies, 1.0).as_secs_f64() * 1e3,
+        spread(latencies, 2),
     );
 }
 
@@ -441,13 +445,11 @@ fn report_runs(label: &str, runs: usize, finished: &Finished) {
         since_start(finished.finishes.get(index).copied().unwrap_or(0))
     };
     println!(
-        "  finished by: 50% {:.2} s, 90% {:.2} s, 99% {:.2} s, all {seconds:.2} s; a run from start to finish: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "  finished by: 50% {:.2} s, 90% {:.2} s, 99% {:.2} s, all {seconds:.2} s; a run from start to finish: {}",
         finished_by(0.5),
         finished_by(0.9),
         finished_by(0.99),
-        percentile(&finished.durations, 0.5).as_secs_f64() * 1e3,
-        percentile(&finished.durations, 0.99).as_secs_f64() * 1e3,
-        percentile(&finished.durations, 1.0).as_secs_f64() * 1e3,
+        spread(&finished.durations, 0),
     );
 }
 
@@ -678,10 +680,8 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     report_accepts(&label, &latencies, runs.len(), elapsed);
     if let Some(late) = sender_late {
         println!(
-            "  sent behind schedule (counted in that latency): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            percentile(&late, 0.50).as_secs_f64() * 1e3,
-            percentile(&late, 0.99).as_secs_f64() * 1e3,
-            percentile(&late, 1.0).as_secs_f64() * 1e3,
+            "  sent behind schedule (counted in that latency): {}",
+            spread(&late, 2)
         );
     }
     let steady = finished(store.as_ref(), &runs).await;
