@@ -504,6 +504,30 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    // Stopped by a signal, the phases' processes must go too: dropping the measurement drops
+    // their guards. A signal's default action would end this process and leave them working.
+    let measured = tokio::select! {
+        () = measure(options) => true,
+        () = interrupted() => false,
+    };
+    if !measured {
+        eprintln!("loadgen: interrupted; its riposte processes are stopped");
+        std::process::exit(130);
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// The three phases, as the module's documentation describes.
+async fn measure(options: Arc<Options>) {
     let (abuse, _) = serve(abuseipdb(Arc::new(AtomicUsize::new(0)))).await;
     let (slack_address, _) = serve(slack()).await;
     let ticket_ids = Arc::new(AtomicUsize::new(0));
