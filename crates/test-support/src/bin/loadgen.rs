@@ -10,7 +10,8 @@
 //!
 //! and the peak memory (VmHWM) of each riposte process. For the steady phase it also reports the
 //! cost of the audit trail: journal writes and records per run and the time per write (from the
-//! server's `/metrics`), and on Redis the Redis CPU time per run.
+//! server's `/metrics`), and on Redis the Redis CPU time per run and how long Redis took to answer a
+//! PING sent every millisecond while the alerts were posted.
 //!
 //! With `--rate R` the steady phase offers R alerts/s on a fixed schedule (open loop), and each
 //! accept's latency counts from when it was due to be sent, so a slow answer cannot hide the
@@ -25,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Child;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -415,6 +416,25 @@ async fn report_audit_cost(client: &reqwest::Client, base: &str, runs: usize) {
 }
 
 /// Redis's own CPU time so far (user + system, seconds), from `INFO cpu`.
+/// Pings the Redis at `url` every millisecond, on a connection of its own, until `stop` is set,
+/// and returns how long each answer took (sorted): how long Redis keeps a command waiting while the
+/// load runs, which every accept on Redis waits through too. The probe runs on the load
+/// generator's runtime, so its figures include waiting for a core like the accepts'. `None`
+/// without Redis, or when it cannot connect.
+async fn probe_redis(url: Option<String>, stop: Arc<AtomicBool>) -> Option<Vec<Duration>> {
+    let client = redis::Client::open(url?).ok()?;
+    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+    let mut answers = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        let _: String = redis::cmd("PING").query_async(&mut connection).await.ok()?;
+        answers.push(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    answers.sort_unstable();
+    Some(answers)
+}
+
 async fn redis_cpu(url: Option<&str>) -> Option<f64> {
     let client = redis::Client::open(url?).ok()?;
     let mut connection = client.get_multiplexed_async_connection().await.ok()?;
@@ -536,7 +556,7 @@ async fn measure(options: Arc<Options>) {
         post(move || {
             let ids = Arc::clone(&ticket_ids);
             async move {
-                let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let id = ids.fetch_add(1, Ordering::Relaxed);
                 (
                     axum::http::StatusCode::CREATED,
                     axum::Json(serde_json::json!({ "id": id })),
@@ -673,6 +693,8 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     let both = deployment.spawn("serve", 64);
     deployment.wait_ready().await;
     let redis_cpu_before = redis_cpu(options.redis.as_deref()).await;
+    let probe_stop = Arc::new(AtomicBool::new(false));
+    let probe = tokio::spawn(probe_redis(options.redis.clone(), Arc::clone(&probe_stop)));
     let ((latencies, runs, elapsed), sender_late) = match options.rate {
         Some(rate) => {
             let (posted, late) = post_alerts_at(
@@ -701,11 +723,20 @@ egress: {{ allow_private: [127.0.0.0/8] }}
         Some(rate) => format!("steady (API + workers, {rate:.0} alerts/s offered)"),
         None => "steady (API + workers)".to_owned(),
     };
+    probe_stop.store(true, Ordering::Relaxed);
     report_accepts(&label, &latencies, runs.len(), elapsed);
     if let Some(late) = sender_late {
         println!(
             "  sent behind schedule (counted in that latency): {}",
             spread(&late, 2)
+        );
+    }
+    if let Ok(Some(pings)) = probe.await
+        && !pings.is_empty()
+    {
+        println!(
+            "  Redis answered a PING (one a millisecond, meanwhile) in: {}",
+            spread(&pings, 2)
         );
     }
     let steady = finished(store.as_ref(), &runs).await;
