@@ -415,19 +415,21 @@ async fn report_audit_cost(client: &reqwest::Client, base: &str, runs: usize) {
     );
 }
 
-/// Redis's own CPU time so far (user + system, seconds), from `INFO cpu`.
 /// Pings the Redis at `url` every millisecond, on a connection of its own, until `stop` is set,
 /// and returns how long each answer took (sorted): how long Redis keeps a command waiting while the
 /// load runs, which every accept on Redis waits through too. The probe runs on the load
 /// generator's runtime, so its figures include waiting for a core like the accepts'. `None`
-/// without Redis, or when it cannot connect.
+/// without Redis, or when it cannot connect; a failed PING ends the probe.
 async fn probe_redis(url: Option<String>, stop: Arc<AtomicBool>) -> Option<Vec<Duration>> {
     let client = redis::Client::open(url?).ok()?;
     let mut connection = client.get_multiplexed_async_connection().await.ok()?;
     let mut answers = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let sent = Instant::now();
-        let _: String = redis::cmd("PING").query_async(&mut connection).await.ok()?;
+        let answered: Result<String, _> = redis::cmd("PING").query_async(&mut connection).await;
+        if answered.is_err() {
+            break;
+        }
         answers.push(sent.elapsed());
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -435,6 +437,7 @@ async fn probe_redis(url: Option<String>, stop: Arc<AtomicBool>) -> Option<Vec<D
     Some(answers)
 }
 
+/// Redis's own CPU time so far (user + system, seconds), from `INFO cpu`.
 async fn redis_cpu(url: Option<&str>) -> Option<f64> {
     let client = redis::Client::open(url?).ok()?;
     let mut connection = client.get_multiplexed_async_connection().await.ok()?;
