@@ -3,7 +3,7 @@
 //! authentication, content type, JSON, the playbooks' filters) is refused with a status and a
 //! reason a SIEM can log.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use axum::Json;
 use axum::body::Body;
@@ -48,6 +48,7 @@ async fn receive(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
+    let started = Instant::now();
     let catalog = state.playbooks.current();
     let known = catalog.trigger(trigger).is_some();
     let response = match deliver(state, &catalog, trigger, url_token, headers, body).await {
@@ -56,7 +57,9 @@ async fn receive(
     };
     // Only configured triggers become label values: callers cannot grow the metric's series.
     let label = if known { trigger } else { "unknown" };
-    state.metrics.webhook(label, response.status().as_u16());
+    state
+        .metrics
+        .webhook(label, response.status().as_u16(), started.elapsed());
     response
 }
 

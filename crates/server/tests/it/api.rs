@@ -731,6 +731,10 @@ async fn metrics_count_webhooks_runs_steps_and_plugin_calls() {
     for line in [
         "riposte_webhooks_total{trigger=\"siem\",status=\"202\"} 1",
         "riposte_webhooks_total{trigger=\"unknown\",status=\"404\"} 1",
+        "riposte_webhook_duration_seconds_count{trigger=\"siem\",status=\"202\"} 1",
+        "riposte_webhook_duration_seconds_bucket{le=\"0.005\",trigger=\"siem\",status=\"202\"} ",
+        "riposte_webhook_duration_seconds_bucket{le=\"+Inf\",trigger=\"siem\",status=\"202\"} 1",
+        "riposte_webhook_duration_seconds_count{trigger=\"unknown\",status=\"404\"} 1",
         "riposte_runs_total{outcome=\"succeeded\"} 1",
         "riposte_steps_total{outcome=\"succeeded\"} 1",
         "riposte_step_duration_seconds_count{outcome=\"succeeded\"} 1",
@@ -740,6 +744,19 @@ async fn metrics_count_webhooks_runs_steps_and_plugin_calls() {
         assert!(text.contains(line), "`{line}` missing from:\n{text}");
     }
     assert!(!text.contains("made-up-trigger"));
+    let accept_seconds: f64 = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(
+                "riposte_webhook_duration_seconds_sum{trigger=\"siem\",status=\"202\"} ",
+            )
+        })
+        .and_then(|seconds| seconds.trim().parse().ok())
+        .expect("the accept's time");
+    assert!(
+        accept_seconds > 0.0 && accept_seconds < 10.0,
+        "the accept took {accept_seconds} s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

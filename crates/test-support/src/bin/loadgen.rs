@@ -11,7 +11,9 @@
 //! and the peak memory (VmHWM) of each riposte process. For the steady phase it also reports the
 //! cost of the audit trail: journal writes and records per run and the time per write (from the
 //! server's `/metrics`), and on Redis the Redis CPU time per run and how long Redis took to answer a
-//! PING sent every millisecond while the alerts were posted.
+//! PING sent every millisecond while the alerts were posted. For both phases that post alerts it
+//! reports the accepts as the server itself timed them (`/metrics` again), which tells the time
+//! inside the handler from the time around it.
 //!
 //! With `--rate R` the steady phase offers R alerts/s on a fixed schedule (open loop), and each
 //! accept's latency counts from when it was due to be sent, so a slow answer cannot hide the
@@ -382,20 +384,27 @@ async fn finished(store: &dyn Store, runs: &[String]) -> Finished {
     result
 }
 
-/// The audit trail's cost, from the server's own metrics: journal writes (each one round trip,
-/// all of a step's records batched) and records per run, and the time per write.
-async fn report_audit_cost(client: &reqwest::Client, base: &str, runs: usize) {
-    let text = match client
+/// The server's `/metrics` text, or `None` (said) if it did not answer.
+async fn metrics(client: &reqwest::Client, base: &str) -> Option<String> {
+    let answer = client
         .get(format!("{base}/metrics"))
         .bearer_auth(METRICS_TOKEN)
         .send()
-        .await
-    {
-        Ok(response) => response.text().await.unwrap_or_default(),
+        .await;
+    match answer {
+        Ok(response) => Some(response.text().await.unwrap_or_default()),
         Err(error) => {
-            println!("  audit cost: /metrics did not answer: {error}");
-            return;
+            println!("  /metrics did not answer: {error}");
+            None
         }
+    }
+}
+
+/// The audit trail's cost, from the server's own metrics: journal writes (each one round trip,
+/// all of a step's records batched) and records per run, and the time per write.
+async fn report_audit_cost(client: &reqwest::Client, base: &str, runs: usize) {
+    let Some(text) = metrics(client, base).await else {
+        return;
     };
     let value = |name: &str| {
         text.lines()
@@ -413,6 +422,65 @@ async fn report_audit_cost(client: &reqwest::Client, base: &str, runs: usize) {
         seconds * 1e3 / writes.max(1.0),
         seconds * 1e3 / runs
     );
+}
+
+/// The accepts as the server timed them (`riposte_webhook_duration_seconds`, from the request's
+/// headers read to its answer): what of the latency above was spent inside the handler, and so
+/// what was not (the kernel's queues, hyper, and the load generator waiting for a core).
+async fn report_server_latency(client: &reqwest::Client, base: &str) {
+    let Some(text) = metrics(client, base).await else {
+        return;
+    };
+    let buckets = accept_buckets(&text);
+    let Some(&(_, count)) = buckets.last() else {
+        println!("  the server timed no accepts");
+        return;
+    };
+    let within = |bound: f64| {
+        buckets
+            .iter()
+            .find(|(le, _)| *le >= bound)
+            .map_or(count, |(_, below)| *below)
+    };
+    let quantile = |q: f64| {
+        let rank = q * count;
+        let at = buckets.iter().position(|(_, below)| *below >= rank);
+        let upper = at.map_or(f64::INFINITY, |at| buckets[at].0);
+        let lower = at
+            .and_then(|at| at.checked_sub(1))
+            .map_or(0.0, |at| buckets[at].0);
+        format!("({:.2}, {:.2}] ms", lower * 1e3, upper * 1e3)
+    };
+    println!(
+        "  as the server timed them (headers read to answer): {:.2}% within 5 ms; p50 in {}, p99 in {}",
+        within(0.005) * 100.0 / count.max(1.0),
+        quantile(0.5),
+        quantile(0.99)
+    );
+}
+
+/// The cumulative buckets of accepted webhooks (status 202), as (upper bound in seconds, count),
+/// ascending; the last is `+Inf`, the total.
+fn accept_buckets(metrics: &str) -> Vec<(f64, f64)> {
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|line| {
+            let labels = line.strip_prefix("riposte_webhook_duration_seconds_bucket{")?;
+            let (labels, count) = labels.split_once("} ")?;
+            if !labels.contains("status=\"202\"") {
+                return None;
+            }
+            let le = labels.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
 }
 
 /// Pings the Redis at `url` every millisecond, on a connection of its own, until `stop` is set,
@@ -650,6 +718,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     )
     .await;
     report_accepts("ingest (API only)", &latencies, runs.len(), elapsed);
+    report_server_latency(&client, &deployment.base()).await;
     println!("  API process memory: {}", memory(&api.0));
 
     // 2. Worker processes drain the backlog.
@@ -728,6 +797,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     };
     probe_stop.store(true, Ordering::Relaxed);
     report_accepts(&label, &latencies, runs.len(), elapsed);
+    report_server_latency(&client, &deployment.base()).await;
     if let Some(late) = sender_late {
         println!(
             "  sent behind schedule (counted in that latency): {}",
@@ -755,4 +825,24 @@ egress: {{ allow_private: [127.0.0.0/8] }}
         );
     }
     drop(both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accept_buckets;
+
+    #[test]
+    fn the_accept_buckets_are_read_in_any_label_order_and_only_for_accepts() {
+        let metrics = r#"# TYPE riposte_webhook_duration_seconds histogram
+riposte_webhook_duration_seconds_sum{trigger="siem",status="202"} 0.01
+riposte_webhook_duration_seconds_bucket{le="0.005",trigger="siem",status="202"} 9
+riposte_webhook_duration_seconds_bucket{le="+Inf",trigger="siem",status="202"} 10
+riposte_webhook_duration_seconds_bucket{trigger="siem",status="202",le="0.001"} 4
+riposte_webhook_duration_seconds_bucket{le="0.001",trigger="unknown",status="404"} 1
+"#;
+        assert_eq!(
+            accept_buckets(metrics),
+            [(0.001, 4.0), (0.005, 9.0), (f64::INFINITY, 10.0)]
+        );
+    }
 }
