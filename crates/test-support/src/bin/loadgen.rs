@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use futures::StreamExt;
 use runner::{RunEvent, RunState, RunStatus};
 use sha2::Digest as _;
 use store::Store;
@@ -234,7 +233,10 @@ fn posted(started: Instant, results: Vec<(Duration, Option<String>)>) -> Posted 
     (latencies, runs, elapsed)
 }
 
-/// Posts `count` alerts starting at `first`, `concurrency` at a time (closed loop).
+/// Posts `count` alerts starting at `first`, `concurrency` at a time (closed loop): one task per
+/// connection, each posting its next alert as soon as the last is answered, as that many
+/// senders would. (All of them polled in one task, the answers waited for that task's one
+/// thread, and that wait counted as the server's.)
 async fn post_alerts(
     client: &reqwest::Client,
     base: &str,
@@ -243,18 +245,30 @@ async fn post_alerts(
     concurrency: usize,
 ) -> Posted {
     let started = Instant::now();
-    let results = futures::stream::iter(first..first + count)
-        .map(|n| {
-            let (client, url) = (client.clone(), format!("{base}/hooks/load"));
-            async move {
-                let sent = Instant::now();
-                let run = post_alert(client, url, n).await;
-                (sent.elapsed(), run)
-            }
+    let next = Arc::new(AtomicUsize::new(first));
+    let end = first + count;
+    let url = format!("{base}/hooks/load");
+    let senders: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (client, url, next) = (client.clone(), url.clone(), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= end {
+                        break results;
+                    }
+                    let sent = Instant::now();
+                    let run = post_alert(client.clone(), url.clone(), n).await;
+                    results.push((sent.elapsed(), run));
+                }
+            })
         })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+        .collect();
+    let mut results = Vec::with_capacity(count);
+    for sender in senders {
+        results.extend(sender.await.expect("a sender's task"));
+    }
     posted(started, results)
 }
 
