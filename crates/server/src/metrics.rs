@@ -1,7 +1,7 @@
-//! Prometheus metrics of one process, served at `/metrics`: webhooks by answer and how long
-//! each took to answer, queue depth, runs
-//! and steps by outcome, step and plugin-call latency, cases opened and how long incidents took
-//! to acknowledge, contain and recover (observed by the process that recorded the moment).
+//! Prometheus metrics of one process, served at `/metrics`: webhooks by answer and how long each
+//! took to answer, queue depth, runs and steps by outcome, step and plugin-call latency, cases
+//! opened and how long incidents took to acknowledge, contain and recover (observed by the
+//! process that recorded the moment).
 //!
 //! [`Metrics`] is the runner's [`runner::Observer`]: run and step figures are counted from the
 //! events the runner records, through its one journal path, so they count exactly what the
