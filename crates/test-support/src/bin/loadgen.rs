@@ -473,8 +473,8 @@ async fn report_server_latency(client: &reqwest::Client, base: &str) {
     );
 }
 
-/// The cumulative buckets of accepted webhooks (status 202), as (upper bound in seconds, count),
-/// ascending; the last is `+Inf`, the total.
+/// The cumulative buckets of accepted webhooks (status 202, every trigger's summed), as (upper
+/// bound in seconds, count), ascending; the last is `+Inf`, the total.
 fn accept_buckets(metrics: &str) -> Vec<(f64, f64)> {
     let mut buckets: Vec<(f64, f64)> = metrics
         .lines()
@@ -494,6 +494,13 @@ fn accept_buckets(metrics: &str) -> Vec<(f64, f64)> {
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets.dedup_by(|later, kept| {
+        let same_bound = later.0 == kept.0;
+        if same_bound {
+            kept.1 += later.1;
+        }
+        same_bound
+    });
     buckets
 }
 
@@ -846,17 +853,20 @@ mod tests {
     use super::accept_buckets;
 
     #[test]
-    fn the_accept_buckets_are_read_in_any_label_order_and_only_for_accepts() {
+    fn the_accept_buckets_are_read_in_any_label_order_only_for_accepts_and_summed_over_triggers() {
         let metrics = r#"# TYPE riposte_webhook_duration_seconds histogram
 riposte_webhook_duration_seconds_sum{trigger="siem",status="202"} 0.01
 riposte_webhook_duration_seconds_bucket{le="0.005",trigger="siem",status="202"} 9
 riposte_webhook_duration_seconds_bucket{le="+Inf",trigger="siem",status="202"} 10
 riposte_webhook_duration_seconds_bucket{trigger="siem",status="202",le="0.001"} 4
 riposte_webhook_duration_seconds_bucket{le="0.001",trigger="unknown",status="404"} 1
+riposte_webhook_duration_seconds_bucket{le="0.001",trigger="edr",status="202"} 1
+riposte_webhook_duration_seconds_bucket{le="0.005",trigger="edr",status="202"} 2
+riposte_webhook_duration_seconds_bucket{le="+Inf",trigger="edr",status="202"} 2
 "#;
         assert_eq!(
             accept_buckets(metrics),
-            [(0.001, 4.0), (0.005, 9.0), (f64::INFINITY, 10.0)]
+            [(0.001, 5.0), (0.005, 11.0), (f64::INFINITY, 12.0)]
         );
     }
 }
