@@ -11,6 +11,7 @@
 //! wiring; it knows no Redis keys (the `store` crate does) and no wasmtime (the `plugin-host`
 //! crate does).
 
+pub mod api_first;
 pub mod auth;
 pub mod calls;
 pub mod catalog;
@@ -49,6 +50,8 @@ pub struct Parts {
     pub metrics: Arc<metrics::Metrics>,
     /// Approvals in Slack, when configured.
     pub slack: Option<Arc<slack::Slack>>,
+    /// Holds the worker back while the API takes a burst of webhooks.
+    pub api_first: Arc<api_first::ApiFirst>,
     /// The runner's executor: plugins, and sub-playbooks (which the process's worker drives).
     calls: Arc<calls::Calls>,
 }
@@ -90,6 +93,7 @@ impl Parts {
             installed,
             metrics,
             slack,
+            api_first: Arc::default(),
             calls,
         })
     }
@@ -105,6 +109,7 @@ impl Parts {
             desk: self.desk(),
             delivery_ttl: self.config.webhooks.delivery_ttl,
             slack: self.slack.clone(),
+            api_first: Arc::clone(&self.api_first),
         });
         self.calls.driven_by(&worker);
         worker

@@ -9,6 +9,7 @@
 //! too. Labels are bounded: an unknown trigger counts as `unknown`, never as the name a caller
 //! made up.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -51,6 +52,8 @@ pub struct Metrics {
     queue_depth: Gauge,
     runs_stalled: Gauge,
     run_stalls: Counter,
+    advances_held_back: Counter,
+    advance_hold_back_seconds: Counter<f64, AtomicU64>,
     cases_opened: Counter,
     case_seconds: Family<MomentLabels, Histogram>,
 }
@@ -163,6 +166,18 @@ impl Default for Metrics {
             "Runs found stalled by this process's watchdog",
             run_stalls.clone(),
         );
+        let advances_held_back = Counter::default();
+        registry.register(
+            "advances_held_back",
+            "Run advances this process's worker held back while its API took a burst of webhooks",
+            advances_held_back.clone(),
+        );
+        let advance_hold_back_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "advance_hold_back_seconds",
+            "Time run advances waited while this process's API took a burst of webhooks",
+            advance_hold_back_seconds.clone(),
+        );
         let cases_opened = Counter::default();
         registry.register(
             "cases_opened",
@@ -183,6 +198,8 @@ impl Default for Metrics {
             case_seconds,
             runs_stalled,
             run_stalls,
+            advances_held_back,
+            advance_hold_back_seconds,
             webhooks,
             webhook_seconds,
             runs,
@@ -225,6 +242,13 @@ impl Metrics {
         self.runs_stalled
             .set(i64::try_from(stalled).unwrap_or(i64::MAX));
         self.run_stalls.inc_by(new as u64);
+    }
+
+    /// An advance waited `waited` for a burst of webhooks to pass
+    /// ([`crate::api_first::ApiFirst`]).
+    pub fn advance_held_back(&self, waited: Duration) {
+        self.advances_held_back.inc();
+        self.advance_hold_back_seconds.inc_by(waited.as_secs_f64());
     }
 
     /// A case was written: counts what it reached for the first time between `before` (`None`

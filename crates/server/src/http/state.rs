@@ -46,6 +46,8 @@ pub struct Shared {
     pub console: ConsoleConfig,
     /// Approvals in Slack, when configured.
     pub slack: Option<Arc<crate::slack::Slack>>,
+    /// Counts the webhooks in flight, which hold the process's worker back.
+    pub api_first: Arc<crate::api_first::ApiFirst>,
 }
 
 impl AppState {
@@ -68,6 +70,7 @@ impl AppState {
             cors_origins: parts.config.api.cors_origins.clone(),
             console: parts.config.console.clone(),
             slack: parts.slack.clone(),
+            api_first: Arc::clone(&parts.api_first),
         })))
     }
 }

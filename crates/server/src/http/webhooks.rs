@@ -121,6 +121,8 @@ async fn deliver(
             ));
         }
     };
+    // Counted once read and authenticated: slow or forged deliveries do not hold the worker back.
+    let _accepting = state.api_first.accepting();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());

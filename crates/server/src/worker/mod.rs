@@ -50,6 +50,8 @@ pub struct Worker {
     pub delivery_ttl: Duration,
     /// Posts approval requests to Slack, when configured.
     pub slack: Option<Arc<crate::slack::Slack>>,
+    /// Holds back new advances while the API of this process takes a burst of webhooks.
+    pub api_first: Arc<crate::api_first::ApiFirst>,
 }
 
 /// Who releases a run's lock once its advance is done.
@@ -215,6 +217,10 @@ impl Worker {
     /// worker or another.
     #[tracing::instrument(skip_all, fields(run_id = %claim.run_id, deliveries = claim.deliveries))]
     async fn handle(self: Arc<Self>, holder: Arc<str>, claim: Claim) -> Result<(), BoxDynError> {
+        let turn = self.api_first.turn().await;
+        if let Some(waited) = turn.held_back() {
+            self.metrics.advance_held_back(waited);
+        }
         let advanced =
             std::panic::AssertUnwindSafe(self.advance_as(&holder, &claim, Unlock::WithAck))
                 .catch_unwind()

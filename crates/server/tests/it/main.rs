@@ -91,6 +91,8 @@ pub(crate) struct Server {
     pub(crate) store: Arc<dyn store::Store>,
     /// Cancels, decides and resumes runs, as the API and the CLI do.
     pub(crate) control: server::RunControl,
+    /// What the webhooks and the worker in it share: accepts in flight, advances under way.
+    pub(crate) api_first: Arc<server::api_first::ApiFirst>,
     pub(crate) client: reqwest::Client,
     pub(crate) config: Config,
     /// The folder the server loads playbooks from.
@@ -317,6 +319,7 @@ api:
         }
         let store = Arc::clone(&parts.store);
         let control = parts.control();
+        let api_first = Arc::clone(&parts.api_first);
         let shutdown = CancellationToken::new();
         let (base, router, task) = if listening {
             let listener = tokio::net::TcpListener::bind(config.listen)
@@ -335,6 +338,7 @@ api:
             router,
             store,
             control,
+            api_first,
             config,
             playbooks: dir.path().join("playbooks"),
             data: dir.path().join("data"),

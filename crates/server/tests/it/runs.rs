@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use runner::{RunEvent, RunStatus, StepCall, StepError, StepExecutor};
 use test_support::apis::{ABUSEIPDB_KEY, SLACK_TOKEN, abuseipdb, slack};
 use test_support::{Recorder, serve};
+use tokio::io::AsyncWriteExt as _;
 
 use crate::{BACKENDS, Backend, Server, assert_succeeded, run_id};
 
@@ -677,6 +678,178 @@ async fn beside_the_api_a_worker_runs_on_threads_that_yield_to_it() {
         "the store's background thread woke {wake_ups} times for {} runs",
         runs.len()
     );
+    server.stop().await;
+}
+
+/// Holds every plugin call until released, noting the runs whose calls started.
+struct HeldCalls {
+    started: Mutex<Vec<String>>,
+    arrived: tokio::sync::Notify,
+    released: tokio::sync::Semaphore,
+}
+
+impl HeldCalls {
+    fn new() -> Self {
+        HeldCalls {
+            started: Mutex::default(),
+            arrived: tokio::sync::Notify::new(),
+            released: tokio::sync::Semaphore::new(0),
+        }
+    }
+
+    fn started(&self) -> usize {
+        self.started.lock().expect("calls").len()
+    }
+
+    /// Waits (at most 10 s) until `count` calls have started.
+    async fn until_started(&self, count: usize) {
+        let all_here = async {
+            loop {
+                let arrived = self.arrived.notified();
+                if self.started() >= count {
+                    return;
+                }
+                arrived.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all_here)
+            .await
+            .unwrap_or_else(|_| panic!("{count} calls did not start: {}", self.started()));
+    }
+}
+
+#[async_trait]
+impl StepExecutor for HeldCalls {
+    async fn execute(&self, call: StepCall) -> Result<serde_json::Value, StepError> {
+        self.started.lock().expect("calls").push(call.run_id);
+        self.arrived.notify_waiters();
+        let released = self.released.acquire().await;
+        released.expect("the semaphore stays open").forget();
+        Ok(serde_json::json!({ "score": 0 }))
+    }
+}
+
+/// While the API takes a burst of webhooks, the worker beside it starts new advances only while
+/// fewer than two are under way (the store's queue goes to the accepts), and goes back to all of
+/// its concurrency once the burst is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beside_the_api_a_worker_holds_back_while_a_burst_of_webhooks_is_accepted() {
+    let calls = Arc::new(HeldCalls::new());
+    let server = Server::serving_with_executor(
+        Backend::Sqlite,
+        &[("enrich.yaml", ENRICH_PLAYBOOK.to_owned())],
+        calls.clone(),
+    )
+    .await;
+    // A burst's worth of deliveries in flight.
+    let burst: Vec<_> = (0..server::api_first::BURST_ACCEPTS)
+        .map(|_| server.api_first.accepting())
+        .collect();
+    let mut runs = Vec::new();
+    for last in 1..=3 {
+        let (status, answer) = server
+            .post_signed("enrich", &format!(r#"{{"ip": "203.0.113.{last}"}}"#), &[])
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        runs.push(run_id(&answer));
+    }
+    calls
+        .until_started(server::api_first::ADVANCES_IN_A_BURST)
+        .await;
+    // The worker (eight runs at once) has had the third run's job long enough to start it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        calls.started(),
+        server::api_first::ADVANCES_IN_A_BURST,
+        "a third advance started during the burst"
+    );
+    drop(burst);
+    calls.until_started(3).await;
+    calls.released.add_permits(3);
+    for run in &runs {
+        assert_succeeded(&server.finished(run, Duration::from_secs(20)).await);
+    }
+    let (_, metrics) = server
+        .call("GET", "/metrics", Some(crate::VIEWER_TOKEN), None)
+        .await;
+    let metrics = metrics.as_str().expect("metrics are text");
+    assert!(
+        metrics.contains("riposte_advances_held_back_total 1\n"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+/// A delivery counts towards a burst from when it is read and authenticated until it is answered:
+/// here four accepts wait for Redis, paused for writes, while a fifth delivery's body has not
+/// all arrived (a slow or hostile sender does not hold the worker back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_count_towards_a_burst_once_read_until_answered() {
+    const ECHO: &str = r#"
+name: echo
+trigger: { webhook: enrich, auth: siem }
+steps:
+  - id: echo
+    uses: core/echo
+    timeout: 2s
+    with: { ip: "{{ trigger.ip }}" }
+"#;
+    let server =
+        Server::listening(Backend::Redis, &[("echo.yaml", ECHO.to_owned())], &[], "").await;
+    let redis = server.redis.as_ref().expect("a Redis store");
+    let mut connection = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(10_000)
+        .arg("WRITE")
+        .query_async(&mut connection)
+        .await
+        .expect("CLIENT PAUSE");
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut half_sent = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    half_sent
+        .write_all(
+            b"POST /hooks/enrich HTTP/1.1\r\nhost: riposte\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"ip\": ",
+        )
+        .await
+        .expect("write");
+    let alerts: Vec<String> = (1..=4)
+        .map(|last| format!(r#"{{"ip": "203.0.113.{last}"}}"#))
+        .collect();
+    let posts = futures::future::join_all(
+        alerts
+            .iter()
+            .map(|alert| server.post_signed("enrich", alert, &[])),
+    );
+    let watch = async {
+        let four_in_flight = async {
+            while server.api_first.accepts_in_flight() < 4 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), four_in_flight)
+            .await
+            .expect("four accepts in flight");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(server.api_first.accepts_in_flight(), 4);
+        let () = redis::cmd("CLIENT")
+            .arg("UNPAUSE")
+            .query_async(&mut connection)
+            .await
+            .expect("CLIENT UNPAUSE");
+    };
+    let (answers, ()) = tokio::join!(posts, watch);
+    for (status, answer) in answers {
+        assert_eq!(status, 202, "{answer}");
+    }
+    assert_eq!(server.api_first.accepts_in_flight(), 0);
+    drop(half_sent);
     server.stop().await;
 }
 

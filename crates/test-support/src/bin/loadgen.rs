@@ -420,11 +420,7 @@ async fn report_audit_cost(client: &reqwest::Client, base: &str, runs: usize) {
     let Some(text) = metrics(client, base).await else {
         return;
     };
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let value = |name: &str| metric_value(&text, name);
     let writes = value("riposte_journal_write_duration_seconds_count");
     let seconds = value("riposte_journal_write_duration_seconds_sum");
     let records = value("riposte_journal_records_total");
@@ -436,6 +432,24 @@ async fn report_audit_cost(client: &reqwest::Client, base: &str, runs: usize) {
         seconds * 1e3 / writes.max(1.0),
         seconds * 1e3 / runs
     );
+    println!(
+        "  advances held back while the API took a burst: {:.0}, {:.2} s waited in all",
+        value("riposte_advances_held_back_total"),
+        value("riposte_advance_hold_back_seconds_total")
+    );
+}
+
+/// The value of an unlabelled metric in a `/metrics` text, 0 if it is not there.
+fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0)
 }
 
 /// The accepts as the server timed them (`riposte_webhook_duration_seconds`, from the request's
