@@ -14,12 +14,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Accepts in flight at or above which the API is taking a burst: a quarter of the connections a
-/// SIEM's sender commonly opens (64), and far above what a steady 2,000 alerts/s keeps in flight
-/// (one or two).
+/// Accepts in flight at or above which the API is taking a burst: a quarter of the 64 connections
+/// of `bench/load`'s closed loop, and far above what a steady 2,000 alerts/s keeps in flight (one
+/// or two).
 pub const BURST_ACCEPTS: usize = 16;
 
-/// Advances the worker keeps under way during a burst, so that runs still finish.
+/// Advances the worker keeps under way during a burst, so that runs still finish. With 8 the
+/// store's queue stayed long (docs/server.md, fourteenth round); 1 was no better than 2.
 pub const ADVANCES_IN_A_BURST: usize = 2;
 
 /// How long after the accepts in flight last reached [`BURST_ACCEPTS`] the burst is over. A run's
