@@ -785,15 +785,6 @@ async fn beside_the_api_a_worker_holds_back_while_a_burst_of_webhooks_is_accepte
 /// all arrived (a slow or hostile sender does not hold the worker back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_count_towards_a_burst_once_read_until_answered() {
-    const ECHO: &str = r#"
-name: echo
-trigger: { webhook: enrich, auth: siem }
-steps:
-  - id: echo
-    uses: core/echo
-    timeout: 2s
-    with: { ip: "{{ trigger.ip }}" }
-"#;
     let server =
         Server::listening(Backend::Redis, &[("echo.yaml", ECHO.to_owned())], &[], "").await;
     let redis = server.redis.as_ref().expect("a Redis store");
@@ -815,7 +806,7 @@ steps:
         .expect("connect");
     half_sent
         .write_all(
-            b"POST /hooks/enrich HTTP/1.1\r\nhost: riposte\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"ip\": ",
+            b"POST /hooks/echo HTTP/1.1\r\nhost: riposte\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"ip\": ",
         )
         .await
         .expect("write");
@@ -825,7 +816,7 @@ steps:
     let posts = futures::future::join_all(
         alerts
             .iter()
-            .map(|alert| server.post_signed("enrich", alert, &[])),
+            .map(|alert| server.post_signed("echo", alert, &[])),
     );
     let watch = async {
         let four_in_flight = async {
