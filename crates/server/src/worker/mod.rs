@@ -212,9 +212,10 @@ impl Worker {
         }
     }
 
-    /// Advances one job's run for `holder` (its shard). `Ok` acks the job; `Err` (the store
-    /// failed, or a bug panicked) leaves it leased, so it comes back after its lease, on this
-    /// worker or another.
+    /// Advances one job's run for `holder` (its shard), once it has its turn (none is held back
+    /// unless this process's API is taking a burst of webhooks: [`crate::api_first`]). `Ok` acks
+    /// the job; `Err` (the store failed, or a bug panicked) leaves it leased, so it comes back
+    /// after its lease, on this worker or another.
     #[tracing::instrument(skip_all, fields(run_id = %claim.run_id, deliveries = claim.deliveries))]
     async fn handle(self: Arc<Self>, holder: Arc<str>, claim: Claim) -> Result<(), BoxDynError> {
         let turn = self.api_first.turn().await;

@@ -432,10 +432,18 @@ async fn report_audit_cost(client: &reqwest::Client, base: &str, runs: usize) {
         seconds * 1e3 / writes.max(1.0),
         seconds * 1e3 / runs
     );
+}
+
+/// How often, and for how long in all, the worker held runs back while the API took a burst of
+/// webhooks (`server::api_first`).
+async fn report_held_back(client: &reqwest::Client, base: &str) {
+    let Some(text) = metrics(client, base).await else {
+        return;
+    };
     println!(
         "  advances held back while the API took a burst: {:.0}, {:.2} s waited in all",
-        value("riposte_advances_held_back_total"),
-        value("riposte_advance_hold_back_seconds_total")
+        metric_value(&text, "riposte_advances_held_back_total"),
+        metric_value(&text, "riposte_advance_hold_back_seconds_total")
     );
 }
 
@@ -851,6 +859,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     report_runs("steady (API + workers)", runs.len(), &steady);
     println!("  process memory: {}", memory(&both.0));
     report_audit_cost(&client, &deployment.base(), runs.len()).await;
+    report_held_back(&client, &deployment.base()).await;
     if let (Some(before), Some(after)) =
         (redis_cpu_before, redis_cpu(options.redis.as_deref()).await)
     {
