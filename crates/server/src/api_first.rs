@@ -5,8 +5,9 @@
 //! writes of every run the worker has in hand. So during a burst (many accepts in flight at once,
 //! and for a short calm after) the worker starts an advance only while it has fewer than a few
 //! under way; the runs it holds wait for their turn, and it goes back to its full concurrency once
-//! the burst is over. An accept answered late is a SIEM retrying or giving up; a run started late
-//! is only later, and the worker never stops altogether.
+//! the burst is over. Meanwhile it claims only what it may start, so that jobs it could not start
+//! stay in the queue for other worker processes. An accept answered late is a SIEM retrying or
+//! giving up; a run started late is only later, and the worker never stops altogether.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -100,6 +101,16 @@ impl ApiFirst {
                 _ = ended => {}
                 _ = tokio::time::sleep_until(calm_at) => {}
             }
+        }
+    }
+
+    /// How many of the `wanted` jobs a worker's shard holding `held` may claim now: all of them,
+    /// except in a burst, when it only tops up to the advances a burst lets it start. The jobs it
+    /// could not start stay in the queue, free for other worker processes.
+    pub fn claimable(&self, held: usize, wanted: usize) -> usize {
+        match self.burst_until() {
+            None => wanted,
+            Some(_) => wanted.min(self.advances_in_a_burst.saturating_sub(held)),
         }
     }
 
@@ -223,6 +234,21 @@ mod tests {
         assert_eq!(third.held_back(), Some(CALM * 5 + Duration::from_millis(3)));
         drop(accepting);
         assert_eq!(api_first.accepts_in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_a_burst_a_shard_claims_only_what_it_may_start() {
+        let api_first = burst_of_four_two_advances();
+        assert_eq!(api_first.claimable(0, 32), 32);
+        let accepting: Vec<_> = (0..4).map(|_| api_first.accepting()).collect();
+        assert_eq!(api_first.claimable(0, 32), 2);
+        assert_eq!(api_first.claimable(1, 32), 1);
+        assert_eq!(api_first.claimable(0, 1), 1);
+        assert_eq!(api_first.claimable(3, 32), 0);
+        drop(accepting);
+        assert_eq!(api_first.claimable(3, 32), 0, "claimed within the calm");
+        tokio::time::advance(CALM).await;
+        assert_eq!(api_first.claimable(3, 32), 32);
     }
 
     #[tokio::test(start_paused = true)]

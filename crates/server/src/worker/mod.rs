@@ -101,6 +101,7 @@ impl Worker {
                     poll_interval: self.config.poll_interval,
                     max_in_flight: concurrency,
                 },
+                Arc::clone(&self.api_first),
             );
             let context = WorkerContext::new(&holder);
             let worker = Arc::clone(&self);

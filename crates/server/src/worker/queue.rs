@@ -34,6 +34,8 @@ use apalis_core::worker::context::WorkerContext;
 
 use store::{Claim, Store};
 
+use crate::api_first::ApiFirst;
+
 #[derive(Debug, Clone)]
 pub(crate) struct QueueConfig {
     /// Lease taken on claim and renewed by every heartbeat.
@@ -55,6 +57,8 @@ type InFlight = Arc<Mutex<HashMap<String, HashMap<String, Claim>>>>;
 pub(crate) struct QueuePersistence {
     queue: Arc<dyn Store>,
     config: QueueConfig,
+    /// Whether this process's API is taking a burst of webhooks, when claims stay small.
+    api_first: Arc<ApiFirst>,
     in_flight: InFlight,
 }
 
@@ -63,6 +67,7 @@ impl Clone for QueuePersistence {
         Self {
             queue: self.queue.clone(),
             config: self.config.clone(),
+            api_first: Arc::clone(&self.api_first),
             in_flight: self.in_flight.clone(),
         }
     }
@@ -133,7 +138,12 @@ impl Persistence for QueuePersistence {
         worker: &WorkerContext,
     ) -> Result<Vec<Task<Claim>>, store::Error> {
         let held = self.held(worker).len();
-        let max = self.config.max_in_flight.saturating_sub(held).max(1);
+        let free = self.config.max_in_flight.saturating_sub(held).max(1);
+        let max = self.api_first.claimable(held, free);
+        if max == 0 {
+            // Claimed in a burst, the jobs would wait here while other workers could run them.
+            return Ok(Vec::new());
+        }
         let claims = match self
             .queue
             .claim(worker.name(), max, self.config.lease)
@@ -254,10 +264,15 @@ pub(crate) struct QueueBackend {
 }
 
 impl QueueBackend {
-    pub(crate) fn new(queue: Arc<dyn Store>, config: QueueConfig) -> Self {
+    pub(crate) fn new(
+        queue: Arc<dyn Store>,
+        config: QueueConfig,
+        api_first: Arc<ApiFirst>,
+    ) -> Self {
         let p = QueuePersistence {
             queue,
             config: config.clone(),
+            api_first,
             in_flight: Default::default(),
         };
         Self {

@@ -780,6 +780,62 @@ async fn beside_the_api_a_worker_holds_back_while_a_burst_of_webhooks_is_accepte
     server.stop().await;
 }
 
+/// During a burst the worker beside the API claims only the jobs it may start (each of its shards
+/// tops up to the advances a burst allows): the rest stay in the queue, where another worker
+/// process takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_burst_a_worker_beside_the_api_leaves_the_jobs_it_cannot_start_to_others() {
+    const RUNS: usize = 12;
+    let calls = Arc::new(HeldCalls::new());
+    let server = Server::serving_with_executor(
+        Backend::Sqlite,
+        &[("enrich.yaml", ENRICH_PLAYBOOK.to_owned())],
+        calls.clone(),
+    )
+    .await;
+    let burst: Vec<_> = (0..server::api_first::BURST_ACCEPTS)
+        .map(|_| server.api_first.accepting())
+        .collect();
+    let mut runs = Vec::new();
+    for last in 1..=RUNS {
+        let (status, answer) = server
+            .post_signed("enrich", &format!(r#"{{"ip": "203.0.113.{last}"}}"#), &[])
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        runs.push(run_id(&answer));
+    }
+    calls
+        .until_started(server::api_first::ADVANCES_IN_A_BURST)
+        .await;
+    // Its shards look at the queue every 20 ms: long enough for them to claim all they would.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let elsewhere = server
+        .store
+        .claim("another-process", RUNS, Duration::from_secs(30))
+        .await
+        .expect("another worker claims");
+    // Eight runs at once, in two shards (one per runtime thread): without the burst the worker
+    // would hold eight of the twelve jobs; in it, at most two a shard.
+    let most_held = 2 * server::api_first::ADVANCES_IN_A_BURST;
+    assert!(
+        elsewhere.len() >= RUNS - most_held,
+        "another worker found {} of {RUNS} jobs",
+        elsewhere.len()
+    );
+    let given_back: Vec<String> = elsewhere.into_iter().map(|claim| claim.job_id).collect();
+    server
+        .store
+        .release("another-process", &given_back)
+        .await
+        .expect("release");
+    drop(burst);
+    calls.released.add_permits(RUNS);
+    for run in &runs {
+        assert_succeeded(&server.finished(run, Duration::from_secs(20)).await);
+    }
+    server.stop().await;
+}
+
 /// A delivery counts towards a burst from when it is read and authenticated until it is answered:
 /// here four accepts wait for Redis, paused for writes, while a fifth delivery's body has not
 /// all arrived (a slow or hostile sender does not hold the worker back).
