@@ -530,9 +530,9 @@ steps:
     with: { ip: "{{ trigger.ip }}" }
 "#;
 
-/// Posts `count` alerts to [`ENRICH_PLAYBOOK`]'s trigger and waits until each run has succeeded;
-/// gives back their ids.
-async fn enrich_runs_succeed(server: &Server, count: u8) -> Vec<String> {
+/// Posts `count` alerts to [`ENRICH_PLAYBOOK`]'s trigger; gives back the ids of the runs they
+/// started.
+async fn post_enrich_alerts(server: &Server, count: u8) -> Vec<String> {
     let mut runs = Vec::new();
     for last in 1..=count {
         let (status, answer) = server
@@ -541,6 +541,13 @@ async fn enrich_runs_succeed(server: &Server, count: u8) -> Vec<String> {
         assert_eq!(status, 202, "{answer}");
         runs.push(run_id(&answer));
     }
+    runs
+}
+
+/// Posts `count` alerts to [`ENRICH_PLAYBOOK`]'s trigger and waits until each run has succeeded;
+/// gives back their ids.
+async fn enrich_runs_succeed(server: &Server, count: u8) -> Vec<String> {
+    let runs = post_enrich_alerts(server, count).await;
     for run in &runs {
         assert_succeeded(&server.finished(run, Duration::from_secs(20)).await);
     }
@@ -729,11 +736,8 @@ impl StepExecutor for HeldCalls {
     }
 }
 
-/// While the API takes a burst of webhooks, the worker beside it starts new advances only while
-/// fewer than two are under way (the store's queue goes to the accepts), and goes back to all of
-/// its concurrency once the burst is over.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beside_the_api_a_worker_holds_back_while_a_burst_of_webhooks_is_accepted() {
+/// A server on [`ENRICH_PLAYBOOK`] whose plugin calls wait until released.
+async fn enrich_with_held_calls() -> (Arc<HeldCalls>, Server) {
     let calls = Arc::new(HeldCalls::new());
     let server = Server::serving_with_executor(
         Backend::Sqlite,
@@ -741,18 +745,20 @@ async fn beside_the_api_a_worker_holds_back_while_a_burst_of_webhooks_is_accepte
         calls.clone(),
     )
     .await;
+    (calls, server)
+}
+
+/// While the API takes a burst of webhooks, the worker beside it starts new advances only while
+/// fewer than two are under way (the store's queue goes to the accepts), and goes back to all of
+/// its concurrency once the burst is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beside_the_api_a_worker_holds_back_while_a_burst_of_webhooks_is_accepted() {
+    let (calls, server) = enrich_with_held_calls().await;
     // A burst's worth of deliveries in flight.
     let burst: Vec<_> = (0..server::api_first::BURST_ACCEPTS)
         .map(|_| server.api_first.accepting())
         .collect();
-    let mut runs = Vec::new();
-    for last in 1..=3 {
-        let (status, answer) = server
-            .post_signed("enrich", &format!(r#"{{"ip": "203.0.113.{last}"}}"#), &[])
-            .await;
-        assert_eq!(status, 202, "{answer}");
-        runs.push(run_id(&answer));
-    }
+    let runs = post_enrich_alerts(&server, 3).await;
     calls
         .until_started(server::api_first::ADVANCES_IN_A_BURST)
         .await;
@@ -785,25 +791,12 @@ async fn beside_the_api_a_worker_holds_back_while_a_burst_of_webhooks_is_accepte
 /// process takes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_burst_a_worker_beside_the_api_leaves_the_jobs_it_cannot_start_to_others() {
-    const RUNS: usize = 12;
-    let calls = Arc::new(HeldCalls::new());
-    let server = Server::serving_with_executor(
-        Backend::Sqlite,
-        &[("enrich.yaml", ENRICH_PLAYBOOK.to_owned())],
-        calls.clone(),
-    )
-    .await;
+    const RUNS: u8 = 12;
+    let (calls, server) = enrich_with_held_calls().await;
     let burst: Vec<_> = (0..server::api_first::BURST_ACCEPTS)
         .map(|_| server.api_first.accepting())
         .collect();
-    let mut runs = Vec::new();
-    for last in 1..=RUNS {
-        let (status, answer) = server
-            .post_signed("enrich", &format!(r#"{{"ip": "203.0.113.{last}"}}"#), &[])
-            .await;
-        assert_eq!(status, 202, "{answer}");
-        runs.push(run_id(&answer));
-    }
+    let runs = post_enrich_alerts(&server, RUNS).await;
     calls
         .until_started(server::api_first::ADVANCES_IN_A_BURST)
         .await;
@@ -811,14 +804,18 @@ async fn in_a_burst_a_worker_beside_the_api_leaves_the_jobs_it_cannot_start_to_o
     tokio::time::sleep(Duration::from_millis(300)).await;
     let elsewhere = server
         .store
-        .claim("another-process", RUNS, Duration::from_secs(30))
+        .claim(
+            "another-process",
+            usize::from(RUNS),
+            Duration::from_secs(30),
+        )
         .await
         .expect("another worker claims");
     // Eight runs at once, in two shards (one per runtime thread): without the burst the worker
     // would hold eight of the twelve jobs; in it, at most two a shard.
     let most_held = 2 * server::api_first::ADVANCES_IN_A_BURST;
     assert!(
-        elsewhere.len() >= RUNS - most_held,
+        elsewhere.len() >= usize::from(RUNS) - most_held,
         "another worker found {} of {RUNS} jobs",
         elsewhere.len()
     );
@@ -829,7 +826,7 @@ async fn in_a_burst_a_worker_beside_the_api_leaves_the_jobs_it_cannot_start_to_o
         .await
         .expect("release");
     drop(burst);
-    calls.released.add_permits(RUNS);
+    calls.released.add_permits(usize::from(RUNS));
     for run in &runs {
         assert_succeeded(&server.finished(run, Duration::from_secs(20)).await);
     }
