@@ -13,7 +13,8 @@
 //! server's `/metrics`), and on Redis the Redis CPU time per run and how long Redis took to answer a
 //! PING sent every millisecond while the alerts were posted. For both phases that post alerts it
 //! reports the accepts as the server itself timed them (`/metrics` again), which tells the time
-//! inside the handler from the time around it.
+//! inside the handler from the time around it, and how the accepts over 5 ms bunch by when they
+//! were answered: a stall of the server holds up every post in flight at once.
 //!
 //! With `--rate R` the steady phase offers R alerts/s on a fixed schedule (open loop), and each
 //! accept's latency counts from when it was due to be sent, so a slow answer cannot hide the
@@ -222,15 +223,47 @@ async fn post_alert(client: reqwest::Client, url: String, n: usize) -> Option<St
     }
 }
 
-/// Accept latencies (sorted), run ids and the time it took to post them all.
-type Posted = (Vec<Duration>, Vec<String>, Duration);
+/// One alert posted: when it was sent (from the start of its phase; in an open loop, when it was
+/// due), how long its answer took, and the run it started.
+struct Post {
+    sent: Duration,
+    latency: Duration,
+    run: Option<String>,
+}
 
-fn posted(started: Instant, results: Vec<(Duration, Option<String>)>) -> Posted {
+/// Accept latencies (sorted), run ids, the time it took to post them all, and the slow accepts.
+type Posted = (Vec<Duration>, Vec<String>, Duration, SlowAccepts);
+
+fn posted(started: Instant, results: Vec<Post>) -> Posted {
     let elapsed = started.elapsed();
-    let mut latencies: Vec<Duration> = results.iter().map(|(latency, _)| *latency).collect();
+    let slow = slow_accepts(&results);
+    let mut latencies: Vec<Duration> = results.iter().map(|post| post.latency).collect();
     latencies.sort_unstable();
-    let runs = results.into_iter().filter_map(|(_, run)| run).collect();
-    (latencies, runs, elapsed)
+    let runs = results.into_iter().filter_map(|post| post.run).collect();
+    (latencies, runs, elapsed, slow)
+}
+
+/// The accept latency goal: an accept that takes longer is slow.
+const SLOW: Duration = Duration::from_millis(5);
+
+/// The slow accepts, by when they were answered. A stall that holds up every post in flight at
+/// once shows as a few windows holding many; a tail spread over the run, as many holding few.
+struct SlowAccepts {
+    /// How many slow accepts were answered in each window of [`SLOW`] that had any, most first.
+    by_window: Vec<usize>,
+}
+
+fn slow_accepts(results: &[Post]) -> SlowAccepts {
+    let mut windows: BTreeMap<u128, usize> = BTreeMap::new();
+    for post in results.iter().filter(|post| post.latency >= SLOW) {
+        let answered = post.sent.saturating_add(post.latency);
+        *windows
+            .entry(answered.as_micros() / SLOW.as_micros())
+            .or_default() += 1;
+    }
+    let mut by_window: Vec<usize> = windows.into_values().collect();
+    by_window.sort_unstable_by(|a, b| b.cmp(a));
+    SlowAccepts { by_window }
 }
 
 /// Posts `count` alerts starting at `first`, `concurrency` at a time (closed loop): one task per
@@ -260,7 +293,11 @@ async fn post_alerts(
                     }
                     let sent = Instant::now();
                     let run = post_alert(client.clone(), url.clone(), n).await;
-                    results.push((sent.elapsed(), run));
+                    results.push(Post {
+                        sent: sent - started,
+                        latency: sent.elapsed(),
+                        run,
+                    });
                 }
             })
         })
@@ -310,7 +347,11 @@ async fn post_alerts_at(
     let mut late = Vec::with_capacity(count);
     for post in posts {
         let (latency, sent_late, run) = post.await.unwrap_or((Duration::MAX, Duration::MAX, None));
-        results.push((latency, run));
+        results.push(Post {
+            sent: Duration::from_secs_f64(results.len() as f64 / rate),
+            latency,
+            run,
+        });
         late.push(sent_late);
     }
     late.sort_unstable();
@@ -330,13 +371,33 @@ fn spread(sorted: &[Duration], decimals: usize) -> String {
     format!("p50 {p50:.decimals$} ms, p99 {p99:.decimals$} ms, max {max:.decimals$} ms")
 }
 
-fn report_accepts(label: &str, latencies: &[Duration], accepted: usize, elapsed: Duration) {
+fn report_accepts(label: &str, (latencies, runs, elapsed, slow): &Posted) {
     println!(
-        "{label}: {accepted}/{} accepted in {:.2} s = {:.0} alerts/s; accept latency {}",
+        "{label}: {}/{} accepted in {:.2} s = {:.0} alerts/s; accept latency {}",
+        runs.len(),
         latencies.len(),
         elapsed.as_secs_f64(),
-        accepted as f64 / elapsed.as_secs_f64(),
+        runs.len() as f64 / elapsed.as_secs_f64(),
         spread(latencies, 2),
+    );
+    let count: usize = slow.by_window.iter().sum();
+    if count == 0 {
+        println!("  accepts of {} ms or more: none", SLOW.as_millis());
+        return;
+    }
+    let most: Vec<String> = slow
+        .by_window
+        .iter()
+        .take(3)
+        .map(usize::to_string)
+        .collect();
+    println!(
+        "  accepts of {} ms or more: {count} ({:.2}%), answered in {} windows of {} ms; the most in one: {}",
+        SLOW.as_millis(),
+        count as f64 * 100.0 / latencies.len().max(1) as f64,
+        slow.by_window.len(),
+        SLOW.as_millis(),
+        most.join(", "),
     );
 }
 
@@ -752,7 +813,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     // 1. Ingest into an API-only process.
     let api = deployment.spawn("serve", 0);
     deployment.wait_ready().await;
-    let (latencies, runs, elapsed) = post_alerts(
+    let ingest = post_alerts(
         &client,
         &deployment.base(),
         0,
@@ -760,7 +821,8 @@ egress: {{ allow_private: [127.0.0.0/8] }}
         options.concurrency,
     )
     .await;
-    report_accepts("ingest (API only)", &latencies, runs.len(), elapsed);
+    report_accepts("ingest (API only)", &ingest);
+    let (_, runs, _, _) = ingest;
     report_server_latency(&client, &deployment.base()).await;
     println!("  API process memory: {}", memory(&api.0));
 
@@ -810,7 +872,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     let redis_cpu_before = redis_cpu(options.redis.as_deref()).await;
     let probe_stop = Arc::new(AtomicBool::new(false));
     let probe = tokio::spawn(probe_redis(options.redis.clone(), Arc::clone(&probe_stop)));
-    let ((latencies, runs, elapsed), sender_late) = match options.rate {
+    let (posted, sender_late) = match options.rate {
         Some(rate) => {
             let (posted, late) = post_alerts_at(
                 &client,
@@ -839,7 +901,8 @@ egress: {{ allow_private: [127.0.0.0/8] }}
         None => "steady (API + workers)".to_owned(),
     };
     probe_stop.store(true, Ordering::Relaxed);
-    report_accepts(&label, &latencies, runs.len(), elapsed);
+    report_accepts(&label, &posted);
+    let (_, runs, _, _) = posted;
     report_server_latency(&client, &deployment.base()).await;
     if let Some(late) = sender_late {
         println!(
