@@ -663,12 +663,7 @@ async fn beside_the_api_a_worker_runs_on_threads_that_yield_to_it() {
         "the test runs at the lowest priority already"
     );
     let calls = Arc::new(NiceOfCalls::default());
-    let server = Server::serving_with_executor(
-        Backend::Sqlite,
-        &[("enrich.yaml", ENRICH_PLAYBOOK.to_owned())],
-        calls.clone(),
-    )
-    .await;
+    let server = enrich_server_calling(calls.clone()).await;
     let runs = enrich_runs_succeed(&server, 4).await;
     let seen = calls.0.lock().expect("nice values").clone();
     assert_eq!(seen, vec![(api_nice + 10).min(19); runs.len()]);
@@ -736,15 +731,20 @@ impl StepExecutor for HeldCalls {
     }
 }
 
+/// A server on SQLite and [`ENRICH_PLAYBOOK`] whose plugin calls go to `calls`.
+async fn enrich_server_calling(calls: Arc<dyn StepExecutor>) -> Server {
+    Server::serving_with_executor(
+        Backend::Sqlite,
+        &[("enrich.yaml", ENRICH_PLAYBOOK.to_owned())],
+        calls,
+    )
+    .await
+}
+
 /// A server on [`ENRICH_PLAYBOOK`] whose plugin calls wait until released.
 async fn enrich_with_held_calls() -> (Arc<HeldCalls>, Server) {
     let calls = Arc::new(HeldCalls::new());
-    let server = Server::serving_with_executor(
-        Backend::Sqlite,
-        &[("enrich.yaml", ENRICH_PLAYBOOK.to_owned())],
-        calls.clone(),
-    )
-    .await;
+    let server = enrich_server_calling(calls.clone()).await;
     (calls, server)
 }
 
