@@ -9,6 +9,7 @@
 //! background lane's thread runs when a core is free, and finds the worker's writes gathered.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::Operation;
@@ -67,6 +68,9 @@ pub(super) struct Lanes {
     waiting: Mutex<Waiting>,
     prompt_ready: Condvar,
     background_ready: Condvar,
+    /// Operations queued in the prompt lane so far: the checkpointer tells a burst of accepts from
+    /// a calm by whether it grew.
+    prompt_arrivals: AtomicU64,
 }
 
 #[derive(Default)]
@@ -104,6 +108,9 @@ impl Lanes {
     /// Once the threads have stopped, the operation is dropped, which answers it with an error.
     pub(super) fn push(&self, operation: Operation) {
         let lane = QUEUES_IN.with(Cell::get);
+        if lane == Lane::Prompt {
+            self.prompt_arrivals.fetch_add(1, Ordering::Relaxed);
+        }
         let mut waiting = self.lock();
         if waiting.closed {
             return;
@@ -116,6 +123,11 @@ impl Lanes {
         if was_idle {
             self.ready(lane).notify_one();
         }
+    }
+
+    /// How many operations have been queued in the prompt lane.
+    pub(super) fn prompt_arrivals(&self) -> u64 {
+        self.prompt_arrivals.load(Ordering::Relaxed)
     }
 
     /// Waits until `lane` holds an operation: `false` once the store is closed and it is empty.

@@ -229,7 +229,13 @@ impl SqliteStore {
         add_chain_columns(&connection)?;
         // The checkpointer's thread copies the WAL back into the file, so that this thread never
         // stops answering to do it. Should it fail to start, SQLite checkpoints here as usual.
-        let checkpointer_stop = match Checkpointer::start(path, checkpoint::WAL_RESTART_FRAMES) {
+        let lanes = Arc::new(Lanes::default());
+        let arrivals = Arc::clone(&lanes);
+        let checkpointer_stop = match Checkpointer::start(
+            path,
+            checkpoint::Restart::AS_SHIPPED,
+            move || arrivals.prompt_arrivals(),
+        ) {
             Ok(stop) => {
                 connection.pragma_update(None, "wal_autocheckpoint", 0)?;
                 Some(stop)
@@ -239,7 +245,6 @@ impl SqliteStore {
                 None
             }
         };
-        let lanes = Arc::new(Lanes::default());
         let connection = Arc::new(Mutex::new(connection));
         let mut checkpointer_stop = checkpointer_stop;
         for lane in [Lane::Prompt, Lane::Background] {
@@ -1607,6 +1612,28 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert_eq!(policy, 3, "the background thread is not SCHED_BATCH");
         }
+    }
+
+    #[test]
+    fn the_checkpointer_counts_the_prompt_lanes_arrivals_only() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = SqliteStore::open(&dir.path().join("lanes.db"), Synchronous::Normal)
+            .expect("the store opens");
+        let arrivals = || store.operations.0.prompt_arrivals();
+        let before = arrivals();
+        where_it_runs(&store);
+        assert_eq!(arrivals(), before + 1);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                SqliteStore::queue_behind_the_api();
+                where_it_runs(&store);
+            });
+        });
+        assert_eq!(
+            arrivals(),
+            before + 1,
+            "a worker's operation counted as an accept"
+        );
     }
 
     #[test]
