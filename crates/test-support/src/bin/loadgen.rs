@@ -865,6 +865,9 @@ egress: {{ allow_private: [127.0.0.0/8] }}
     );
     drop(workers);
     drop(api);
+    // The load generator's own store has a checkpointer, which would copy and restart the WAL of
+    // the process measured next while it takes the alerts: it is opened again once they are in.
+    drop(store);
 
     // 3. Steady state: one process accepts and runs at once.
     let both = deployment.spawn("serve", 64);
@@ -918,6 +921,7 @@ egress: {{ allow_private: [127.0.0.0/8] }}
             spread(&pings, 2)
         );
     }
+    let store = deployment.store().await;
     let steady = finished(store.as_ref(), &runs).await;
     report_runs("steady (API + workers)", runs.len(), &steady);
     println!("  process memory: {}", memory(&both.0));
