@@ -69,7 +69,15 @@ impl<A: Fn() -> u64 + Send + 'static> Checkpointer<A> {
         restart: Restart,
         arrivals: A,
     ) -> Result<mpsc::Sender<()>, Error> {
-        let mut checkpointer = Checkpointer::open(path, restart, arrivals)?;
+        let connection = Connection::open(path)?;
+        connection.busy_handler(Some(wait_for_lock))?;
+        let arrivals_seen = arrivals();
+        let mut checkpointer = Checkpointer {
+            connection,
+            restart,
+            arrivals,
+            arrivals_seen,
+        };
         let (stop, stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("riposte-sqlite-checkpoint".into())
@@ -88,31 +96,17 @@ impl<A: Fn() -> u64 + Send + 'static> Checkpointer<A> {
         Ok(stop)
     }
 
-    fn open(path: &Path, restart: Restart, arrivals: A) -> Result<Checkpointer<A>, Error> {
-        let connection = Connection::open(path)?;
-        connection.busy_handler(Some(wait_for_lock))?;
-        let arrivals_seen = arrivals();
-        Ok(Checkpointer {
-            connection,
-            restart,
-            arrivals,
-            arrivals_seen,
-        })
-    }
-
     /// Copies what it can of the WAL into the file, and makes the WAL start over when `restart`
-    /// says so: gives back whether it did.
-    fn checkpoint(&mut self) -> Result<bool, Error> {
+    /// says so.
+    fn checkpoint(&mut self) -> Result<(), Error> {
         let frames = self.run("PRAGMA wal_checkpoint(PASSIVE)")?;
         let arrived = (self.arrivals)();
         let calm = arrived == self.arrivals_seen;
         self.arrivals_seen = arrived;
-        let restart =
-            frames >= self.restart.at_the_latest || (calm && frames >= self.restart.when_calm);
-        if restart {
+        if frames >= self.restart.at_the_latest || (calm && frames >= self.restart.when_calm) {
             self.run("PRAGMA wal_checkpoint(RESTART)")?;
         }
-        Ok(restart)
+        Ok(())
     }
 
     /// Runs a checkpoint pragma; gives back how many frames the WAL held.
